@@ -1,0 +1,5 @@
+export * from './schema.js'
+export { resolveConfig, parseDatabaseUrl, configErrorFromZod, type ConfigSource, type ParsedUrl } from './resolve.js'
+export { describeTarget, redactUrl, redactConfig, scrubSecrets } from './redact.js'
+export { tlsOptionsFor } from './tls.js'
+export { createConsoleLogger, defaultLogger, silentLogger, type Logger, type LogFields, type LogLevel } from './logger.js'

@@ -1,0 +1,355 @@
+// Turns what the user gave (a URL, an object, the environment) into one validated DatabaseConfig.
+// Precedence, highest first: explicit object keys, the object's `url`, DATABASE_URL, the libpq
+// PG* variables, the preset, the defaults.
+import { readFileSync } from 'node:fs'
+import type { z } from 'zod'
+import { ConfigError } from '../errors/index.js'
+import {
+  configInputSchema,
+  DEFAULTS,
+  PRESETS,
+  SSL_MODES,
+  TARGET_SESSION_ATTRS,
+  type DatabaseConfig,
+  type DatabaseConfigInput,
+  type HostPort,
+  type ResolvedSsl,
+  type SslMode,
+  type TargetSessionAttrs,
+} from './schema.js'
+
+const SECRET_KEYS = new Set(['password', 'key', 'passphrase', 'url'])
+
+/** Parsed pieces of a postgres:// URL. Only what the URL actually said is set. */
+export interface ParsedUrl {
+  user?: string
+  password?: string
+  hosts?: HostPort[]
+  database?: string
+  ssl?: { mode?: SslMode; caFile?: string; certFile?: string; keyFile?: string }
+  applicationName?: string
+  connectTimeoutMs?: number
+  targetSessionAttrs?: TargetSessionAttrs
+  serverSettings?: Record<string, string>
+}
+
+const URL_PATTERN = /^(postgres(?:ql)?):\/\/(?:([^@/?#]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/
+
+const URL_PARAMS = [
+  'sslmode',
+  'sslrootcert',
+  'sslcert',
+  'sslkey',
+  'application_name',
+  'connect_timeout',
+  'target_session_attrs',
+  'options',
+  'user',
+  'password',
+  'dbname',
+  'host',
+  'port',
+] as const
+
+function decode(part: string, what: string): string {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    throw new ConfigError(`url: the ${what} is not valid percent-encoding`, { key: 'url' })
+  }
+}
+
+function parsePort(text: string, where: string): number {
+  const port = Number(text)
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
+    throw new ConfigError(`${where}: port must be a number from 1 to 65535 (got ${JSON.stringify(text)})`, { key: 'port' })
+  }
+  return port
+}
+
+function parseHostList(text: string, defaultPort: number | undefined, where: string): HostPort[] {
+  return text.split(',').map((item) => {
+    const entry = decode(item.trim(), 'host')
+    if (entry === '') throw new ConfigError(`${where}: empty host in host list`, { key: 'host' })
+    const v6 = /^\[([^\]]+)\](?::(.*))?$/.exec(entry)
+    if (v6) return { host: v6[1]!, port: v6[2] ? parsePort(v6[2], where) : (defaultPort ?? 5432) }
+    const colon = entry.lastIndexOf(':')
+    if (colon > 0 && entry.indexOf(':') === colon) {
+      return { host: entry.slice(0, colon), port: parsePort(entry.slice(colon + 1), where) }
+    }
+    return { host: entry, port: defaultPort ?? 5432 }
+  })
+}
+
+/** `-c key=value -c other=value` (the libpq `options` parameter) → settings. */
+function parseOptions(text: string): Record<string, string> {
+  const settings: Record<string, string> = {}
+  const tokens = text.trim().split(/\s+/).filter(Boolean)
+  for (let i = 0; i < tokens.length; i++) {
+    let token = tokens[i]!
+    if (token === '-c') token = tokens[++i] ?? ''
+    else if (token.startsWith('-c')) token = token.slice(2)
+    else if (token.startsWith('--')) token = token.slice(2)
+    else throw new ConfigError(`url: options must be a list of "-c name=value" (got ${JSON.stringify(token)})`, { key: 'url' })
+    const eq = token.indexOf('=')
+    if (eq <= 0) throw new ConfigError(`url: option ${JSON.stringify(token)} is not name=value`, { key: 'url' })
+    settings[token.slice(0, eq).replace(/-/g, '_')] = token.slice(eq + 1)
+  }
+  return settings
+}
+
+/** Parse a postgres:// URL, including libpq's comma-separated multi-host form. */
+export function parseDatabaseUrl(url: string): ParsedUrl {
+  const match = URL_PATTERN.exec(url.trim())
+  if (!match) {
+    throw new ConfigError(
+      'url: not a PostgreSQL URL; expected postgres://user:password@host:port/database (the value is not shown because it may hold a password)',
+      { key: 'url' },
+    )
+  }
+  const [, , userinfo, hostText, pathText, queryText] = match
+  const out: ParsedUrl = {}
+  if (userinfo) {
+    const colon = userinfo.indexOf(':')
+    const user = colon === -1 ? userinfo : userinfo.slice(0, colon)
+    if (user) out.user = decode(user, 'user name')
+    if (colon !== -1) out.password = decode(userinfo.slice(colon + 1), 'password')
+  }
+  if (hostText) out.hosts = parseHostList(hostText, undefined, 'url')
+  if (pathText && pathText.length > 1) out.database = decode(pathText.slice(1), 'database name')
+
+  const params = new URLSearchParams(queryText ?? '')
+  let explicitPort: number | undefined
+  for (const [key, value] of params) {
+    switch (key as (typeof URL_PARAMS)[number]) {
+      case 'sslmode': {
+        if (value === 'prefer' || value === 'allow') {
+          throw new ConfigError(
+            `url: sslmode=${value} is not supported because it silently falls back to an unencrypted connection; use sslmode=disable or sslmode=require (or verify-ca / verify-full)`,
+            { key: 'ssl' },
+          )
+        }
+        if (!(SSL_MODES as readonly string[]).includes(value)) {
+          throw new ConfigError(`url: sslmode must be one of ${SSL_MODES.join(', ')} (got ${JSON.stringify(value)})`, { key: 'ssl' })
+        }
+        out.ssl = { ...out.ssl, mode: value as SslMode }
+        break
+      }
+      case 'sslrootcert':
+        out.ssl = { ...out.ssl, caFile: value }
+        break
+      case 'sslcert':
+        out.ssl = { ...out.ssl, certFile: value }
+        break
+      case 'sslkey':
+        out.ssl = { ...out.ssl, keyFile: value }
+        break
+      case 'application_name':
+        out.applicationName = value
+        break
+      case 'connect_timeout': {
+        const seconds = Number(value)
+        if (!Number.isFinite(seconds) || seconds <= 0) {
+          throw new ConfigError(`url: connect_timeout must be a positive number of seconds (got ${JSON.stringify(value)})`, { key: 'connectTimeoutMs' })
+        }
+        out.connectTimeoutMs = Math.round(seconds * 1000)
+        break
+      }
+      case 'target_session_attrs':
+        if (!(TARGET_SESSION_ATTRS as readonly string[]).includes(value)) {
+          throw new ConfigError(`url: target_session_attrs must be one of ${TARGET_SESSION_ATTRS.join(', ')} (got ${JSON.stringify(value)})`, {
+            key: 'targetSessionAttrs',
+          })
+        }
+        out.targetSessionAttrs = value as TargetSessionAttrs
+        break
+      case 'options':
+        out.serverSettings = { ...out.serverSettings, ...parseOptions(value) }
+        break
+      case 'user':
+        out.user = value
+        break
+      case 'password':
+        out.password = value
+        break
+      case 'dbname':
+        out.database = value
+        break
+      case 'host':
+        out.hosts = parseHostList(value, undefined, 'url')
+        break
+      case 'port':
+        explicitPort = parsePort(value, 'url')
+        break
+      default:
+        throw new ConfigError(`url: unknown parameter ${JSON.stringify(key)}; accepted: ${URL_PARAMS.join(', ')}`, { key: 'url' })
+    }
+  }
+  if (explicitPort !== undefined) {
+    out.hosts = (out.hosts ?? [{ host: 'localhost', port: explicitPort }]).map((h) => ({ ...h, port: explicitPort! }))
+  }
+  return out
+}
+
+function describeValue(path: string, value: unknown): string {
+  const last = path.split('.').pop() ?? ''
+  if (SECRET_KEYS.has(last)) return ''
+  if (value === undefined) return ''
+  let shown: string
+  try {
+    shown = typeof value === 'function' ? 'a function' : JSON.stringify(value)
+  } catch {
+    shown = String(value)
+  }
+  if (shown.length > 60) shown = shown.slice(0, 57) + '...'
+  return ` (got ${shown})`
+}
+
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let cur: unknown = input
+  for (const key of path) {
+    if (cur === null || typeof cur !== 'object') return undefined
+    cur = (cur as Record<PropertyKey, unknown>)[key]
+  }
+  return cur
+}
+
+/** Format zod issues as one readable ConfigError naming every bad key. */
+export function configErrorFromZod(error: z.ZodError, input: unknown, source = 'config'): ConfigError {
+  const lines = error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      const where = issue.path.length ? issue.path.join('.') + '.' : ''
+      return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => where + k).join(', ')} (check the spelling; see the configuration reference in the README)`
+    }
+    const path = issue.path.map(String).join('.')
+    return `${path || 'value'}: ${issue.message}${describeValue(path, valueAt(input, issue.path))}`
+  })
+  const first = error.issues[0]
+  const key = first ? first.path.map(String).join('.') || undefined : undefined
+  return new ConfigError(`invalid ${source}: ${lines.join('; ')}`, key ? { key } : {})
+}
+
+function readPem(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`ssl: cannot read the ${what} file ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
+      key: `ssl.${what}File`,
+    })
+  }
+}
+
+function resolveSsl(input: DatabaseConfigInput['ssl'], fromUrl: ParsedUrl['ssl'], envMode: string | undefined): ResolvedSsl {
+  if (envMode !== undefined && !(SSL_MODES as readonly string[]).includes(envMode)) {
+    throw new ConfigError(`PGSSLMODE must be one of ${SSL_MODES.join(', ')} (got ${JSON.stringify(envMode)})`, { key: 'ssl' })
+  }
+  const obj = typeof input === 'string' ? { mode: input } : input
+  const mode: SslMode = obj?.mode ?? fromUrl?.mode ?? (envMode as SslMode | undefined) ?? 'disable'
+  const caFile = (obj && 'caFile' in obj ? obj.caFile : undefined) ?? fromUrl?.caFile
+  const certFile = (obj && 'certFile' in obj ? obj.certFile : undefined) ?? fromUrl?.certFile
+  const keyFile = (obj && 'keyFile' in obj ? obj.keyFile : undefined) ?? fromUrl?.keyFile
+  const full = obj && typeof obj === 'object' && 'mode' in obj ? (obj as Exclude<DatabaseConfigInput['ssl'], string | undefined>) : undefined
+  const ssl: ResolvedSsl = {
+    mode,
+    ca: full?.ca ?? (caFile ? readPem(caFile, 'ca') : undefined),
+    cert: full?.cert ?? (certFile ? readPem(certFile, 'cert') : undefined),
+    key: full?.key ?? (keyFile ? readPem(keyFile, 'key') : undefined),
+    passphrase: full?.passphrase,
+    servername: full?.servername,
+  }
+  if ((ssl.cert === undefined) !== (ssl.key === undefined)) {
+    throw new ConfigError('ssl: a client certificate needs both cert and key', { key: 'ssl' })
+  }
+  if (mode === 'disable' && (ssl.ca || ssl.cert)) {
+    throw new ConfigError('ssl: certificates were given but ssl mode is disable; set ssl.mode to require, verify-ca or verify-full', {
+      key: 'ssl.mode',
+    })
+  }
+  return ssl
+}
+
+export type ConfigSource = string | DatabaseConfigInput | undefined
+
+/**
+ * Resolve a configuration from a URL string, an options object, or nothing (the environment).
+ * Throws ConfigError naming every bad key; never echoes a password.
+ */
+export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = process.env): DatabaseConfig {
+  const raw: unknown = typeof source === 'string' ? { url: source } : (source ?? {})
+  const parsed = configInputSchema.safeParse(raw)
+  if (!parsed.success) throw configErrorFromZod(parsed.error, raw)
+  const input = parsed.data
+
+  const explicitLocation = input.url !== undefined || input.host !== undefined || input.hosts !== undefined
+  const urlText = input.url ?? (explicitLocation ? undefined : env.DATABASE_URL || undefined)
+  const fromUrl: ParsedUrl = urlText ? parseDatabaseUrl(urlText) : {}
+
+  const envPort = env.PGPORT ? parsePort(env.PGPORT, 'PGPORT') : undefined
+  let hosts: HostPort[] | undefined
+  if (input.hosts) hosts = input.hosts.map((h) => ({ host: h.host, port: h.port ?? input.port ?? 5432 }))
+  else if (input.host) hosts = parseHostList(input.host, input.port, 'host')
+  else if (fromUrl.hosts) hosts = input.port ? fromUrl.hosts.map((h) => ({ ...h, port: input.port! })) : fromUrl.hosts
+  else if (env.PGHOST) hosts = parseHostList(env.PGHOST, input.port ?? envPort, 'PGHOST')
+  if (!hosts) {
+    throw new ConfigError(
+      'no database to connect to: pass a url (postgres://user@host:port/database), set DATABASE_URL, or give host/port; ' +
+        'for local work `tidepool up` starts an embedded PostgreSQL and prints its URL',
+      { key: 'url' },
+    )
+  }
+
+  const user = input.user ?? fromUrl.user ?? env.PGUSER ?? 'postgres'
+  const database = input.database ?? fromUrl.database ?? env.PGDATABASE ?? user
+  const password = input.password ?? fromUrl.password ?? env.PGPASSWORD ?? undefined
+  const ssl = resolveSsl(input.ssl, fromUrl.ssl, env.PGSSLMODE || undefined)
+
+  const preset = input.preset ? PRESETS[input.preset] : {}
+  const pick = <K extends keyof typeof DEFAULTS>(key: K, fromSource?: (typeof DEFAULTS)[K]): (typeof DEFAULTS)[K] =>
+    (input[key as keyof typeof input] as (typeof DEFAULTS)[K] | undefined) ?? fromSource ?? (preset[key] as (typeof DEFAULTS)[K] | undefined) ?? DEFAULTS[key]
+
+  const config: DatabaseConfig = {
+    name: input.name ?? 'default',
+    hosts,
+    targetSessionAttrs: input.targetSessionAttrs ?? fromUrl.targetSessionAttrs ?? 'any',
+    database,
+    user,
+    password,
+    ssl,
+    size: pick('size'),
+    maxOverflow: pick('maxOverflow'),
+    minIdle: pick('minIdle'),
+    acquireTimeoutMs: pick('acquireTimeoutMs'),
+    connectTimeoutMs: pick('connectTimeoutMs', fromUrl.connectTimeoutMs),
+    prePing: pick('prePing'),
+    prePingIdleMs: pick('prePingIdleMs'),
+    prePingTimeoutMs: pick('prePingTimeoutMs'),
+    recycleMs: pick('recycleMs'),
+    maxUses: pick('maxUses'),
+    idleTimeoutMs: pick('idleTimeoutMs'),
+    leakWarningMs: pick('leakWarningMs'),
+    housekeepingIntervalMs: pick('housekeepingIntervalMs'),
+    closeTimeoutMs: pick('closeTimeoutMs'),
+    resetQuery: pick('resetQuery'),
+    applicationName: input.applicationName ?? fromUrl.applicationName ?? env.PGAPPNAME ?? preset.applicationName ?? DEFAULTS.applicationName,
+    statementTimeoutMs: pick('statementTimeoutMs'),
+    lockTimeoutMs: pick('lockTimeoutMs'),
+    idleInTransactionTimeoutMs: pick('idleInTransactionTimeoutMs'),
+    serverSettings: { ...preset.serverSettings, ...fromUrl.serverSettings, ...input.serverSettings },
+    statementMode: pick('statementMode'),
+    statementCacheSize: pick('statementCacheSize'),
+    keepAlive: pick('keepAlive'),
+    keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs'),
+  }
+
+  if (config.minIdle > config.size) {
+    throw new ConfigError(`minIdle (${config.minIdle}) must not exceed size (${config.size})`, { key: 'minIdle' })
+  }
+  for (const reserved of ['application_name', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout']) {
+    if (reserved in config.serverSettings) {
+      throw new ConfigError(`serverSettings.${reserved}: use the dedicated option instead (applicationName, statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs)`, {
+        key: `serverSettings.${reserved}`,
+      })
+    }
+  }
+  return config
+}

@@ -1,0 +1,218 @@
+// One error hierarchy for the whole toolkit. Every message says what happened, the figures that
+// matter and what to do next. No message, `details` object or `cause` we construct ever carries a
+// password: connection targets are described with `describeTarget()` from the config layer.
+
+export type TidepoolErrorCode =
+  | 'CONFIG'
+  | 'POOL_TIMEOUT'
+  | 'POOL_CLOSED'
+  | 'CONNECT'
+  | 'CONNECTION_LOST'
+  | 'QUERY'
+  | 'QUERY_CANCELED'
+  | 'QUERY_TIMEOUT'
+  | 'ABORTED'
+  | 'TEMPLATE'
+  | 'IDENTIFIER'
+  | 'TRANSACTION'
+  | 'MISUSE'
+  | 'MIGRATION'
+  | 'HARNESS'
+  | (string & {})
+
+export class TidepoolError extends Error {
+  readonly code: TidepoolErrorCode
+  constructor(code: TidepoolErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** A configuration value is missing, malformed or out of range. */
+export class ConfigError extends TidepoolError {
+  /** Dotted path of the offending key, e.g. `pool.size`. */
+  readonly key: string | undefined
+  constructor(message: string, options?: { key?: string; cause?: unknown }) {
+    super('CONFIG', message, options)
+    this.key = options?.key
+  }
+}
+
+export interface PoolFigures {
+  size: number
+  maxOverflow: number
+  checkedOut: number
+  idle: number
+  waiting: number
+  opening: number
+}
+
+/** The pool was full and no connection was freed within the acquire timeout. */
+export class PoolTimeoutError extends TidepoolError {
+  readonly timeoutMs: number
+  readonly figures: PoolFigures
+  constructor(timeoutMs: number, figures: PoolFigures, lastConnectError?: Error) {
+    const { size, maxOverflow, waiting } = figures
+    let message =
+      `pool limit of size ${size} overflow ${maxOverflow} reached, ${waiting} waiting; ` +
+      `no connection freed in ${timeoutMs} ms`
+    if (lastConnectError) message += `; last connect error: ${lastConnectError.message}`
+    message +=
+      '. Look for slow queries or connections held across slow I/O (pool.stats(), leakWarningMs), ' +
+      'or raise size/maxOverflow within the server budget.'
+    super('POOL_TIMEOUT', message, { cause: lastConnectError })
+    this.timeoutMs = timeoutMs
+    this.figures = figures
+  }
+}
+
+/** The pool is closing or closed; nothing more can be acquired from it. */
+export class PoolClosedError extends TidepoolError {
+  constructor(message = 'the pool is closed; create a new pool to run more queries') {
+    super('POOL_CLOSED', message)
+  }
+}
+
+export type ConnectFailure =
+  | 'refused'
+  | 'timeout'
+  | 'dns'
+  | 'auth'
+  | 'database-missing'
+  | 'too-many-connections'
+  | 'starting-up'
+  | 'shutting-down'
+  | 'tls'
+  | 'read-only'
+  | 'other'
+
+/** A new connection could not be opened: the server is unreachable or refused us. */
+export class ConnectError extends TidepoolError {
+  readonly reason: ConnectFailure
+  /** `user@host:port/database`, never the password. */
+  readonly target: string
+  readonly sqlstate: string | undefined
+  constructor(reason: ConnectFailure, target: string, detail: string, options?: { cause?: unknown; sqlstate?: string }) {
+    super('CONNECT', `could not connect to ${target}: ${detail}`, options)
+    this.reason = reason
+    this.target = target
+    this.sqlstate = options?.sqlstate
+  }
+}
+
+/** The connection died while a statement was running; its outcome is unknown. */
+export class ConnectionLostError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONNECTION_LOST', message, options)
+  }
+}
+
+export interface QueryErrorFields {
+  sqlstate: string
+  severity?: string | undefined
+  detail?: string | undefined
+  hint?: string | undefined
+  schema?: string | undefined
+  table?: string | undefined
+  column?: string | undefined
+  constraint?: string | undefined
+  position?: number | undefined
+  where?: string | undefined
+  routine?: string | undefined
+}
+
+/**
+ * The server rejected a statement. Carries the SQLSTATE and the structured fields PostgreSQL
+ * sends, plus the rendered SQL text (never the parameter values).
+ */
+export class QueryError extends TidepoolError {
+  readonly sqlstate: string
+  readonly severity: string | undefined
+  readonly detail: string | undefined
+  readonly hint: string | undefined
+  readonly schema: string | undefined
+  readonly table: string | undefined
+  readonly column: string | undefined
+  readonly constraint: string | undefined
+  readonly position: number | undefined
+  readonly where: string | undefined
+  readonly sql: string
+  constructor(message: string, fields: QueryErrorFields, sql: string, options?: { cause?: unknown; code?: TidepoolErrorCode }) {
+    super(options?.code ?? 'QUERY', message, options)
+    this.sqlstate = fields.sqlstate
+    this.severity = fields.severity
+    this.detail = fields.detail
+    this.hint = fields.hint
+    this.schema = fields.schema
+    this.table = fields.table
+    this.column = fields.column
+    this.constraint = fields.constraint
+    this.position = fields.position
+    this.where = fields.where
+    this.sql = sql
+  }
+  get isUniqueViolation(): boolean {
+    return this.sqlstate === '23505'
+  }
+  get isForeignKeyViolation(): boolean {
+    return this.sqlstate === '23503'
+  }
+  /** Serialization failure or deadlock: the transaction may succeed if run again. */
+  get isRetryable(): boolean {
+    return this.sqlstate === '40001' || this.sqlstate === '40P01'
+  }
+}
+
+/** The server cancelled the statement (statement_timeout, pg_cancel_backend, or our CancelRequest). */
+export class QueryCanceledError extends QueryError {}
+
+/** A per-call `timeoutMs` expired; a CancelRequest was sent to the server. */
+export class QueryTimeoutError extends TidepoolError {
+  readonly timeoutMs: number
+  readonly sql: string
+  constructor(timeoutMs: number, sql: string, options?: { cause?: unknown }) {
+    super('QUERY_TIMEOUT', `statement did not finish within ${timeoutMs} ms and was cancelled`, options)
+    this.timeoutMs = timeoutMs
+    this.sql = sql
+  }
+}
+
+/** The caller's AbortSignal fired. */
+export class AbortError extends TidepoolError {
+  constructor(message = 'the operation was aborted by its AbortSignal', options?: { cause?: unknown }) {
+    super('ABORTED', message, options)
+  }
+}
+
+/** A `{{…}}` template could not be rendered. */
+export class TemplateError extends TidepoolError {
+  constructor(message: string) {
+    super('TEMPLATE', message)
+  }
+}
+
+/** A name used as an SQL identifier is not a safe identifier. */
+export class IdentifierError extends TidepoolError {
+  constructor(message: string) {
+    super('IDENTIFIER', message)
+  }
+}
+
+/** Misuse of a transaction: using it after it ended, COMMIT outcome unknown, … */
+export class TransactionError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('TRANSACTION', message, options)
+  }
+}
+
+/** The API was used in a way that cannot work (double release, …). */
+export class MisuseError extends TidepoolError {
+  constructor(message: string) {
+    super('MISUSE', message)
+  }
+}
+
+export function isTidepoolError(err: unknown): err is TidepoolError {
+  return err instanceof TidepoolError
+}

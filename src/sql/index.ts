@@ -1,0 +1,3 @@
+export { isSafeIdentifier, assertIdentifier, quoteIdentifier, qualifiedName } from './identifier.js'
+export { renderTemplate, hasTemplates, TemplateCache } from './template.js'
+export { normalizeSql, fingerprintOf, statementShape, type StatementShape } from './fingerprint.js'
