@@ -1,0 +1,164 @@
+// Opening one server connection: host list in order (libpq's multi-host semantics with
+// target_session_attrs), TLS, startup settings, and errors classified so "the server is down" is
+// never confused with "the pool is full".
+import pg from 'pg'
+import { describeTarget, scrubSecrets } from '../config/redact.js'
+import type { DatabaseConfig, HostPort, TargetSessionAttrs } from '../config/schema.js'
+import { tlsOptionsFor } from '../config/tls.js'
+import { ConnectError, type ConnectFailure } from '../errors/index.js'
+import { typeParsers } from './types.js'
+
+export interface OpenedClient {
+  client: pg.Client
+  host: HostPort
+  /** True when the server is a standby (in recovery). Only known when we had to ask. */
+  inRecovery: boolean | undefined
+}
+
+/** Escape a value for the libpq `options` startup parameter (`-c name=value`). */
+function escapeOption(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/ /g, '\\ ')
+}
+
+function startupOptions(settings: Record<string, string>): string | undefined {
+  const entries = Object.entries(settings)
+  if (entries.length === 0) return undefined
+  return entries.map(([k, v]) => `-c ${k}=${escapeOption(v)}`).join(' ')
+}
+
+const SQLSTATE_REASONS: Record<string, ConnectFailure> = {
+  '28P01': 'auth',
+  '28000': 'auth',
+  '3D000': 'database-missing',
+  '53300': 'too-many-connections',
+  '57P03': 'starting-up',
+  '57P01': 'shutting-down',
+  '57P02': 'shutting-down',
+}
+
+const HINTS: Record<ConnectFailure, string> = {
+  refused: 'connection refused; is the server running and listening on that address?',
+  timeout: 'timed out; the server or the network did not answer within connectTimeoutMs',
+  dns: 'the host name could not be resolved',
+  auth: 'authentication failed; check the user name and password (not shown)',
+  'database-missing': 'the database does not exist',
+  'too-many-connections': "the server's max_connections is reached; lower pool sizes across instances or put PgBouncer in front",
+  'starting-up': 'the server is starting up (recovery in progress); retry shortly',
+  'shutting-down': 'the server is shutting down',
+  tls: 'the TLS handshake failed',
+  'read-only': 'the server does not match targetSessionAttrs',
+  other: 'the connection failed',
+}
+
+export function classifyConnectError(err: unknown, target: string): ConnectError {
+  if (err instanceof ConnectError) return err
+  const e = err as { code?: string; message?: string }
+  const code = e?.code ?? ''
+  const message = scrubSecrets(String(e?.message ?? err))
+  let reason: ConnectFailure = SQLSTATE_REASONS[code] ?? 'other'
+  if (reason === 'other') {
+    if (code === 'ECONNREFUSED') reason = 'refused'
+    else if (code === 'ETIMEDOUT' || /timeout/i.test(message)) reason = 'timeout'
+    else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') reason = 'dns'
+    else if (code.startsWith('ERR_TLS') || /SSL|TLS|certificate|self.signed/i.test(message + code)) reason = 'tls'
+  }
+  const sqlstate = /^[0-9A-Z]{5}$/.test(code) ? code : undefined
+  return new ConnectError(reason, target, `${HINTS[reason]} (${message})`, { cause: err, sqlstate })
+}
+
+async function resolvePassword(config: DatabaseConfig): Promise<string | undefined> {
+  const p = config.password
+  return typeof p === 'function' ? await p() : p
+}
+
+function clientFor(config: DatabaseConfig, host: HostPort, password: string | undefined): pg.Client {
+  return new pg.Client({
+    host: host.host,
+    port: host.port,
+    user: config.user,
+    password,
+    database: config.database,
+    ssl: tlsOptionsFor(config.ssl, host.host),
+    connectionTimeoutMillis: config.connectTimeoutMs,
+    keepAlive: config.keepAlive,
+    keepAliveInitialDelayMillis: config.keepAliveInitialDelayMs,
+    application_name: config.applicationName,
+    statement_timeout: config.statementTimeoutMs,
+    lock_timeout: config.lockTimeoutMs,
+    idle_in_transaction_session_timeout: config.idleInTransactionTimeoutMs,
+    options: startupOptions(config.serverSettings),
+    types: typeParsers,
+  } as pg.ClientConfig)
+}
+
+/** Whether a server in this state satisfies the wanted session attributes. */
+function matches(attrs: TargetSessionAttrs, inRecovery: boolean, readOnly: boolean): boolean {
+  switch (attrs) {
+    case 'any':
+      return true
+    case 'read-write':
+      return !readOnly
+    case 'read-only':
+      return readOnly
+    case 'primary':
+      return !inRecovery
+    case 'standby':
+    case 'prefer-standby':
+      return inRecovery
+  }
+}
+
+async function openOn(config: DatabaseConfig, host: HostPort, password: string | undefined): Promise<pg.Client> {
+  const client = clientFor(config, host, password)
+  // Until the pool attaches its own handler, an 'error' after connect must not crash the process.
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    return client
+  } catch (err) {
+    client.end().catch(() => {})
+    throw classifyConnectError(err, describeTarget(config, host))
+  }
+}
+
+/**
+ * Open a connection to the first host that accepts us and matches `targetSessionAttrs`, trying the
+ * hosts in order as libpq does (`prefer-standby` makes a second pass accepting any server).
+ */
+export async function openClient(config: DatabaseConfig): Promise<OpenedClient> {
+  const password = await resolvePassword(config)
+  const attrs = config.targetSessionAttrs
+  let lastError: ConnectError | undefined
+  const passes: TargetSessionAttrs[] = attrs === 'prefer-standby' ? ['prefer-standby', 'any'] : [attrs]
+  for (const want of passes) {
+    for (const host of config.hosts) {
+      let client: pg.Client
+      try {
+        client = await openOn(config, host, password)
+      } catch (err) {
+        lastError = err as ConnectError
+        continue
+      }
+      if (want === 'any') return { client, host, inRecovery: undefined }
+      try {
+        const res = await client.query<{ rec: boolean; ro: string }>(
+          "SELECT pg_is_in_recovery() AS rec, current_setting('transaction_read_only') AS ro",
+        )
+        const row = res.rows[0]!
+        const inRecovery = row.rec
+        if (matches(want, inRecovery, row.ro === 'on')) return { client, host, inRecovery }
+        lastError = new ConnectError('read-only', describeTarget(config, host), `${HINTS['read-only']} (${want}; in recovery: ${inRecovery})`)
+      } catch (err) {
+        lastError = classifyConnectError(err, describeTarget(config, host))
+      }
+      await client.end().catch(() => {})
+    }
+  }
+  if (config.hosts.length > 1 && lastError) {
+    throw new ConnectError(lastError.reason, describeTarget(config), `no host accepted the connection; last: ${lastError.message}`, {
+      cause: lastError,
+      sqlstate: lastError.sqlstate,
+    })
+  }
+  throw lastError ?? new ConnectError('other', describeTarget(config), 'no hosts configured')
+}

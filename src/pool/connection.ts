@@ -1,0 +1,176 @@
+// One server connection as the pool sees it: a pg.Client plus the bookkeeping that production
+// semantics need (lifetime, uses, state, leak tracking, prepared statements, cancellation).
+import type pg from 'pg'
+import type { DatabaseConfig, HostPort } from '../config/schema.js'
+import { tlsOptionsFor } from '../config/tls.js'
+import { sendCancelRequest } from './cancel.js'
+
+export type ConnectionState = 'idle' | 'acquired' | 'returning' | 'closed'
+export type TransactionStatus = 'I' | 'T' | 'E'
+
+let nextId = 1
+
+export class PooledConnection {
+  readonly id = nextId++
+  readonly createdAt: number
+  /** When this connection should be retired (recycleMs with ±10 % jitter); Infinity if never. */
+  readonly expiresAt: number
+  state: ConnectionState = 'acquired'
+  /** Set by release(), cleared by checkout: catches a double release. */
+  released = false
+  uses = 0
+  idleSince = 0
+  acquiredAt = 0
+  /** Stack of whoever holds it, captured only when leak detection is on. */
+  acquireSite: { stack?: string } | undefined
+  leakReported = false
+  /** The socket failed; never hand this connection out again. */
+  broken = false
+  /** Statements currently on the wire. Non-zero at release means "returned mid-query": destroy. */
+  inFlight = 0
+  /** State unknown (a cancel raced a completion, a reset failed): destroy on release. */
+  poisoned = false
+
+  /** Prepare statements with parameters under a per-connection name (statementMode 'named'). */
+  readonly namedStatements: boolean
+  private readonly statements = new Map<string, string>()
+  private statementSeq = 0
+  /** Names evicted from the statement cache, deallocated when the connection is next returned. */
+  readonly pendingDeallocate: string[] = []
+
+  constructor(
+    readonly client: pg.Client,
+    readonly host: HostPort,
+    private readonly config: DatabaseConfig,
+    now: number,
+  ) {
+    this.createdAt = now
+    this.namedStatements = config.statementMode === 'named' && config.statementCacheSize > 0
+    this.expiresAt = config.recycleMs > 0 ? now + config.recycleMs * (0.9 + Math.random() * 0.2) : Infinity
+  }
+
+  /** Server process id of this session (as in pg_stat_activity.pid). */
+  get pid(): number {
+    return (this.client as unknown as { processID: number }).processID
+  }
+
+  transactionStatus(): TransactionStatus | null {
+    return (this.client as unknown as { getTransactionStatus(): TransactionStatus | null }).getTransactionStatus()
+  }
+
+  /**
+   * The prepared-statement name for `text` on this connection, creating one if needed. The cache
+   * is an LRU bounded by statementCacheSize; an evicted statement is deallocated on the server
+   * when the connection is next returned to the pool.
+   */
+  statementName(text: string): string | undefined {
+    const cap = this.config.statementCacheSize
+    if (cap === 0) return undefined
+    const known = this.statements.get(text)
+    if (known !== undefined) {
+      // Refresh recency only when the entry is not already the newest, keeping hits cheap.
+      if (this.statements.size > 1) {
+        this.statements.delete(text)
+        this.statements.set(text, known)
+      }
+      return known
+    }
+    const name = `tp_${(++this.statementSeq).toString(36)}`
+    this.statements.set(text, name)
+    if (this.statements.size > cap) {
+      const [oldText, oldName] = this.statements.entries().next().value as [string, string]
+      this.statements.delete(oldText)
+      this.pendingDeallocate.push(oldName)
+    }
+    return name
+  }
+
+  /** Drop one statement from the cache (e.g. after "cached plan must not change result type"). */
+  forgetStatement(text: string): void {
+    const name = this.statements.get(text)
+    if (name === undefined) return
+    this.statements.delete(text)
+    this.pendingDeallocate.push(name)
+  }
+
+  /** The server no longer has our statements (DISCARD ALL, DEALLOCATE ALL, a pooler swap). */
+  forgetAllStatements(): void {
+    this.statements.clear()
+    this.pendingDeallocate.length = 0
+    const connection = (this.client as unknown as { connection?: { parsedStatements?: Record<string, string> } }).connection
+    if (connection?.parsedStatements) connection.parsedStatements = {}
+  }
+
+  get statementCount(): number {
+    return this.statements.size
+  }
+
+  /** Run DEALLOCATE for evicted statements. Only valid outside an aborted transaction. */
+  async deallocatePending(): Promise<void> {
+    if (this.pendingDeallocate.length === 0) return
+    const names = this.pendingDeallocate.splice(0)
+    await this.client.query(names.map((n) => `DEALLOCATE "${n}"`).join('; '))
+    const parsed = (this.client as unknown as { connection?: { parsedStatements?: Record<string, string> } }).connection?.parsedStatements
+    if (parsed) for (const n of names) delete parsed[n]
+  }
+
+  /** `SELECT 1` with a deadline. Resolves false (never rejects) when the connection is unusable. */
+  ping(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.broken = true
+        resolve(false)
+      }, timeoutMs)
+      this.inFlight++
+      this.client.query('SELECT 1').then(
+        () => {
+          this.inFlight--
+          clearTimeout(timer)
+          resolve(!this.broken)
+        },
+        () => {
+          this.inFlight--
+          clearTimeout(timer)
+          this.broken = true
+          resolve(false)
+        },
+      )
+    })
+  }
+
+  /** Ask the server to cancel whatever this session is running. Resolves true when acknowledged. */
+  cancel(timeoutMs = 5_000): Promise<boolean> {
+    const secret = (this.client as unknown as { secretKey: number }).secretKey
+    return sendCancelRequest(this.host.host, this.host.port, this.pid, secret, tlsOptionsFor(this.config.ssl, this.host.host), timeoutMs)
+  }
+
+  /** Force the socket closed: pending statements reject at once. */
+  abortSocket(): void {
+    this.broken = true
+    const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream
+    stream?.destroy()
+  }
+
+  /** Close politely (Terminate), or force the socket shut after `graceMs`. Never rejects. */
+  close(graceMs = 1_000): Promise<void> {
+    if (this.state === 'closed') return Promise.resolve()
+    this.state = 'closed'
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.abortSocket()
+        resolve()
+      }, graceMs)
+      timer.unref?.()
+      const done = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+      if (this.broken || this.inFlight > 0) {
+        this.abortSocket()
+        done()
+        return
+      }
+      this.client.end().then(done, done)
+    })
+  }
+}

@@ -1,0 +1,6 @@
+export { Pool, createPool, type PoolOptions, type PoolStats, type PoolEvents, type PoolState, type AcquireOptions, type ReleaseOptions } from './pool.js'
+export { PooledConnection, type ConnectionState, type TransactionStatus } from './connection.js'
+export { openClient, classifyConnectError, type OpenedClient } from './connect.js'
+export { sendCancelRequest } from './cancel.js'
+export { EventHub, type Listener } from './events.js'
+export type { Percentiles } from './sampler.js'

@@ -1,0 +1,687 @@
+// The connection pool. Connections are kept up to `size`, with up to `maxOverflow` more opened
+// under load and closed again once they are returned with nobody waiting. Waiters are served
+// FIFO; idle connections are reused LIFO so the surplus stays idle long enough to be retired.
+//
+// Invariants worth keeping in mind when changing this file:
+//  - every connection is in exactly one place: `idle`, handed to a caller, being reset, or closed;
+//  - `all` counts every open connection; `opening` counts connects in progress; their sum never
+//    exceeds size + maxOverflow;
+//  - nothing that happens in the background (an idle socket dying, a refill failing) may throw
+//    into the process: it is counted, logged and repaired.
+import { resolveConfig, type ConfigSource } from '../config/resolve.js'
+import { describeTarget } from '../config/redact.js'
+import type { DatabaseConfig, DatabaseConfigInput } from '../config/schema.js'
+import { defaultLogger, type Logger } from '../config/logger.js'
+import { AbortError, ConfigError, ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, type PoolFigures } from '../errors/index.js'
+import { openClient } from './connect.js'
+import { PooledConnection } from './connection.js'
+import { EventHub } from './events.js'
+import { FifoQueue } from './queue.js'
+import { Sampler, type Percentiles } from './sampler.js'
+
+export type PoolState = 'open' | 'closing' | 'closed'
+
+export interface PoolOptions extends DatabaseConfigInput {
+  logger?: Logger
+}
+
+export interface AcquireOptions {
+  signal?: AbortSignal | undefined
+  /** Overrides acquireTimeoutMs for this call. */
+  timeoutMs?: number | undefined
+}
+
+export interface ReleaseOptions {
+  /** Close the connection instead of reusing it (its state is unknown or it misbehaved). */
+  destroy?: boolean
+}
+
+export interface PoolStats {
+  name: string
+  state: PoolState
+  size: number
+  maxOverflow: number
+  minIdle: number
+  /** Open connections (idle + checked out + being reset). */
+  total: number
+  idle: number
+  checkedOut: number
+  /** Connections open beyond `size`. */
+  overflow: number
+  opening: number
+  waiting: number
+  acquires: number
+  opened: number
+  closed: number
+  timeouts: number
+  connectErrors: number
+  /** Connections that failed while idle (server restart, network) and were replaced. */
+  evictions: number
+  prePingFailures: number
+  /** Connections retired for age (recycleMs) or uses (maxUses). */
+  recycled: number
+  /** Connections returned inside a transaction and rolled back. */
+  resets: number
+  /** Checkouts held longer than leakWarningMs (reported once each). */
+  leaksDetected: number
+  /** Connections destroyed on release (mid-query, poisoned, failed reset). */
+  discarded: number
+  waitMs: Percentiles
+  holdMs: Percentiles
+}
+
+export interface PoolEvents {
+  [key: string]: unknown
+  connect: { connection: PooledConnection }
+  acquire: { connection: PooledConnection; waitMs: number }
+  release: { connection: PooledConnection; holdMs: number }
+  close: { connection: PooledConnection; reason: string }
+  timeout: { error: PoolTimeoutError }
+  connectError: { error: ConnectError }
+  /** A connection failed while idle and was evicted. */
+  connectionError: { connection: PooledConnection; error: Error }
+  leak: { connection: PooledConnection; heldMs: number; stack: string | undefined }
+}
+
+interface Waiter {
+  done: boolean
+  resolve: (conn: PooledConnection) => void
+  reject: (err: Error) => void
+  deadline: number
+  timeoutMs: number
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
+const now = () => performance.now()
+
+export class Pool {
+  readonly config: DatabaseConfig
+  readonly logger: Logger
+  readonly events: EventHub<PoolEvents>
+  private size: number
+  private maxOverflow: number
+  private minIdle: number
+  private _state: PoolState = 'open'
+
+  private readonly all = new Set<PooledConnection>()
+  private idle: PooledConnection[] = []
+  private opening = 0
+  private readonly waiters = new FifoQueue<Waiter>()
+  private waitingCount = 0
+  private waitTimer: NodeJS.Timeout | undefined
+  private waitTimerAt = Infinity
+  private housekeeping: NodeJS.Timeout | undefined
+  private retryTimer: NodeJS.Timeout | undefined
+  private connectBackoffMs = 0
+  private lastConnectError: ConnectError | undefined
+  private readonly pendingWork = new Set<Promise<unknown>>()
+  private closePromise: Promise<void> | undefined
+  /** The reset query (DISCARD ALL, DEALLOCATE ALL) also drops prepared statements. */
+  private readonly resetDropsStatements: boolean
+
+  private readonly counters = {
+    acquires: 0,
+    opened: 0,
+    closed: 0,
+    timeouts: 0,
+    connectErrors: 0,
+    evictions: 0,
+    prePingFailures: 0,
+    recycled: 0,
+    resets: 0,
+    leaksDetected: 0,
+    discarded: 0,
+  }
+  private readonly waitSampler = new Sampler()
+  private readonly holdSampler = new Sampler()
+
+  constructor(source?: ConfigSource | PoolOptions, options: { logger?: Logger } = {}) {
+    let logger = options.logger
+    let configSource: ConfigSource = source as ConfigSource
+    if (source && typeof source === 'object' && 'logger' in source) {
+      const { logger: given, ...rest } = source
+      logger ??= given
+      configSource = rest
+    }
+    this.config = resolveConfig(configSource)
+    this.logger = logger ?? defaultLogger()
+    this.events = new EventHub<PoolEvents>(this.logger)
+    this.size = this.config.size
+    this.maxOverflow = this.config.maxOverflow
+    this.minIdle = this.config.minIdle
+    this.resetDropsStatements = /\b(discard\s+all|deallocate\s+(prepare\s+)?all)\b/i.test(this.config.resetQuery ?? '')
+    this.startHousekeeping()
+  }
+
+  get name(): string {
+    return this.config.name
+  }
+
+  get state(): PoolState {
+    return this._state
+  }
+
+  /** `user@host:port/database`, safe to log. */
+  get target(): string {
+    return describeTarget(this.config)
+  }
+
+  on<K extends keyof PoolEvents>(event: K, listener: (e: PoolEvents[K]) => void): () => void {
+    return this.events.on(event, listener)
+  }
+
+  // ---------------------------------------------------------------- acquire
+
+  /**
+   * Check out a connection. Waits (FIFO) up to acquireTimeoutMs when the pool is at its limit, then
+   * fails with PoolTimeoutError; a server that cannot be reached fails with ConnectError instead.
+   * The caller must `release()` it exactly once; prefer Database.withConnection/transaction.
+   */
+  async acquire(options?: AcquireOptions): Promise<PooledConnection> {
+    if (this._state !== 'open') throw new PoolClosedError()
+    const signal = options?.signal
+    if (signal?.aborted) throw new AbortError()
+    const start = now()
+    const timeoutMs = options?.timeoutMs ?? this.config.acquireTimeoutMs
+    for (;;) {
+      let conn = this.waitingCount === 0 ? this.takeIdle() : undefined
+      conn ??= await this.waitForConnection(start + timeoutMs, timeoutMs, signal)
+      if (this.needsPrePing(conn)) {
+        const ok = await conn.ping(this.config.prePingTimeoutMs)
+        if (!ok) {
+          this.counters.prePingFailures++
+          this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
+          this.discard(conn, 'pre-ping failed')
+          if (this._state !== 'open') throw new PoolClosedError()
+          continue
+        }
+      }
+      return this.checkout(conn, start)
+    }
+  }
+
+  private takeIdle(): PooledConnection | undefined {
+    let conn: PooledConnection | undefined
+    while ((conn = this.idle.pop())) {
+      if (conn.broken || this.isExpired(conn, now())) {
+        if (!conn.broken) this.counters.recycled++
+        this.discard(conn, conn.broken ? 'broken' : 'expired')
+        continue
+      }
+      conn.state = 'acquired'
+      return conn
+    }
+    return undefined
+  }
+
+  private needsPrePing(conn: PooledConnection): boolean {
+    const mode = this.config.prePing
+    if (mode === 'never' || conn.uses === 0) return false
+    if (mode === 'always') return true
+    return now() - conn.idleSince >= this.config.prePingIdleMs
+  }
+
+  private checkout(conn: PooledConnection, start: number): PooledConnection {
+    const t = now()
+    conn.state = 'acquired'
+    conn.released = false
+    conn.acquiredAt = t
+    conn.uses++
+    conn.leakReported = false
+    if (this.config.leakWarningMs > 0) {
+      // Capturing is cheap; V8 formats the stack only if a leak is actually reported.
+      const site: { stack?: string } = {}
+      Error.captureStackTrace(site, this.acquire)
+      conn.acquireSite = site
+    }
+    this.counters.acquires++
+    const waitMs = t - start
+    this.waitSampler.record(waitMs)
+    if (this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
+    return conn
+  }
+
+  private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<PooledConnection> {
+    return new Promise<PooledConnection>((resolve, reject) => {
+      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined }
+      if (signal) {
+        waiter.onAbort = () => {
+          if (waiter.done) return
+          this.settleWaiter(waiter)
+          reject(new AbortError('acquire aborted by its AbortSignal while waiting for a connection'))
+        }
+        signal.addEventListener('abort', waiter.onAbort, { once: true })
+      }
+      this.waiters.push(waiter)
+      this.waitingCount++
+      this.armWaitTimer(deadline)
+      this.openForWaiters()
+    })
+  }
+
+  private settleWaiter(waiter: Waiter): void {
+    waiter.done = true
+    this.waitingCount--
+    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort)
+  }
+
+  /** One timer for the earliest deadline, not one per waiter: queueing stays cheap under load. */
+  private armWaitTimer(deadline: number): void {
+    if (this.waitTimer && deadline >= this.waitTimerAt) return
+    if (this.waitTimer) clearTimeout(this.waitTimer)
+    this.waitTimerAt = deadline
+    this.waitTimer = setTimeout(() => this.expireWaiters(), Math.max(0, deadline - now()) + 1)
+  }
+
+  private expireWaiters(): void {
+    this.waitTimer = undefined
+    this.waitTimerAt = Infinity
+    const t = now()
+    const figures = this.figures()
+    let next = Infinity
+    for (const waiter of this.waiters.live()) {
+      if (waiter.deadline <= t) {
+        this.settleWaiter(waiter)
+        const error = new PoolTimeoutError(waiter.timeoutMs, figures, this.lastConnectError)
+        this.counters.timeouts++
+        if (this.events.has('timeout')) this.events.emit('timeout', { error })
+        waiter.reject(error)
+      } else if (waiter.deadline < next) {
+        next = waiter.deadline
+      }
+    }
+    if (next !== Infinity) this.armWaitTimer(next)
+  }
+
+  private figures(): PoolFigures {
+    return {
+      size: this.size,
+      maxOverflow: this.maxOverflow,
+      checkedOut: this.all.size - this.idle.length,
+      idle: this.idle.length,
+      waiting: this.waitingCount,
+      opening: this.opening,
+    }
+  }
+
+  // ---------------------------------------------------------------- opening connections
+
+  private get limit(): number {
+    return this.size + this.maxOverflow
+  }
+
+  /** Open connections for waiters that no in-progress connect will serve, within the limit. */
+  private openForWaiters(): void {
+    if (this.retryTimer) return // backing off after a connect failure
+    while (this.waitingCount > this.opening && this.all.size + this.opening < this.limit) this.openOne()
+  }
+
+  private openOne(): void {
+    this.opening++
+    const work = openClient(this.config).then(
+      ({ client, host }) => {
+        this.opening--
+        this.connectBackoffMs = 0
+        const conn = new PooledConnection(client, host, this.config, now())
+        this.register(conn)
+        if (this._state !== 'open') {
+          this.discard(conn, 'pool closing')
+          return
+        }
+        this.counters.opened++
+        if (this.events.has('connect')) this.events.emit('connect', { connection: conn })
+        this.handOff(conn)
+      },
+      (err: ConnectError) => {
+        this.opening--
+        this.onConnectFailure(err)
+      },
+    )
+    this.track(work)
+  }
+
+  private onConnectFailure(err: ConnectError): void {
+    this.counters.connectErrors++
+    this.lastConnectError = err
+    if (this.events.has('connectError')) this.events.emit('connectError', { error: err })
+    if (this._state !== 'open') return
+    if (this.all.size === 0) {
+      // Nothing open that could be released to them: waiting is pointless, fail the oldest
+      // waiter now with the real cause. The next waiter gets its own attempt.
+      const waiter = this.waiters.shift()
+      if (waiter) {
+        this.settleWaiter(waiter)
+        waiter.reject(err)
+      }
+      this.logger.warn('could not open a connection', { pool: this.name, reason: err.reason, error: err.message })
+      if (this.waitingCount > 0) this.openForWaiters()
+      else this.scheduleRetry()
+      return
+    }
+    // Other connections are open and will be released; back off before trying again.
+    this.logger.warn('could not open an extra connection; waiters keep waiting for a released one', {
+      pool: this.name,
+      reason: err.reason,
+      error: err.message,
+    })
+    this.scheduleRetry()
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this._state !== 'open') return
+    this.connectBackoffMs = Math.min(5_000, this.connectBackoffMs ? this.connectBackoffMs * 2 : 100)
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.openForWaiters()
+      this.refill()
+    }, this.connectBackoffMs * (0.8 + Math.random() * 0.4))
+    this.retryTimer.unref()
+  }
+
+  private register(conn: PooledConnection): void {
+    this.all.add(conn)
+    conn.client.removeAllListeners('error')
+    const onFailure = (error: Error) => this.onConnectionFailure(conn, error)
+    conn.client.on('error', onFailure)
+    conn.client.on('end', () => this.onConnectionFailure(conn, new Error('connection ended by the server')))
+  }
+
+  /** A socket error or end. Idle: evict and replace. Checked out: the holder sees it; release discards. */
+  private onConnectionFailure(conn: PooledConnection, error: Error): void {
+    if (conn.state === 'closed') return
+    const wasBroken = conn.broken
+    conn.broken = true
+    if (conn.state === 'idle') {
+      this.counters.evictions++
+      this.logger.warn('idle connection failed; evicted and will be replaced', { pool: this.name, pid: conn.pid, error: error.message })
+      if (this.events.has('connectionError')) this.events.emit('connectionError', { connection: conn, error })
+      const at = this.idle.indexOf(conn)
+      if (at >= 0) this.idle.splice(at, 1)
+      this.discard(conn, 'failed while idle')
+    } else if (!wasBroken && this.events.has('connectionError')) {
+      this.events.emit('connectionError', { connection: conn, error })
+    }
+  }
+
+  // ---------------------------------------------------------------- release
+
+  /**
+   * Return a connection. Safe to call without awaiting: a connection left inside a transaction is
+   * rolled back first, one returned mid-query (or flagged by the caller) is closed, and an expired
+   * or surplus overflow connection is retired.
+   */
+  release(conn: PooledConnection, options?: ReleaseOptions): void {
+    if (conn.released) throw new MisuseError('release() called on a connection that was already released')
+    if (!this.all.has(conn)) {
+      // Closed under its holder (pool closed at its deadline, socket failure): nothing to return.
+      if (conn.state === 'closed') {
+        conn.released = true
+        return
+      }
+      throw new MisuseError('release() called with a connection that does not belong to this pool')
+    }
+    conn.released = true
+    conn.state = 'returning'
+    const t = now()
+    const holdMs = t - conn.acquiredAt
+    this.holdSampler.record(holdMs)
+    if (conn.leakReported) {
+      this.logger.warn('a connection reported as leaked was returned', { pool: this.name, pid: conn.pid, heldMs: Math.round(holdMs) })
+    }
+    conn.acquireSite = undefined
+    if (this.events.has('release')) this.events.emit('release', { connection: conn, holdMs })
+
+    if (options?.destroy || conn.broken || conn.poisoned || conn.inFlight > 0) {
+      this.counters.discarded++
+      this.discard(conn, options?.destroy ? 'destroyed by caller' : conn.inFlight > 0 ? 'returned mid-query' : 'unusable')
+      return
+    }
+    const status = conn.transactionStatus()
+    if (status === 'T' || status === 'E' || conn.pendingDeallocate.length > 0 || this.config.resetQuery) {
+      this.track(this.resetThenReturn(conn, status))
+      return
+    }
+    this.finishRelease(conn, t)
+  }
+
+  private async resetThenReturn(conn: PooledConnection, status: string | null): Promise<void> {
+    try {
+      if (status === 'T' || status === 'E') {
+        this.counters.resets++
+        this.logger.warn('connection returned inside an open transaction; rolled back', { pool: this.name, pid: conn.pid })
+        await withTimeout(conn.client.query('ROLLBACK'), this.config.prePingTimeoutMs)
+      }
+      await withTimeout(conn.deallocatePending(), this.config.prePingTimeoutMs)
+      if (this.config.resetQuery) await withTimeout(conn.client.query(this.config.resetQuery), this.config.prePingTimeoutMs)
+      if (this.resetDropsStatements) conn.forgetAllStatements()
+    } catch (err) {
+      this.counters.discarded++
+      this.logger.warn('could not reset a returned connection; closed it', { pool: this.name, pid: conn.pid, error: (err as Error).message })
+      this.discard(conn, 'reset failed')
+      return
+    }
+    this.finishRelease(conn, now())
+  }
+
+  private finishRelease(conn: PooledConnection, t: number): void {
+    if (this.isExpired(conn, t)) {
+      this.counters.recycled++
+      this.discard(conn, 'expired')
+      return
+    }
+    if (this._state !== 'open') {
+      this.discard(conn, 'pool closing')
+      return
+    }
+    this.handOff(conn)
+  }
+
+  /** Give a usable connection to the oldest waiter, else keep it idle or retire surplus overflow. */
+  private handOff(conn: PooledConnection): void {
+    const waiter = this.waiters.shift()
+    if (waiter) {
+      this.settleWaiter(waiter)
+      conn.state = 'acquired'
+      waiter.resolve(conn)
+      return
+    }
+    if (this.all.size > this.size) {
+      this.discard(conn, 'overflow returned')
+      return
+    }
+    conn.state = 'idle'
+    conn.idleSince = now()
+    this.idle.push(conn)
+  }
+
+  private isExpired(conn: PooledConnection, t: number): boolean {
+    return t >= conn.expiresAt || (this.config.maxUses > 0 && conn.uses >= this.config.maxUses)
+  }
+
+  /** Close a connection and repair: serve waiters with a new one, or refill minIdle. */
+  private discard(conn: PooledConnection, reason: string): void {
+    if (!this.all.delete(conn)) return
+    this.counters.closed++
+    if (this.events.has('close')) this.events.emit('close', { connection: conn, reason })
+    this.track(conn.close())
+    if (this._state === 'open') {
+      this.openForWaiters()
+      this.refill()
+    }
+  }
+
+  private track(work: Promise<unknown>): void {
+    this.pendingWork.add(work)
+    work.then(
+      () => this.pendingWork.delete(work),
+      (err: unknown) => {
+        this.pendingWork.delete(work)
+        this.logger.error('unexpected error in pool background work', { pool: this.name, error: (err as Error)?.message })
+      },
+    )
+  }
+
+  // ---------------------------------------------------------------- housekeeping
+
+  private startHousekeeping(): void {
+    const leak = this.config.leakWarningMs
+    const interval = leak > 0 ? Math.max(10, Math.min(this.config.housekeepingIntervalMs, Math.floor(leak / 2))) : this.config.housekeepingIntervalMs
+    this.housekeeping = setInterval(() => this.sweep(), interval)
+    this.housekeeping.unref()
+  }
+
+  /**
+   * Retire expired and surplus idle connections, refill minIdle, report leaks. Runs on an unref'd
+   * timer over every connection, so lifetimes are enforced whatever the checkout order.
+   */
+  sweep(): void {
+    if (this._state !== 'open') return
+    const t = now()
+    let keep = this.idle.length
+    for (const conn of this.idle.slice()) {
+      const expired = this.isExpired(conn, t)
+      const surplus = keep > this.minIdle && this.config.idleTimeoutMs > 0 && t - conn.idleSince >= this.config.idleTimeoutMs
+      if (expired || surplus || this.all.size > this.limit) {
+        this.idle.splice(this.idle.indexOf(conn), 1)
+        keep--
+        if (expired) this.counters.recycled++
+        this.discard(conn, expired ? 'expired' : 'idle timeout')
+      }
+    }
+    this.refill()
+    const leakMs = this.config.leakWarningMs
+    if (leakMs > 0) {
+      for (const conn of this.all) {
+        if (conn.state !== 'acquired' || conn.leakReported) continue
+        const heldMs = t - conn.acquiredAt
+        if (heldMs < leakMs) continue
+        conn.leakReported = true
+        this.counters.leaksDetected++
+        const stack = conn.acquireSite?.stack?.split('\n').slice(1).join('\n')
+        this.logger.warn(`connection held for ${Math.round(heldMs)} ms (leakWarningMs ${leakMs}); acquired at:\n${stack ?? '(no stack)'}`, {
+          pool: this.name,
+          pid: conn.pid,
+        })
+        if (this.events.has('leak')) this.events.emit('leak', { connection: conn, heldMs, stack })
+      }
+    }
+  }
+
+  /** Keep minIdle connections idle (or on their way), never growing past `size` to do so. */
+  private refill(): void {
+    if (this._state !== 'open' || this.retryTimer) return
+    while (this.idle.length + this.opening < this.minIdle && this.all.size + this.opening < this.size) this.openOne()
+  }
+
+  /**
+   * Open connections until `count` (default max(minIdle, 1)) are idle, so start-up fails fast
+   * with a ConnectError when the server is unreachable.
+   */
+  async warmup(count = Math.max(this.minIdle, 1)): Promise<void> {
+    const wanted = Math.min(count, this.size)
+    const conns: PooledConnection[] = []
+    try {
+      // Holding each one makes the next acquire open a new connection.
+      for (let i = 0; i < wanted; i++) conns.push(await this.acquire())
+    } finally {
+      for (const conn of conns) this.release(conn)
+    }
+  }
+
+  // ---------------------------------------------------------------- resize, stats, close
+
+  /** Change the limits at runtime. Shrinking retires idle surplus now and busy surplus on return. */
+  resize(size: number, maxOverflow: number = this.maxOverflow): void {
+    if (!Number.isInteger(size) || size < 1) throw new ConfigError(`resize: size must be an integer ≥ 1 (got ${size})`, { key: 'size' })
+    if (!Number.isInteger(maxOverflow) || maxOverflow < 0) {
+      throw new ConfigError(`resize: maxOverflow must be an integer ≥ 0 (got ${maxOverflow})`, { key: 'maxOverflow' })
+    }
+    this.size = size
+    this.maxOverflow = maxOverflow
+    this.minIdle = Math.min(this.config.minIdle, size)
+    while (this.idle.length > 0 && this.all.size > size) {
+      this.discard(this.idle.shift()!, 'resized')
+    }
+    this.openForWaiters()
+  }
+
+  stats(): PoolStats {
+    const total = this.all.size
+    return {
+      name: this.name,
+      state: this._state,
+      size: this.size,
+      maxOverflow: this.maxOverflow,
+      minIdle: this.minIdle,
+      total,
+      idle: this.idle.length,
+      checkedOut: total - this.idle.length,
+      overflow: Math.max(0, total - this.size),
+      opening: this.opening,
+      waiting: this.waitingCount,
+      ...this.counters,
+      waitMs: this.waitSampler.percentiles(),
+      holdMs: this.holdSampler.percentiles(),
+    }
+  }
+
+  /**
+   * Stop accepting work and close every connection. Waiters fail with PoolClosedError at once;
+   * checked-out connections get until the deadline to be returned, then are closed under their
+   * holders. Idempotent.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void> {
+    this.closePromise ??= this.doClose(options?.timeoutMs ?? this.config.closeTimeoutMs)
+    return this.closePromise
+  }
+
+  private async doClose(timeoutMs: number): Promise<void> {
+    this._state = 'closing'
+    if (this.housekeeping) clearInterval(this.housekeeping)
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    if (this.waitTimer) clearTimeout(this.waitTimer)
+    this.retryTimer = this.waitTimer = undefined
+    let waiter: Waiter | undefined
+    while ((waiter = this.waiters.shift())) {
+      this.settleWaiter(waiter)
+      waiter.reject(new PoolClosedError('the pool was closed while waiting for a connection'))
+    }
+    for (const conn of this.idle.splice(0)) this.discard(conn, 'pool closed')
+    const deadline = now() + timeoutMs
+    while (this.all.size > 0 && now() < deadline) await sleep(Math.min(20, Math.max(1, deadline - now())))
+    for (const conn of [...this.all]) {
+      conn.abortSocket()
+      this.discard(conn, 'pool closed (deadline)')
+    }
+    while (this.pendingWork.size > 0) await Promise.allSettled([...this.pendingWork])
+    this._state = 'closed'
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout
+  return Promise.race([
+    work,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
+
+/** Create a pool and open its first connections, failing fast with ConnectError if unreachable. */
+export async function createPool(source?: ConfigSource | PoolOptions, options?: { logger?: Logger; warmup?: boolean }): Promise<Pool> {
+  const pool = new Pool(source, options)
+  if (options?.warmup === false) return pool
+  try {
+    await pool.warmup()
+  } catch (err) {
+    await pool.close({ timeoutMs: 0 })
+    throw err
+  }
+  return pool
+}
