@@ -1,0 +1,131 @@
+// Running one statement on one connection: the hot path. Statements with parameters are prepared
+// once per connection (a named statement from the connection's LRU) unless the pool says
+// `statementMode: 'unnamed'` (PgBouncer transaction mode); statements without parameters use the
+// simple protocol, which also allows several statements in one text.
+import type pg from 'pg'
+import { AbortError, QueryTimeoutError, type TidepoolError } from '../errors/index.js'
+import type { PooledConnection } from '../pool/connection.js'
+import { isServerError, isStaleStatement, toQueryError } from './errors.js'
+
+export interface QueryOptions {
+  /** Abort the statement (a real CancelRequest is sent to the server). */
+  signal?: AbortSignal | undefined
+  /** Budget for this call in ms: waiting for a connection plus running; then cancelled. */
+  timeoutMs?: number | undefined
+  /** Force a named prepared statement (true) or a one-off unnamed one (false). */
+  prepare?: boolean | undefined
+}
+
+export interface QueryResult<R> {
+  rows: R[]
+  rowCount: number
+  command: string
+  fields: { name: string; dataTypeID: number }[]
+}
+
+/** How long the server gets to honour a CancelRequest before we close the socket instead. */
+const CANCEL_GRACE_MS = 5_000
+
+type PgQueryConfig = pg.QueryConfig & { rowMode?: 'array' }
+
+function buildConfig(
+  conn: PooledConnection,
+  sql: string,
+  params: readonly unknown[] | undefined,
+  options: QueryOptions | undefined,
+  rowMode: 'array' | undefined,
+  named: boolean,
+): PgQueryConfig | string {
+  const hasParams = params !== undefined && params.length > 0
+  const prepare = options?.prepare
+  if (!hasParams && prepare !== true) {
+    return rowMode ? { text: sql, rowMode } : sql
+  }
+  const config: PgQueryConfig = { text: sql, values: params as unknown[] }
+  if (named && prepare !== false) {
+    const name = conn.statementName(sql)
+    if (name !== undefined) config.name = name
+  }
+  if (rowMode) config.rowMode = rowMode
+  return config
+}
+
+/**
+ * Run `sql` on `conn`. Errors come back as TidepoolErrors; a stale prepared statement (the table
+ * changed shape, or the server dropped it) is re-prepared and retried once when that is safe,
+ * i.e. outside a transaction.
+ */
+export async function runOn(
+  conn: PooledConnection,
+  sql: string,
+  params: readonly unknown[] | undefined,
+  options: QueryOptions | undefined,
+  rowMode?: 'array',
+  deadline?: number,
+): Promise<pg.QueryResult> {
+  const named = conn.namedStatements
+  const cancellable = options !== undefined && (options.signal !== undefined || options.timeoutMs !== undefined)
+  let config = buildConfig(conn, sql, params, options, rowMode, named)
+  const idleBefore = conn.transactionStatus() === 'I'
+  conn.inFlight++
+  try {
+    try {
+      return cancellable ? await runCancellable(conn, config, sql, options, deadline) : await conn.client.query(config as pg.QueryConfig)
+    } catch (err) {
+      const stale = typeof config === 'object' && config.name !== undefined ? isStaleStatement(err) : undefined
+      if (!stale || !idleBefore) throw err
+      if (stale === 'missing') conn.forgetAllStatements()
+      else conn.forgetStatement(sql)
+      config = buildConfig(conn, sql, params, options, rowMode, named)
+      return cancellable ? await runCancellable(conn, config, sql, options, deadline) : await conn.client.query(config as pg.QueryConfig)
+    }
+  } catch (err) {
+    throw toQueryError(err, sql)
+  } finally {
+    conn.inFlight--
+  }
+}
+
+async function runCancellable(
+  conn: PooledConnection,
+  config: PgQueryConfig | string,
+  sql: string,
+  options: QueryOptions,
+  deadline: number | undefined,
+): Promise<pg.QueryResult> {
+  const { signal } = options
+  if (signal?.aborted) throw new AbortError()
+  let reason: 'timeout' | 'abort' | undefined
+  let acknowledged: Promise<boolean> | undefined
+  let grace: NodeJS.Timeout | undefined
+  const cancel = (why: 'timeout' | 'abort') => {
+    if (reason) return
+    reason = why
+    acknowledged = conn.cancel()
+    // A stalled network can swallow the cancel too: then the socket goes, and the pool replaces it.
+    grace = setTimeout(() => conn.abortSocket(), CANCEL_GRACE_MS)
+  }
+  const remaining = options.timeoutMs === undefined ? undefined : Math.max(1, (deadline ?? performance.now() + options.timeoutMs) - performance.now())
+  const timer = remaining === undefined ? undefined : setTimeout(() => cancel('timeout'), remaining)
+  const onAbort = () => cancel('abort')
+  signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    const result = await conn.client.query(config as pg.QueryConfig)
+    // Finished before the cancel landed. A late cancel could hit this session's next statement,
+    // so the connection is retired on release.
+    if (reason) conn.poisoned = true
+    return result
+  } catch (err) {
+    if (!reason) throw err
+    const ok = await acknowledged
+    // Only a clean 57014 after an acknowledged cancel leaves the session in a known state.
+    if (!ok || !isServerError(err) || err.code !== '57014') conn.poisoned = true
+    const cause: TidepoolError = toQueryError(err, sql)
+    if (reason === 'timeout') throw new QueryTimeoutError(options.timeoutMs!, sql, { cause })
+    throw new AbortError('the statement was aborted by its AbortSignal and cancelled on the server', { cause })
+  } finally {
+    if (timer) clearTimeout(timer)
+    if (grace) clearTimeout(grace)
+    signal?.removeEventListener('abort', onAbort)
+  }
+}

@@ -1,0 +1,8 @@
+export { Database, type DatabaseOptions } from './database.js'
+export { ConnectionScope, Transaction, type DbContext } from './scope.js'
+export { Queryable, type Params, type Row } from './queryable.js'
+export { runOn, type QueryOptions, type QueryResult } from './execute.js'
+export { QueryHooks, type QueryEvents, type QueryStartEvent, type QueryEndEvent } from './hooks.js'
+export { type TransactionOptions, type IsolationLevel, isRetryable } from './transaction.js'
+export { type StreamOptions, copyTextValue } from './bulk.js'
+export { toQueryError } from './errors.js'

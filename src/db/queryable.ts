@@ -1,0 +1,96 @@
+// The query API shared by Database (a connection per call), a held connection and a transaction:
+// fetchVal / fetchOne / fetchAll / execute / query, with templates and query events.
+import type pg from 'pg'
+import { TidepoolError } from '../errors/index.js'
+import type { TemplateCache } from '../sql/template.js'
+import type { QueryOptions, QueryResult } from './execute.js'
+import type { QueryHooks } from './hooks.js'
+
+export type Params = readonly unknown[]
+export type Row = Record<string, unknown>
+
+/** Where a statement ran; filled in only when someone listens to query events. */
+export interface RunProbe {
+  node?: string
+}
+
+export abstract class Queryable {
+  /** Schema that `{{tables.x}}` resolves to. */
+  abstract readonly schema: string
+  protected abstract readonly templates: TemplateCache
+  protected abstract readonly hooks: QueryHooks
+  protected abstract readonly poolName: string
+  protected abstract readonly inTransaction: boolean
+  protected abstract readonly logParams: boolean
+
+  /** Run already-rendered SQL. */
+  protected abstract runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult>
+
+  /** Expand `{{tables.x}}`, `{{tables.s.x}}`, `{{indexes.x}}` and `{{schema}}` for this schema. */
+  render(sql: string): string {
+    return this.templates.render(sql)
+  }
+
+  /** The full result: rows, rowCount, command and field descriptions. */
+  async query<R = Row>(sql: string, params?: Params, options?: QueryOptions): Promise<QueryResult<R>> {
+    const res = await this.exec(sql, params, options, undefined)
+    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0, command: res.command, fields: res.fields }
+  }
+
+  /** Every row, as objects keyed by column name. */
+  async fetchAll<R = Row>(sql: string, params?: Params, options?: QueryOptions): Promise<R[]> {
+    return (await this.exec(sql, params, options, undefined)).rows as R[]
+  }
+
+  /** The first row, or null when there is none. */
+  async fetchOne<R = Row>(sql: string, params?: Params, options?: QueryOptions): Promise<R | null> {
+    return ((await this.exec(sql, params, options, undefined)).rows[0] as R | undefined) ?? null
+  }
+
+  /** The first column of the first row, or null when there is no row. */
+  async fetchVal<T = unknown>(sql: string, params?: Params, options?: QueryOptions): Promise<T | null> {
+    const row = (await this.exec(sql, params, options, 'array')).rows[0] as unknown[] | undefined
+    return row === undefined ? null : ((row[0] as T | undefined) ?? null)
+  }
+
+  /** Run a statement for its effect; returns the number of rows it affected. */
+  async execute(sql: string, params?: Params, options?: QueryOptions): Promise<number> {
+    return (await this.exec(sql, params, options, undefined)).rowCount ?? 0
+  }
+
+  protected exec(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<pg.QueryResult> {
+    let rendered: string
+    try {
+      rendered = this.templates.render(sql)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (!this.hooks.active) return this.runRendered(rendered, params, options, rowMode, undefined)
+    return this.observed(rendered, params, options, rowMode)
+  }
+
+  private async observed(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<pg.QueryResult> {
+    const hub = this.hooks.hub
+    const base = {
+      sql,
+      fingerprint: this.hooks.shape(sql),
+      schema: this.schema,
+      pool: this.poolName,
+      inTransaction: this.inTransaction,
+      params: this.logParams ? params : undefined,
+    }
+    // Emitted before the first await, so a listener capturing a stack sees the caller's frames.
+    hub.emit('queryStart', base)
+    const probe: RunProbe = {}
+    const start = performance.now()
+    try {
+      const result = await this.runRendered(sql, params, options, rowMode, probe)
+      hub.emit('query', { ...base, durationMs: performance.now() - start, rowCount: result.rowCount ?? 0, command: result.command, node: probe.node, error: undefined })
+      return result
+    } catch (err) {
+      const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
+      hub.emit('query', { ...base, durationMs: performance.now() - start, rowCount: 0, command: undefined, node: probe.node, error })
+      throw err
+    }
+  }
+}

@@ -1,0 +1,248 @@
+// Query scopes bound to one held connection: `withConnection(fn)` hands out a ConnectionScope and
+// `transaction(fn)` a Transaction. Both stop working once fn has returned, so a reference that
+// escapes the callback cannot run statements outside the scope it was meant for.
+import type pg from 'pg'
+import type { Logger } from '../config/logger.js'
+import { TransactionError } from '../errors/index.js'
+import type { Pool } from '../pool/pool.js'
+import type { PooledConnection } from '../pool/connection.js'
+import { quoteIdentifier } from '../sql/identifier.js'
+import type { TemplateCache } from '../sql/template.js'
+import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
+import { runOn, type QueryOptions } from './execute.js'
+import type { QueryHooks } from './hooks.js'
+import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
+import {
+  beginStatement,
+  commitOutcomeUnknown,
+  isRetryable,
+  retryDelay,
+  retryLimit,
+  sleep,
+  TransactionCallbacks,
+  type TransactionOptions,
+} from './transaction.js'
+
+/** What every scope shares with the Database that created it. */
+export interface DbContext {
+  pool: Pool
+  schema: string
+  templates: TemplateCache
+  hooks: QueryHooks
+  logParams: boolean
+  logger: Logger
+}
+
+export function nodeOf(conn: PooledConnection): string {
+  return `${conn.host.host}:${conn.host.port}`
+}
+
+/** `"schema"."table"` for a bare table name, or the rendered template if one is given. */
+export function copyTarget(ctx: DbContext, table: string, columns: string[]): { target: string; cols: string[] } {
+  const target = table.includes('{{') ? ctx.templates.render(table) : `${quoteIdentifier(ctx.schema, 'schema')}.${quoteIdentifier(table, 'table')}`
+  if (columns.length === 0) throw new RangeError('copyFrom: name at least one column')
+  return { target, cols: columns.map((c) => quoteIdentifier(c, 'column')) }
+}
+
+export class ConnectionScope extends Queryable {
+  protected ended: string | undefined
+
+  constructor(
+    protected readonly ctx: DbContext,
+    protected readonly conn: PooledConnection,
+  ) {
+    super()
+  }
+
+  get schema(): string {
+    return this.ctx.schema
+  }
+  protected get templates(): TemplateCache {
+    return this.ctx.templates
+  }
+  protected get hooks(): QueryHooks {
+    return this.ctx.hooks
+  }
+  protected get poolName(): string {
+    return this.ctx.pool.name
+  }
+  protected get logParams(): boolean {
+    return this.ctx.logParams
+  }
+  protected get inTransaction(): boolean {
+    return false
+  }
+
+  /** Server process id of the held connection. */
+  get pid(): number {
+    return this.conn.pid
+  }
+
+  protected assertOpen(): void {
+    if (this.ended) {
+      throw new TransactionError(`this ${this.scopeName} has already ${this.ended}; statements must run inside its callback`)
+    }
+  }
+
+  protected get scopeName(): string {
+    return 'connection scope'
+  }
+
+  protected runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult> {
+    try {
+      this.assertOpen()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (probe) probe.node = nodeOf(this.conn)
+    return runOn(this.conn, sql, params, options, rowMode)
+  }
+
+  /** Stream rows through a cursor on this connection (inside a transaction of its own if needed). */
+  stream<R = Row>(sql: string, params?: Params, options?: StreamOptions): AsyncGenerator<R> {
+    this.assertOpen()
+    return cursorRows<R>(this.conn, this.render(sql), params, options, this.inTransaction || this.conn.transactionStatus() !== 'I')
+  }
+
+  /** COPY rows into a table of this schema; returns the number of rows written. */
+  copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
+    this.assertOpen()
+    const { target, cols } = copyTarget(this.ctx, table, columns)
+    return copyRowsIn(this.conn, target, cols, rows)
+  }
+
+  /** Run `COPY … TO STDOUT` and yield the output chunks. */
+  copyTo(sql: string): AsyncGenerator<Buffer> {
+    this.assertOpen()
+    return copyChunksOut(this.conn, this.render(sql))
+  }
+
+  /** Run fn in a transaction on this held connection (retried on serialization failure). */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    this.assertOpen()
+    const retries = retryLimit(options)
+    for (let attempt = 0; ; attempt++) {
+      const after: (() => Promise<void>)[] = []
+      try {
+        return await runTransactionOn(this.ctx, this.conn, fn, options, after)
+      } catch (err) {
+        if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
+        await sleep(retryDelay(attempt, options))
+      } finally {
+        for (const run of after) await run()
+      }
+    }
+  }
+
+  /** @internal */
+  end(how: string): void {
+    this.ended = how
+  }
+}
+
+export class Transaction extends ConnectionScope {
+  readonly callbacks = new TransactionCallbacks()
+  private savepointSeq = 0
+
+  constructor(
+    ctx: DbContext,
+    conn: PooledConnection,
+    /** 0 for the outermost transaction, 1+ for savepoints. */
+    readonly depth: number,
+  ) {
+    super(ctx, conn)
+  }
+
+  protected override get inTransaction(): boolean {
+    return true
+  }
+
+  protected override get scopeName(): string {
+    return this.depth === 0 ? 'transaction' : 'savepoint'
+  }
+
+  /** Run `fn` once the outermost transaction has committed; never if it rolls back. */
+  afterCommit(fn: () => unknown): void {
+    this.assertOpen()
+    this.callbacks.onCommit.push(fn)
+  }
+
+  /** Run `fn` if this transaction (or savepoint) rolls back. */
+  afterRollback(fn: () => unknown): void {
+    this.assertOpen()
+    this.callbacks.onRollback.push(fn)
+  }
+
+  /** A nested transaction: a savepoint, released on return and rolled back to on throw. */
+  override async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    this.assertOpen()
+    const name = `tp_sp_${this.depth + 1}_${++this.savepointSeq}`
+    await runOn(this.conn, `SAVEPOINT ${name}`, undefined, undefined)
+    const inner = new Transaction(this.ctx, this.conn, this.depth + 1)
+    try {
+      const value = await fn(inner)
+      await runOn(this.conn, `RELEASE SAVEPOINT ${name}`, undefined, undefined)
+      inner.end('been released')
+      this.callbacks.merge(inner.callbacks)
+      return value
+    } catch (err) {
+      inner.end('been rolled back')
+      if (!this.conn.broken) await runOn(this.conn, `ROLLBACK TO SAVEPOINT ${name}`, undefined, undefined)
+      await TransactionCallbacks.run(inner.callbacks.onRollback, this.ctx.logger, 'afterRollback')
+      throw err
+    }
+  }
+}
+
+/**
+ * One attempt: BEGIN, fn, COMMIT (or ROLLBACK). The afterCommit/afterRollback callbacks are pushed
+ * onto `after` for the caller to run once it has released the connection.
+ */
+export async function runTransactionOn<T>(
+  ctx: DbContext,
+  conn: PooledConnection,
+  fn: (tx: Transaction) => Promise<T>,
+  options: TransactionOptions | undefined,
+  after: (() => Promise<void>)[],
+): Promise<T> {
+  if (conn.transactionStatus() !== 'I') {
+    throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
+  }
+  await runOn(conn, beginStatement(options), undefined, undefined)
+  const tx = new Transaction(ctx, conn, 0)
+  let value: T
+  try {
+    value = await fn(tx)
+  } catch (err) {
+    tx.end('been rolled back')
+    if (!conn.broken) {
+      await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => {
+        conn.poisoned = true
+      })
+    }
+    after.push(() => TransactionCallbacks.run(tx.callbacks.onRollback, ctx.logger, 'afterRollback'))
+    throw err
+  }
+  tx.end('been committed')
+  if (conn.transactionStatus() === 'E') {
+    // COMMIT of an aborted transaction "succeeds" as a ROLLBACK; never let that pass silently.
+    await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => (conn.poisoned = true))
+    after.push(() => TransactionCallbacks.run(tx.callbacks.onRollback, ctx.logger, 'afterRollback'))
+    throw new TransactionError(
+      'the transaction was rolled back, not committed: a statement inside it failed and the error was caught; rethrow it, or use a nested transaction (savepoint) around statements that may fail',
+    )
+  }
+  try {
+    await runOn(conn, 'COMMIT', undefined, undefined)
+  } catch (err) {
+    const unknown = commitOutcomeUnknown(err)
+    if (unknown) {
+      conn.poisoned = true
+      throw unknown
+    }
+    after.push(() => TransactionCallbacks.run(tx.callbacks.onRollback, ctx.logger, 'afterRollback'))
+    throw err
+  }
+  after.push(() => TransactionCallbacks.run(tx.callbacks.onCommit, ctx.logger, 'afterCommit'))
+  return value
+}

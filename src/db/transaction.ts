@@ -1,0 +1,87 @@
+// Transactions: `transaction(fn)` commits when fn returns and rolls back when it throws; nested
+// calls become savepoints; serialization failures and deadlocks are retried with backoff and
+// jitter, but never after a COMMIT whose outcome is unknown.
+import { ConnectionLostError, QueryError, TransactionError } from '../errors/index.js'
+import type { Logger } from '../config/logger.js'
+
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
+const ISOLATION_LEVELS: readonly IsolationLevel[] = ['read committed', 'repeatable read', 'serializable']
+
+export interface TransactionOptions {
+  isolation?: IsolationLevel
+  readOnly?: boolean
+  /** Only meaningful with serializable + readOnly: waits for a safe snapshot, never fails to serialize. */
+  deferrable?: boolean
+  /**
+   * Times to run fn again after a serialization failure (40001) or deadlock (40P01); default 3.
+   * fn may therefore run more than once: keep side effects outside it or make them idempotent.
+   */
+  retries?: number
+  /** First retry delay in ms (doubles each time, ±50 % jitter, capped at 1 s); default 10. */
+  retryDelayMs?: number
+  signal?: AbortSignal
+}
+
+export function beginStatement(options: TransactionOptions | undefined): string {
+  if (!options) return 'BEGIN'
+  let sql = 'BEGIN'
+  if (options.isolation !== undefined) {
+    if (!ISOLATION_LEVELS.includes(options.isolation)) {
+      throw new TransactionError(`isolation must be one of ${ISOLATION_LEVELS.join(', ')} (got ${JSON.stringify(options.isolation)})`)
+    }
+    sql += ` ISOLATION LEVEL ${options.isolation.toUpperCase()}`
+  }
+  if (options.readOnly !== undefined) sql += options.readOnly ? ' READ ONLY' : ' READ WRITE'
+  if (options.deferrable !== undefined) sql += options.deferrable ? ' DEFERRABLE' : ' NOT DEFERRABLE'
+  return sql
+}
+
+export function retryLimit(options: TransactionOptions | undefined): number {
+  const retries = options?.retries ?? 3
+  if (!Number.isInteger(retries) || retries < 0) throw new TransactionError(`retries must be an integer ≥ 0 (got ${retries})`)
+  return retries
+}
+
+export function isRetryable(err: unknown): boolean {
+  return err instanceof QueryError && err.isRetryable
+}
+
+/** Exponential backoff with ±50 % jitter, so conflicting transactions do not collide again. */
+export function retryDelay(attempt: number, options: TransactionOptions | undefined): number {
+  const base = options?.retryDelayMs ?? 10
+  return Math.min(1_000, base * 2 ** attempt) * (0.5 + Math.random())
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** COMMIT failed on the wire: whether it took effect is unknown, so it must not be retried. */
+export function commitOutcomeUnknown(err: unknown): TransactionError | undefined {
+  if (!(err instanceof ConnectionLostError)) return undefined
+  return new TransactionError(
+    'the connection failed during COMMIT: the transaction may or may not have committed. It was not retried; check the data (or use an idempotency key) before running it again',
+    { cause: err },
+  )
+}
+
+/** Callbacks that run once the outermost transaction has committed (or rolled back). */
+export class TransactionCallbacks {
+  readonly onCommit: (() => unknown)[] = []
+  readonly onRollback: (() => unknown)[] = []
+
+  merge(child: TransactionCallbacks): void {
+    this.onCommit.push(...child.onCommit)
+    this.onRollback.push(...child.onRollback)
+  }
+
+  static async run(list: (() => unknown)[], logger: Logger, what: string): Promise<void> {
+    for (const fn of list) {
+      try {
+        await fn()
+      } catch (err) {
+        logger.error(`an ${what} callback threw; the transaction outcome is unchanged`, { error: (err as Error)?.message })
+      }
+    }
+  }
+}
