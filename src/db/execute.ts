@@ -23,6 +23,9 @@ export interface QueryResult<R> {
   fields: { name: string; dataTypeID: number }[]
 }
 
+/** How long to wait for ReadyForQuery after an error before giving the session up. */
+const READY_TIMEOUT_MS = 5_000
+
 /** How long the server gets to honour a CancelRequest before we close the socket instead. */
 const CANCEL_GRACE_MS = 5_000
 
@@ -80,6 +83,8 @@ export async function runOn(
       return cancellable ? await runCancellable(conn, config, sql, options, deadline) : await conn.client.query(config as pg.QueryConfig)
     }
   } catch (err) {
+    // Let the session settle so the caller (commit check, release) sees the real status.
+    if (isServerError(err) && !(await conn.whenReady(READY_TIMEOUT_MS))) conn.poisoned = true
     throw toQueryError(err, sql)
   } finally {
     conn.inFlight--

@@ -114,6 +114,40 @@ export class PooledConnection {
     if (parsed) for (const n of names) delete parsed[n]
   }
 
+  /**
+   * pg rejects a failed statement on ErrorResponse, before the ReadyForQuery that carries the new
+   * transaction status; until that arrives, transactionStatus() is stale.
+   */
+  get awaitingReady(): boolean {
+    return (this.client as unknown as { readyForQuery: boolean }).readyForQuery === false
+  }
+
+  /** Resolve true once the server's ReadyForQuery has been processed (false on timeout). */
+  whenReady(timeoutMs: number): Promise<boolean> {
+    if (!this.awaitingReady || this.broken) return Promise.resolve(!this.broken)
+    const connection = (this.client as unknown as { connection: import('node:events').EventEmitter }).connection
+    return new Promise((resolve) => {
+      const onReady = () => {
+        clearTimeout(timer)
+        connection.off('end', onEnd)
+        resolve(true)
+      }
+      const onEnd = () => {
+        clearTimeout(timer)
+        connection.off('readyForQuery', onReady)
+        resolve(false)
+      }
+      const timer = setTimeout(() => {
+        connection.off('readyForQuery', onReady)
+        connection.off('end', onEnd)
+        resolve(false)
+      }, timeoutMs)
+      // pg's own listener was attached first, so the status is updated when ours runs.
+      connection.once('readyForQuery', onReady)
+      connection.once('end', onEnd)
+    })
+  }
+
   /** `SELECT 1` with a deadline. Resolves false (never rejects) when the connection is unusable. */
   ping(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {

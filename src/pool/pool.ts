@@ -438,15 +438,18 @@ export class Pool {
       return
     }
     const status = conn.transactionStatus()
-    if (status === 'T' || status === 'E' || conn.pendingDeallocate.length > 0 || this.config.resetQuery) {
-      this.track(this.resetThenReturn(conn, status))
+    if (conn.awaitingReady || status === 'T' || status === 'E' || conn.pendingDeallocate.length > 0 || this.config.resetQuery) {
+      this.track(this.resetThenReturn(conn))
       return
     }
     this.finishRelease(conn, t)
   }
 
-  private async resetThenReturn(conn: PooledConnection, status: string | null): Promise<void> {
+  private async resetThenReturn(conn: PooledConnection): Promise<void> {
     try {
+      // A statement that just failed may not have delivered its ReadyForQuery (and status) yet.
+      if (!(await conn.whenReady(this.config.prePingTimeoutMs))) throw new Error('no ReadyForQuery after the last statement')
+      const status = conn.transactionStatus()
       if (status === 'T' || status === 'E') {
         this.counters.resets++
         this.logger.warn('connection returned inside an open transaction; rolled back', { pool: this.name, pid: conn.pid })

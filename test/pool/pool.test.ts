@@ -197,7 +197,8 @@ describe('connection health', () => {
     p.release(fresh)
     await p.close()
 
-    const q = await pool({ size: 1, maxUses: 3 })
+    // Constructed directly: createPool's warm-up checkout would count as a use.
+    const q = new Pool({ url: db.url, size: 1, maxUses: 3 }, { logger })
     const pids = new Set<number>()
     for (let i = 0; i < 6; i++) {
       const conn = await q.acquire()
@@ -225,6 +226,7 @@ describe('reset on return', () => {
     const c = await p.acquire()
     await c.client.query('BEGIN')
     await c.client.query('SELECT 1/0').catch(() => {})
+    await c.whenReady(1_000)
     expect(c.transactionStatus()).toBe('E')
     const pid = c.pid
     p.release(c)
@@ -233,6 +235,21 @@ describe('reset on return', () => {
     expect(again.transactionStatus()).toBe('I')
     expect(p.stats().resets).toBe(1)
     p.release(again)
+    await p.close()
+  })
+
+  it('never hands out a connection whose failed statement left it in an aborted transaction', async () => {
+    const p = await pool({ size: 1 })
+    for (let i = 0; i < 20; i++) {
+      const c = await p.acquire()
+      // Released the instant the error arrives, possibly before ReadyForQuery reports 'E'.
+      await c.client.query('BEGIN; SELECT 1/0').catch(() => {})
+      p.release(c)
+      const next = await p.acquire()
+      await expect(next.client.query('SELECT 1 AS ok')).resolves.toMatchObject({ rows: [{ ok: 1 }] })
+      p.release(next)
+    }
+    expect(p.stats().resets).toBe(20)
     await p.close()
   })
 
