@@ -1,0 +1,89 @@
+// Measurement primitives shared by every workload: a closed-loop runner with N async workers,
+// per-call latency samples and the process's own CPU time per operation.
+
+export interface RunResult {
+  ops: number
+  seconds: number
+  opsPerSec: number
+  p50Ms: number
+  p99Ms: number
+  /** Client CPU (user + system) per operation, microseconds. */
+  cpuUsPerOp: number
+  errors: number
+  errorKinds: Record<string, number>
+}
+
+export interface LoopOptions {
+  workers: number
+  seconds: number
+  warmupSeconds: number
+}
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return 0
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+}
+
+/**
+ * Run `op` in `workers` concurrent loops: first a warm-up (not recorded), then the measured
+ * window. Latency is call → promise settled, so it includes any pool queueing.
+ */
+export async function closedLoop(op: (i: number) => Promise<unknown>, options: LoopOptions): Promise<RunResult> {
+  const { workers, seconds, warmupSeconds } = options
+  let stopAt = performance.now() + warmupSeconds * 1000
+  let recording = false
+  let samples = new Float64Array(1 << 20)
+  let count = 0
+  let errors = 0
+  const errorKinds: Record<string, number> = {}
+  const worker = async (w: number) => {
+    let i = w
+    while (performance.now() < stopAt) {
+      const t0 = performance.now()
+      try {
+        await op(i)
+      } catch (err) {
+        if (recording) {
+          errors++
+          const kind = (err as Error)?.name ?? 'Error'
+          errorKinds[kind] = (errorKinds[kind] ?? 0) + 1
+        }
+      }
+      if (recording) {
+        if (count === samples.length) {
+          const bigger = new Float64Array(samples.length * 2)
+          bigger.set(samples)
+          samples = bigger
+        }
+        samples[count++] = performance.now() - t0
+      }
+      i += workers
+    }
+  }
+  if (warmupSeconds > 0) await Promise.all(Array.from({ length: workers }, (_, w) => worker(w)))
+  recording = true
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  stopAt = t0 + seconds * 1000
+  await Promise.all(Array.from({ length: workers }, (_, w) => worker(w)))
+  const elapsed = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  const sorted = samples.subarray(0, count).sort()
+  return {
+    ops: count,
+    seconds: elapsed,
+    opsPerSec: count / elapsed,
+    p50Ms: percentile(sorted, 0.5),
+    p99Ms: percentile(sorted, 0.99),
+    cpuUsPerOp: count ? (cpu.user + cpu.system) / count : 0,
+    errors,
+    errorKinds,
+  }
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return NaN
+  const s = [...values].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}

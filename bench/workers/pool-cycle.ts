@@ -1,0 +1,56 @@
+// W3: pool acquire + release with no I/O. Tidepool and pg.Pool hold real, pre-opened connections
+// (nothing goes on the wire); generic-pool and tarn hold plain objects.
+import genericPool from 'generic-pool'
+import pg from 'pg'
+import tarn from 'tarn'
+import { createPool, silentLogger } from '../../src/index.js'
+import { closedLoop } from '../lib/measure.js'
+import { arg, numArg } from '../lib/args.js'
+
+const driver = arg('driver')
+const url = arg('url', '')
+const workers = numArg('workers', 64)
+const max = numArg('max', 10)
+const seconds = numArg('seconds', 3)
+const warmup = numArg('warmup', 1)
+
+let op: () => Promise<unknown>
+let close: () => Promise<unknown>
+switch (driver) {
+  case 'tidepool': {
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, prePing: 'never' }, { logger: silentLogger })
+    op = async () => pool.release(await pool.acquire())
+    close = () => pool.close()
+    break
+  }
+  case 'pg.Pool': {
+    const pool = new pg.Pool({ connectionString: url, max })
+    const warm = await Promise.all(Array.from({ length: max }, () => pool.connect()))
+    for (const c of warm) c.release()
+    op = async () => (await pool.connect()).release()
+    close = () => pool.end()
+    break
+  }
+  case 'generic-pool': {
+    const pool = genericPool.createPool({ create: async () => ({}), destroy: async () => {} }, { max, min: max })
+    await pool.ready()
+    op = async () => pool.release(await pool.acquire())
+    close = async () => {
+      await pool.drain()
+      await pool.clear()
+    }
+    break
+  }
+  case 'tarn': {
+    const pool = new tarn.Pool({ create: (cb: (err: Error | null, r: object) => void) => cb(null, {}), destroy: () => {}, min: max, max })
+    op = async () => pool.release(await pool.acquire().promise)
+    close = () => pool.destroy()
+    break
+  }
+  default:
+    throw new Error(`unknown pool ${driver}`)
+}
+
+const result = await closedLoop(() => op(), { workers, seconds, warmupSeconds: warmup })
+await close()
+process.stdout.write(JSON.stringify(result) + '\n')
