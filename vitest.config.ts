@@ -4,18 +4,18 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   resolve: {
     alias: {
+      // Most specific first: 'tidepool' would otherwise also rewrite 'tidepool/testing'.
       'tidepool/testing': fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
       tidepool: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
     },
   },
   test: {
     include: ['test/**/*.test.ts'],
+    // One primary + replica for the whole run; test files take fresh databases on it.
     globalSetup: ['test/setup/global.ts'],
+    // Child processes, not threads: tests kill and signal real servers and use process hooks.
     pool: 'forks',
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    // Database-heavy files share one server on a small machine; a few at a time keeps timings sane.
-    maxWorkers: 2,
-    reporters: process.env.CI ? ['default'] : ['default'],
   },
 })

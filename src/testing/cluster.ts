@@ -2,182 +2,161 @@
 // free loopback ports, in a temporary (or given) directory. Replicas come from pg_basebackup when
 // a same-major one is installed, else from a cold copy of the primary's data directory made
 // before the primary first starts.
-import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { TidepoolError } from '../errors/index.js'
 import { findPostgresBinaries, type PgBinaries } from './binaries.js'
-import { PgNode } from './node.js'
-import { accessibleBinaries, giveTo, makeTraversable, serverUser, spawnOptionsFor, type RunAs } from './privileges.js'
-import { sweepOrphans } from './registry.js'
+import { baseBackup, checkDataDirVersion, coldCopy, configure, copyDir, makeStandby, pristineDataDir } from './datadir.js'
+import { freePorts, PgNode } from './node.js'
+import { accessibleBinaries, ensureReachable, giveTo, serverUser } from './privileges.js'
+import { CLUSTER_DIR_PREFIX, sweepOrphans } from './registry.js'
+
+export type ReplicaMethod = 'basebackup' | 'copy'
 
 export interface ClusterOptions {
   /** Streaming replicas to start (default 0). */
   replicas?: number
-  /** Where the data directories go (default: a new temporary directory, removed on stop). */
+  /** `auto` (default): pg_basebackup when a same-major one is installed, else a cold copy. */
+  replicaMethod?: 'auto' | ReplicaMethod
+  /**
+   * Parent of the data directories (default: a new temporary directory). A primary already in
+   * it (kept from an earlier run) is started again with its data; replicas are always made afresh.
+   */
   dir?: string
+  /** PostgreSQL bin directory (default: see findPostgresBinaries). */
   binDir?: string
-  /** Extra postgresql.conf settings. */
+  /** Database superuser created by initdb (default `postgres`). */
+  user?: string
+  /** Extra postgresql.conf settings, e.g. `{ log_statement: 'all' }`. */
   settings?: Record<string, string>
-  /** false (default) turns off fsync & co. for speed: fine for tests, never for data you keep. */
+  /** false (default) turns off fsync, synchronous_commit and full_page_writes: fast, not crash-safe. */
   durable?: boolean
-  /** Port for the primary (default: a free one). */
+  /** Port of the primary (default: a free one; replicas always get free ones). */
   port?: number
-  replicaMethod?: 'auto' | 'basebackup' | 'copy'
-  /** Keep the data directory on stop. */
+  /** Echo the servers' logs to stderr (they always go to <dataDir>/server.log). */
+  log?: boolean
+  /** Keep the data directories on stop(). */
   keep?: boolean
 }
 
 export interface PgCluster {
   primary: PgNode
   replicas: PgNode[]
+  /** Parent directory of the data directories (`primary/`, `replica1/`, …). */
   dir: string
   binaries: PgBinaries
-  /** How the replicas were made. */
-  replicaMethod: 'basebackup' | 'copy' | 'none'
+  /** How the replicas were made (`none` without replicas). */
+  replicaMethod: ReplicaMethod | 'none'
+  /** Fast shutdown of every node, then removal of the data (unless `keep`). Idempotent. */
   stop(): Promise<void>
 }
 
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<import('node:net').Server>((resolve, reject) => {
-      const s = createServer()
-      s.once('error', reject)
-      s.listen(0, '127.0.0.1', () => resolve(s))
-    })),
+const running = new Set<PgCluster>()
+
+/** Stop every cluster this process started (and has not stopped yet). */
+export async function stopAllClusters(): Promise<void> {
+  await Promise.all([...running].map((c) => c.stop()))
+}
+
+function chooseMethod(options: ClusterOptions, bins: PgBinaries): ReplicaMethod | 'none' {
+  if (!options.replicas) return 'none'
+  const wanted = options.replicaMethod ?? 'auto'
+  if (wanted === 'copy') return 'copy'
+  if (bins.has.pg_basebackup) return 'basebackup'
+  if (wanted === 'auto') return 'copy'
+  throw new TidepoolError(
+    'HARNESS',
+    `replicaMethod 'basebackup' needs pg_basebackup ${bins.major}, which is neither in ${bins.binDir} nor under /usr/lib/postgresql/${bins.major}/bin; ` +
+      `install postgresql-client-${bins.major} or use replicaMethod 'copy'`,
   )
-  const ports = servers.map((s) => (s.address() as { port: number }).port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
 }
 
-/** A pristine initdb'd data directory, made once per binaries + user and copied from then on. */
-function pristineDataDir(bins: PgBinaries, user: RunAs | undefined): string {
-  const key = createHash('sha1').update(`${bins.binDir}:${bins.version}:${user?.uid ?? process.getuid?.()}`).digest('hex').slice(0, 10)
-  const cached = join(tmpdir(), `tidepool-initdb-${bins.version}-${key}`)
-  if (existsSync(join(cached, 'PG_VERSION'))) return cached
-  const staging = `${cached}.${process.pid}.tmp`
-  rmSync(staging, { recursive: true, force: true })
-  mkdirSync(staging, { mode: 0o700 })
-  giveTo(staging, user)
-  execFileSync(bins.path('initdb'), ['-D', staging, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'], {
-    ...spawnOptionsFor(user),
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  try {
-    renameSync(staging, cached)
-  } catch {
-    rmSync(staging, { recursive: true, force: true }) // a concurrent worker made it first
-  }
-  return cached
-}
-
-function statStatementsAvailable(bins: PgBinaries): boolean {
-  const root = dirname(bins.binDir)
-  return [join(root, 'lib', 'postgresql', 'pg_stat_statements.so'), join(root, 'lib', 'pg_stat_statements.so')].some(existsSync)
-}
-
-function serverConfig(bins: PgBinaries, options: ClusterOptions): string {
-  const settings: Record<string, string> = {
-    listen_addresses: "'127.0.0.1'",
-    unix_socket_directories: "''",
-    max_connections: '300',
-    shared_buffers: '128MB',
-    wal_level: 'replica',
-    max_wal_senders: '10',
-    max_replication_slots: '10',
-    wal_keep_size: '256MB',
-    hot_standby: 'on',
-    hot_standby_feedback: 'on',
-    wal_retrieve_retry_interval: "'500ms'",
-    log_line_prefix: "'%m [%p] '",
-    ...(options.durable ? {} : { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' }),
-    ...(statStatementsAvailable(bins) ? { shared_preload_libraries: "'pg_stat_statements'" } : {}),
-  }
-  for (const [k, v] of Object.entries(options.settings ?? {})) {
-    settings[k] = /^[\w.]+$/.test(v) ? v : `'${v.replace(/'/g, "''")}'`
-  }
-  return '\n# tidepool harness\n' + Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n'
-}
-
-const HBA = ['host all all 127.0.0.1/32 trust', 'host all all ::1/128 trust', 'host replication all 127.0.0.1/32 trust', 'host replication all ::1/128 trust', ''].join('\n')
-
-function makeStandby(dataDir: string, primaryPort: number, name: string): void {
-  writeFileSync(join(dataDir, 'standby.signal'), '')
-  appendFileSync(join(dataDir, 'postgresql.auto.conf'), `primary_conninfo = 'host=127.0.0.1 port=${primaryPort} user=postgres application_name=${name}'\n`)
-}
-
-async function waitStreaming(primary: PgNode, count: number, timeoutMs = 30_000): Promise<void> {
+async function waitStreaming(primary: PgNode, names: string[], timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const rows = await primary.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming'")
-    if (rows[0]!.n >= count) return
+  for (;;) {
+    const rows = await primary.query<{ name: string }>("SELECT application_name AS name FROM pg_stat_replication WHERE state = 'streaming'")
+    const streaming = new Set(rows.map((r) => r.name))
+    const missing = names.filter((n) => !streaming.has(n))
+    if (missing.length === 0) return
+    if (Date.now() > deadline) throw new TidepoolError('HARNESS', `${missing.join(', ')} not streaming from the primary after ${timeoutMs} ms`)
     await new Promise((r) => setTimeout(r, 50))
   }
-  throw new TidepoolError('HARNESS', `replicas did not start streaming within ${timeoutMs} ms`)
 }
 
 /** Start a primary and `replicas` streaming replicas. Stop them with `cluster.stop()`. */
 export async function startCluster(options: ClusterOptions = {}): Promise<PgCluster> {
-  sweepOrphans()
+  await sweepOrphans()
+  const superuser = options.user ?? 'postgres'
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(superuser)) throw new TidepoolError('HARNESS', `invalid superuser name ${JSON.stringify(superuser)}`)
   const replicaCount = options.replicas ?? 0
-  const user = serverUser()
-  const bins = accessibleBinaries(findPostgresBinaries(options.binDir ? { binDir: options.binDir } : {}), user, (binDir) => findPostgresBinaries({ binDir }))
+  const runAs = serverUser()
+  const bins = await accessibleBinaries(await findPostgresBinaries(options.binDir ? { binDir: options.binDir } : {}), runAs)
+  const method = chooseMethod(options, bins)
+
   const created = options.dir === undefined
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tidepool-pg-'))
+  const dir = created ? mkdtempSync(join(tmpdir(), CLUSTER_DIR_PREFIX)) : resolve(options.dir!)
   mkdirSync(dir, { recursive: true })
-  makeTraversable(dir)
+  ensureReachable(dir, runAs)
+  // A directory we made goes entirely; in a given one we remove only what we put there.
   const removeDir = created && !options.keep ? dir : undefined
 
-  const method = replicaCount === 0 ? 'none' : options.replicaMethod === 'copy' || (options.replicaMethod !== 'basebackup' && !bins.has('pg_basebackup')) ? 'copy' : 'basebackup'
-  const [primaryPort, ...replicaPorts] = options.port ? [options.port, ...(await freePorts(replicaCount))] : await freePorts(1 + replicaCount)
+  const free = await freePorts(1 + replicaCount)
+  const primaryPort = options.port ?? free[0]!
+  const replicaPorts = free.filter((p) => p !== primaryPort) // a given port may be one we drew
+  const names = Array.from({ length: replicaCount }, (_, i) => `replica${i + 1}`)
+  const node = (name: string, port: number, portIsOurs: boolean) =>
+    new PgNode({ name, dataDir: join(dir, name), port, binaries: bins, runAs, superuser, portIsOurs, log: options.log ?? false, removeDir })
+  const primary = node('primary', primaryPort, options.port === undefined)
+  const replicas = names.map((name, i) => node(name, replicaPorts[i]!, true))
 
-  const primaryDir = join(dir, 'primary')
-  rmSync(primaryDir, { recursive: true, force: true })
-  execFileSync('cp', ['-a', pristineDataDir(bins, user), primaryDir])
-  appendFileSync(join(primaryDir, 'postgresql.conf'), serverConfig(bins, options))
-  writeFileSync(join(primaryDir, 'pg_hba.conf'), HBA)
-  giveTo(primaryDir, user)
-
-  const replicaDirs = replicaPorts.map((_, i) => join(dir, `replica${i + 1}`))
-  if (method === 'copy') {
-    // A copy of a cluster that has never started is a valid cold base backup.
-    replicaDirs.forEach((rdir, i) => {
-      rmSync(rdir, { recursive: true, force: true })
-      execFileSync('cp', ['-a', primaryDir, rdir])
-      makeStandby(rdir, primaryPort!, `replica${i + 1}`)
-      giveTo(rdir, user)
-    })
+  let stopping: Promise<void> | undefined
+  const cluster: PgCluster = {
+    primary,
+    replicas,
+    dir,
+    binaries: bins,
+    replicaMethod: method,
+    stop: () =>
+      (stopping ??= (async () => {
+        running.delete(cluster)
+        await Promise.all(replicas.map((r) => r.stop()))
+        await primary.stop()
+        if (options.keep) return
+        if (removeDir) rmSync(removeDir, { recursive: true, force: true, maxRetries: 3 })
+        else for (const n of [primary, ...replicas]) rmSync(n.dataDir, { recursive: true, force: true, maxRetries: 3 })
+      })()),
   }
+  running.add(cluster)
 
-  const primary = new PgNode('primary', primaryDir, primaryPort!, bins, user, join(dir, 'primary.log'), removeDir)
-  const replicas = replicaPorts.map((port, i) => new PgNode(`replica${i + 1}`, replicaDirs[i]!, port, bins, user, join(dir, `replica${i + 1}.log`), removeDir))
-  if (user) giveTo(dir, user)
-  const stop = async () => {
-    await Promise.all(replicas.map((r) => r.stop()))
-    await primary.stop()
-    if (removeDir) rmSync(removeDir, { recursive: true, force: true, maxRetries: 3 })
-  }
   try {
+    // A copy of a primary that is not running is a valid cold base backup: take it before start.
+    // A kept directory from an earlier run is started again (its replicas are made afresh).
+    if (existsSync(join(primary.dataDir, 'PG_VERSION'))) {
+      checkDataDirVersion(primary.dataDir, bins)
+      if (method === 'copy') await Promise.all(replicas.map((r) => coldCopy(primary.dataDir, r.dataDir)))
+    } else {
+      // A new primary is the pristine directory, so its cold copies can be made side by side.
+      const pristine = await pristineDataDir(bins, superuser, runAs)
+      const copies = method === 'copy' ? [primary, ...replicas] : [primary]
+      await Promise.all(copies.map((n) => copyDir(pristine, n.dataDir)))
+    }
+    for (const n of method === 'copy' ? [primary, ...replicas] : [primary]) configure(n.dataDir, bins, options)
+    await giveTo(dir, runAs)
     await primary.start()
-    if (method === 'basebackup') {
-      for (const [i, rdir] of replicaDirs.entries()) {
-        rmSync(rdir, { recursive: true, force: true })
-        execFileSync(
-          bins.path('pg_basebackup'),
-          ['-D', rdir, '-R', '-X', 'stream', '-c', 'fast', '-d', `host=127.0.0.1 port=${primaryPort} user=postgres application_name=replica${i + 1}`],
-          { ...spawnOptionsFor(user), stdio: ['ignore', 'ignore', 'pipe'] },
-        )
+    for (const r of replicas) {
+      if (method === 'copy') {
+        makeStandby(r.dataDir, primary.port, superuser, r.name)
+        await giveTo(r.dataDir, runAs)
+      } else {
+        await baseBackup(bins, r.dataDir, primary.port, superuser, r.name, runAs)
       }
     }
     await Promise.all(replicas.map((r) => r.start()))
-    if (replicas.length > 0) await waitStreaming(primary, replicas.length)
+    if (replicas.length > 0) await waitStreaming(primary, names)
   } catch (err) {
-    await stop().catch(() => {})
+    await cluster.stop().catch(() => {})
     throw err
   }
-  return { primary, replicas, dir, binaries: bins, replicaMethod: method, stop }
+  return cluster
 }

@@ -1,7 +1,7 @@
-// Test and local-development utilities: an embedded PostgreSQL cluster with streaming replicas,
-// and fresh databases for isolation. Import from 'tidepool/testing'.
-export { startCluster, type ClusterOptions, type PgCluster } from './cluster.js'
+// Test and local-development utilities, imported from 'tidepool/testing': an embedded PostgreSQL
+// cluster with streaming replicas and real fault controls, and fresh databases for isolation.
+export { startCluster, stopAllClusters, type ClusterOptions, type PgCluster, type ReplicaMethod } from './cluster.js'
 export { PgNode, type StopMode } from './node.js'
-export { findPostgresBinaries, findSystemTool, type PgBinaries } from './binaries.js'
-export { sweepOrphans, killAllOwned as stopAllClustersNow } from './registry.js'
+export { findPostgresBinaries, findSystemTool, PG_TOOLS, type PgBinaries, type PgTool, type BinarySource } from './binaries.js'
+export { sweepOrphans } from './registry.js'
 export { createTestDatabase, type TestDatabaseHandle } from './database.js'
