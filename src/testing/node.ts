@@ -2,7 +2,7 @@
 // its pid, and controllable for real faults (kill, stop, restart, promote, pause replay).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chownSync, closeSync, createWriteStream, existsSync, openSync, readFileSync, statSync } from 'node:fs'
-import { createServer, type Server, type Socket } from 'node:net'
+import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import pg from 'pg'
 import { TidepoolError } from '../errors/index.js'
@@ -140,19 +140,18 @@ export class PgNode {
     if (this.spec.log) {
       const file = createWriteStream('', { fd, flags: 'a' })
       const prefix = `[${this.name}] `
-      for (const stream of [child.stdout as Socket, child.stderr as Socket]) {
+      for (const stream of [child.stdout!, child.stderr!]) {
         stream.on('data', (chunk: Buffer) => {
           file.write(chunk)
           process.stderr.write(prefix + chunk.toString('utf8').trimEnd().replace(/\n/g, `\n${prefix}`) + '\n')
         })
-        stream.unref()
       }
       child.once('exit', () => file.end())
     } else {
       closeSync(fd)
     }
-    // Not ref'd: a forgotten server must not keep the process alive; the exit hook stops it.
-    child.unref()
+    // The child stays ref'd: a running server keeps its owner alive (`tidepool up` relies on it)
+    // until stop(); if the process exits anyway, the exit hook takes the server down with it.
     this.child = child
     this.spawnError = undefined
     this.exited = new Promise((resolve) => {
