@@ -84,3 +84,4 @@ export {
   type FailedStatement,
   type TenantProblem,
 } from './migrate/index.js'
+export { defineConfig, findConfigFile, readConfigFile, splitConfigFile, CONFIG_FILE_NAMES, type TidepoolConfigFile, type FileSections } from './config/index.js'

@@ -83,12 +83,18 @@ function parseFile(name: string, path: string, raw: string): Omit<MigrationFile,
   return { name, path, source, checksum: sha256(source), transactional, statements }
 }
 
+export interface MigrationFileName {
+  version: number
+  name: string
+  path: string
+}
+
 /**
- * The migration files in `dir`, sorted by version. Files not ending in `.sql` and dotfiles are
- * ignored; a `.sql` file with a malformed name, two files with one version, an empty file or a
- * transactional file with BEGIN/COMMIT is a MigrationSourceError naming every file concerned.
+ * The migration files in `dir` by version, unread. Files not ending in `.sql` and dotfiles are
+ * ignored; a `.sql` file with a malformed name, or two files with one version, is a
+ * MigrationSourceError naming every file concerned.
  */
-export async function loadMigrationFiles(dir: string): Promise<MigrationFile[]> {
+export async function listMigrationFiles(dir: string): Promise<MigrationFileName[]> {
   const folder = resolve(dir)
   let entries: string[]
   try {
@@ -119,16 +125,23 @@ export async function loadMigrationFiles(dir: string): Promise<MigrationFile[]> 
       clashes.flat(),
     )
   }
+  return [...byVersion.entries()].sort((a, b) => a[0] - b[0]).map(([version, [name]]) => ({ version, name: name!, path: join(folder, name!) }))
+}
+
+/**
+ * The migration files in `dir`, read and checked, sorted by version: listMigrationFiles, plus an
+ * empty file or a transactional file with BEGIN/COMMIT is a MigrationSourceError.
+ */
+export async function loadMigrationFiles(dir: string): Promise<MigrationFile[]> {
   const files: MigrationFile[] = []
-  for (const [version, [name]] of [...byVersion.entries()].sort((a, b) => a[0] - b[0])) {
-    const path = join(folder, name!)
+  for (const { version, name, path } of await listMigrationFiles(dir)) {
     let raw: string
     try {
       raw = await readFile(path, 'utf8')
     } catch (err) {
-      throw new MigrationSourceError('folder', `migration ${name} in ${folder} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, [name!], { cause: err })
+      throw new MigrationSourceError('folder', `migration ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, [name], { cause: err })
     }
-    files.push({ version, ...parseFile(name!, path, raw) })
+    files.push({ version, ...parseFile(name, path, raw) })
   }
   return files
 }
@@ -154,7 +167,7 @@ export async function createMigrationFile(dir: string, description: string): Pro
   } catch (err) {
     throw folderError(folder, err)
   }
-  const existing = await loadMigrationFiles(folder)
+  const existing = await listMigrationFiles(folder)
   const version = (existing.at(-1)?.version ?? 0) + 1
   const width = Math.max(3, ...existing.map((f) => f.name.indexOf('_')))
   const fileName = `${String(version).padStart(width, '0')}_${name}.sql`

@@ -1,5 +1,5 @@
 export { Migrator, migrate, DEFAULT_LOCK_TIMEOUT_MS, type MigratorOptions, type MigrationProgress, type MigrateResult, type AppliedMigration, type PlannedMigration, type MigrationState, type MigrationStatus, type MigrationStatusEntry, type VerifyResult } from './migrator.js'
-export { loadMigrationFiles, createMigrationFile, NO_TRANSACTION_MARKER, type MigrationFile } from './files.js'
+export { loadMigrationFiles, listMigrationFiles, createMigrationFile, NO_TRANSACTION_MARKER, type MigrationFile, type MigrationFileName } from './files.js'
 export { migrationLockKey, TRACKING_TABLE, type AppliedRecord } from './history.js'
 export { splitStatements, type SqlStatement } from './split.js'
 export {
