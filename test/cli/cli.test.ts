@@ -154,6 +154,7 @@ describe('tidepool status, health, config check', () => {
     expect(res.code).toBe(0)
     expect(res.stdout).toMatch(/^server {7}PostgreSQL \d+\.\d+ at postgres@127\.0\.0\.1:\d+\/tp_test_\w+, primary, up /)
     expect(res.stdout).toMatch(/connections {2}\d+ of \d+ \(\d+ reserved for superusers\): \d+ active/)
+    expect(res.stdout).toMatch(/by app {7}.*tidepool cli 1 \(1 active\)/)
     const status = json<{ server: { role: string }; connections: { byState: Record<string, number> }; replication: { role: string; replicas: unknown[] } }>(
       (await cli(['status', '--url', testDb.url, '--json'])).stdout,
     )

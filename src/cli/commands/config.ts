@@ -6,7 +6,7 @@ import { DEFAULT_LOCK_TIMEOUT_MS } from '../../migrate/migrator.js'
 import { DEFAULT_TENANT_PREFIX } from '../../migrate/tenants.js'
 import { loadSettings, resolveSettings } from '../context.js'
 import { ioOf, printJson, table } from '../output.js'
-import { DEFAULT_MIGRATIONS_DIR, migrationsDir } from './migrate.js'
+import { migrationsDir } from './migrate.js'
 import { DEFAULT_CONCURRENCY } from './tenants.js'
 
 function show(value: unknown): string {
@@ -35,7 +35,7 @@ export function registerConfig(program: Command): void {
       const tenants = { prefix: t.prefix ?? DEFAULT_TENANT_PREFIX, concurrency: t.concurrency ?? DEFAULT_CONCURRENCY }
       const sources = { file: settings.file ?? null, location: settings.location }
       if (opts.json) return printJson({ ok: true, sources, database, migrations, tenants }, io)
-      io.out(`config is valid. File: ${settings.file ?? `none (looked for tidepool.config.* in ${io.cwd}; migrations dir default ./${DEFAULT_MIGRATIONS_DIR})`}; database location from ${settings.location}\n`)
+      io.out(`config is valid. File: ${settings.file ?? `none (no tidepool.config.* in ${io.cwd})`}; database location from ${settings.location}\n`)
       io.out('database:\n' + table(Object.entries(database).map(([k, v]) => [k, show(v)])))
       io.out('migrations:\n' + table(Object.entries(migrations).map(([k, v]) => [k, show(v)])))
       io.out('tenants:\n' + table(Object.entries(tenants).map(([k, v]) => [k, show(v)])))

@@ -8,7 +8,16 @@ import { EXIT, ExitWith, formatMs, ioOf, plural, printJson, UsageError } from '.
 export interface ServerStatus {
   target: string
   server: { version: string; role: 'primary' | 'replica'; startedAt: Date; uptimeS: number; database: string; databaseBytes: number }
-  connections: { max: number; reservedForSuperuser: number; clients: number; byState: Record<string, number>; waitingOnLocks: number; oldestTransactionS: number | null }
+  connections: {
+    max: number
+    reservedForSuperuser: number
+    clients: number
+    byState: Record<string, number>
+    /** Per application_name: each app's pools as the server sees them. */
+    byApplication: { application: string; total: number; active: number; idleInTransaction: number }[]
+    waitingOnLocks: number
+    oldestTransactionS: number | null
+  }
   replication: PrimaryReplication | ReplicaReplication
   roundTripMs: number
 }
@@ -53,6 +62,11 @@ export async function serverStatus(db: Database): Promise<ServerStatus> {
   const states = await db.fetchAll<{ state: string; n: number }>(
     `SELECT coalesce(state, 'unknown') AS state, count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC, 1`,
   )
+  const byApplication = await db.fetchAll<ServerStatus['connections']['byApplication'][number]>(
+    `SELECT coalesce(nullif(application_name, ''), '(none)') AS application, count(*)::int AS total,
+            count(*) FILTER (WHERE state = 'active')::int AS active, count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int AS "idleInTransaction"
+       FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20`,
+  )
   const load = (await db.fetchOne<{ waiting: number; oldest: number | null }>(
     `SELECT count(*) FILTER (WHERE wait_event_type = 'Lock')::int AS waiting, extract(epoch FROM max(now() - xact_start))::float8 AS oldest
        FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
@@ -87,6 +101,7 @@ export async function serverStatus(db: Database): Promise<ServerStatus> {
       reservedForSuperuser: s.reserved,
       clients: states.reduce((sum, r) => sum + r.n, 0),
       byState: Object.fromEntries(states.map((r) => [r.state, r.n])),
+      byApplication,
       waitingOnLocks: load.waiting,
       oldestTransactionS: load.oldest,
     },
@@ -139,10 +154,12 @@ export function registerStatus(program: Command): void {
       if (opts.json) return printJson({ ok: true, ...status }, io)
       const c = status.connections
       const states = Object.entries(c.byState).map(([state, n]) => `${n} ${state}`)
+      const apps = c.byApplication.map((a) => `${a.application} ${a.total} (${a.active} active${a.idleInTransaction ? `, ${a.idleInTransaction} idle in transaction` : ''})`)
       io.out(
         `server       PostgreSQL ${status.server.version} at ${status.target}, ${status.server.role}, up ${duration(status.server.uptimeS)}, database ${bytes(status.server.databaseBytes)}\n` +
           `connections  ${c.clients} of ${c.max} (${c.reservedForSuperuser} reserved for superusers): ${states.join(', ') || 'none'}\n` +
           `             ${c.waitingOnLocks} waiting on locks, oldest open transaction ${c.oldestTransactionS === null ? 'none' : duration(c.oldestTransactionS)}\n` +
+          `by app       ${apps.join('; ') || 'none'}\n` +
           `replication  ${describeReplication(status.replication)}\n` +
           `round trip   ${status.roundTripMs.toFixed(1)} ms\n`,
       )
