@@ -92,14 +92,10 @@ export async function migrateTenant(pool: Pool, tenantId: string, migrationsPath
   return runTenant(pool, tenantId, files, migrationsPath, options, false)
 }
 
-const STATUS_BATCH = 200
-
-/** Every tenant (every schema `<prefix><valid id>`), with the module's applied version. */
-export async function listTenants(pool: Pool, options: { prefix?: string; module?: string } = {}): Promise<TenantInfo[]> {
-  const prefix = options.prefix ?? DEFAULT_TENANT_PREFIX
+/** The schemas that are tenants: `<prefix><valid id>`, with whether they have a history table. */
+async function findTenants(pool: Pool, prefix: string): Promise<{ id: string; schema: string; tracked: boolean }[]> {
   checkPrefix(prefix)
-  const db = new Database(pool)
-  const rows = await db.fetchAll<{ schema: string; tracked: boolean }>(
+  const rows = await new Database(pool).fetchAll<{ schema: string; tracked: boolean }>(
     `SELECT n.nspname AS schema, c.oid IS NOT NULL AS tracked
        FROM pg_namespace n
        LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind IN ('r', 'p')
@@ -107,12 +103,17 @@ export async function listTenants(pool: Pool, options: { prefix?: string; module
       ORDER BY n.nspname`,
     [prefix, TRACKING_TABLE],
   )
-  const tenants = rows
-    .map((r) => ({ ...r, id: r.schema.slice(prefix.length) }))
-    .filter((r) => TENANT_ID.test(r.id) && r.schema.length <= 63)
-    .map((r) => ({ id: r.id, schema: r.schema, tracked: r.tracked, version: null as number | null, applied: 0 }))
+  return rows.map((r) => ({ ...r, id: r.schema.slice(prefix.length) })).filter((r) => TENANT_ID.test(r.id))
+}
+
+const STATUS_BATCH = 200
+
+/** Every tenant (every schema `<prefix><valid id>`), with the module's applied version. */
+export async function listTenants(pool: Pool, options: { prefix?: string; module?: string } = {}): Promise<TenantInfo[]> {
+  const tenants = (await findTenants(pool, options.prefix ?? DEFAULT_TENANT_PREFIX)).map((t) => ({ ...t, version: null as number | null, applied: 0 }))
   // One query per batch of schemas rather than one per tenant: fleets have thousands.
   const tracked = tenants.filter((t) => t.tracked)
+  const db = new Database(pool)
   for (let from = 0; from < tracked.length; from += STATUS_BATCH) {
     const batch = tracked.slice(from, from + STATUS_BATCH)
     const sql = batch
@@ -161,8 +162,7 @@ export async function migrateTenants(pool: Pool, migrationsPath: string, options
   const { concurrency: wanted = 4, tenants: only, continueOnError = false, onProgress, ...tenantOptions } = options
   const prefix = tenantOptions.prefix ?? DEFAULT_TENANT_PREFIX
   const files = await loadMigrationFiles(migrationsPath)
-  const known = await listTenants(pool, { prefix, ...(tenantOptions.module ? { module: tenantOptions.module } : {}) })
-  let ids = known.map((t) => t.id)
+  let ids = (await findTenants(pool, prefix)).map((t) => t.id)
   if (only) {
     for (const id of only) tenantSchema(id, prefix)
     const have = new Set(ids)
