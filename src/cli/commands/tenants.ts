@@ -61,14 +61,14 @@ export function registerTenants(program: Command): void {
     .action(async (opts: TenantCommandOptions & { tenant?: string[]; concurrency?: string; continueOnError?: boolean }, cmd: Command) => {
       const io = ioOf(cmd)
       const progress = new Progress(io, !opts.json)
-      let concurrency = DEFAULT_CONCURRENCY
-      const poolSize = (settings: CliSettings) => (concurrency = intOption(opts.concurrency, '--concurrency', settings.sections.tenants?.concurrency ?? DEFAULT_CONCURRENCY))
+      const concurrencyFor = (settings: CliSettings) => intOption(opts.concurrency, '--concurrency', settings.sections.tenants?.concurrency ?? DEFAULT_CONCURRENCY)
       try {
-        const result = await withPool(cmd, poolSize, async (pool, settings) => {
+        // One connection per tenant in flight.
+        const result = await withPool(cmd, concurrencyFor, async (pool, settings) => {
           const started = performance.now()
           return migrateTenants(pool, migrationsDir(io, settings, opts.dir), {
             ...tenantOptions(opts, settings),
-            concurrency,
+            concurrency: concurrencyFor(settings),
             continueOnError: opts.continueOnError === true,
             ...(opts.tenant ? { tenants: opts.tenant } : {}),
             onProgress: (p) => {
