@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { ConnectionScope } from '../db/scope.js'
 import type { Queryable } from '../db/queryable.js'
+import { QueryTimeoutError } from '../errors/index.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import type { MigrationFile } from './files.js'
 
@@ -108,20 +109,24 @@ export async function lockHolder(q: Queryable, key: bigint): Promise<LockHolder 
 }
 
 /**
- * Take session lock `key` on `conn`, polling with backoff (so the wait can be reported and
- * bounded). Returns the ms waited, or undefined when `timeoutMs` passed without it.
+ * Take session lock `key` on `conn`: at once if it is free, else (after `onWait`) by waiting in
+ * the server's queue, so a waiter proceeds the moment the holder lets go. Returns the ms waited,
+ * or undefined when `timeoutMs` passed first (the wait is cancelled on the server).
  */
 export async function acquireLock(conn: ConnectionScope, key: bigint, timeoutMs: number, onWait: () => Promise<void>): Promise<number | undefined> {
   const started = performance.now()
-  let delay = 25
-  for (let attempt = 0; ; attempt++) {
-    if (await conn.fetchVal<boolean>('SELECT pg_try_advisory_lock($1::bigint)', [key.toString()])) return performance.now() - started
-    if (attempt === 0) await onWait()
-    const left = timeoutMs - (performance.now() - started)
-    if (left <= 0) return undefined
-    await new Promise((r) => setTimeout(r, Math.min(delay, left)))
-    delay = Math.min(500, delay * 2)
+  const param = [key.toString()]
+  if (await conn.fetchVal<boolean>('SELECT pg_try_advisory_lock($1::bigint)', param)) return 0
+  await onWait()
+  const left = timeoutMs - (performance.now() - started)
+  if (left <= 0) return undefined
+  try {
+    await conn.execute('SELECT pg_advisory_lock($1::bigint)', param, { timeoutMs: left })
+  } catch (err) {
+    if (err instanceof QueryTimeoutError) return undefined
+    throw err
   }
+  return performance.now() - started
 }
 
 /** Release the lock; if that cannot be confirmed, the session is closed so the lock dies with it. */

@@ -142,6 +142,19 @@ export class Migrator {
     const prepared = files.map((f) => this.prepare(f))
     const key = migrationLockKey(this.module, this.schema)
     return this.db.withConnection(async (conn) => {
+      const result = (alreadyApplied: number, applied: AppliedMigration[], lockWaitMs: number): MigrateResult => ({
+        module: this.module,
+        schema: this.schema,
+        applied,
+        alreadyApplied,
+        lockWaitMs,
+        durationMs: performance.now() - started,
+      })
+      // Nothing pending needs no lock: what is applied only grows, so it stays that way. This is
+      // the usual start-up of every instance, and it never queues behind another runner.
+      const seen = await readHistory(conn, this.module)
+      if (this.pendingAfterChecks(prepared, seen).length === 0) return result(seen.length, [], 0)
+
       await ensureTrackingTable(conn)
       const lockWaitMs = await acquireLock(conn, key, this.lockTimeoutMs, async () => {
         const holder = await lockHolder(conn, key).catch(() => undefined)
@@ -151,9 +164,9 @@ export class Migrator {
         throw new MigrationLockError(this.module, this.schema, this.lockTimeoutMs, await lockHolder(conn, key).catch(() => undefined))
       }
       try {
-        // Read only now, under the lock: whatever another runner applied meanwhile is seen.
+        // Read again under the lock: whatever another runner applied meanwhile is seen.
         const history = await readHistory(conn, this.module)
-        const pending = this.pendingAfterChecks(prepared, history)
+        const pending = this.pendingAfterChecks(prepared, history, false)
         const applied: AppliedMigration[] = []
         for (const [i, migration] of pending.entries()) {
           this.emit({ type: 'start', file: migration.file.name, version: migration.file.version, index: i + 1, total: pending.length })
@@ -161,7 +174,7 @@ export class Migrator {
           applied.push({ version: migration.file.version, name: migration.file.name, durationMs, transactional: migration.file.transactional, statements: migration.statements.length })
           this.emit({ type: 'applied', file: migration.file.name, version: migration.file.version, index: i + 1, total: pending.length, durationMs })
         }
-        return { module: this.module, schema: this.schema, applied, alreadyApplied: history.length, lockWaitMs, durationMs: performance.now() - started }
+        return result(history.length, applied, lockWaitMs)
       } finally {
         await releaseLock(conn, key)
       }
@@ -230,7 +243,7 @@ export class Migrator {
   }
 
   /** The pending migrations, after refusing drift and (unless allowed) out-of-order files. */
-  private pendingAfterChecks(prepared: PreparedMigration[], history: AppliedRecord[]): PreparedMigration[] {
+  private pendingAfterChecks(prepared: PreparedMigration[], history: AppliedRecord[], warnMissing = true): PreparedMigration[] {
     const byVersion = new Map(history.map((r) => [r.version, r]))
     const drifted: DriftedMigration[] = []
     for (const { file } of prepared) {
@@ -242,7 +255,7 @@ export class Migrator {
     if (drifted.length > 0) throw new MigrationDriftError(this.module, this.schema, drifted)
     const fileVersions = new Set(prepared.map((p) => p.file.version))
     const missing = history.filter((r) => !fileVersions.has(r.version))
-    if (missing.length > 0) {
+    if (missing.length > 0 && warnMissing) {
       // Expected while an older release runs against a newer schema (a rollback); worth a line.
       this.db.logger.warn('applied migrations have no file in the folder', { module: this.module, schema: this.schema, files: missing.map((r) => r.name) })
     }

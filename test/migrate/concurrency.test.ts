@@ -100,6 +100,12 @@ describe('concurrent runners', () => {
       expect(err.holderPid).toBe(holderPid)
       expect(err.message).toMatch(new RegExp(`held by server process ${holderPid} \\(application "lock-holder"\\).*gave up after 300 ms.*pg_terminate_backend\\(${holderPid}\\)`))
       expect((await testDb.admin('SELECT count(*)::int AS n FROM held.tidepool_migrations')).rows[0].n).toBe(0)
+
+      // With nothing pending, a runner needs no lock: it does not queue behind the holder at all.
+      await holder.query('SELECT pg_advisory_unlock($1::bigint)', [key.toString()])
+      await migrator.up()
+      await holder.query('SELECT pg_advisory_lock($1::bigint)', [key.toString()])
+      expect(await migrator.up()).toMatchObject({ applied: [], alreadyApplied: 1, lockWaitMs: 0 })
     } finally {
       await holder.end()
     }
