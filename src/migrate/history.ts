@@ -121,7 +121,12 @@ export async function acquireLock(conn: ConnectionScope, key: bigint, timeoutMs:
   const left = timeoutMs - (performance.now() - started)
   if (left <= 0) return undefined
   try {
-    await conn.execute('SELECT pg_advisory_lock($1::bigint)', param, { timeoutMs: left })
+    await conn.transaction(async (tx) => {
+      // The pool's server-side lock_timeout / statement_timeout (presets set them) must not cut
+      // the wait short: lockTimeoutMs alone bounds it. A session lock outlives this transaction.
+      await tx.execute('SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0')
+      await tx.execute('SELECT pg_advisory_lock($1::bigint)', param, { timeoutMs: left })
+    })
   } catch (err) {
     if (err instanceof QueryTimeoutError) return undefined
     throw err

@@ -21,8 +21,8 @@ const pools: Pool[] = []
 afterAll(() => Promise.all(pools.map((p) => p.close())))
 
 /** A runner as a separate app instance would be: its own pool of one connection. */
-async function runner(applicationName: string): Promise<Pool> {
-  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, applicationName }, { logger: recordingLogger() })
+async function runner(applicationName: string, settings: { lockTimeoutMs?: number; statementTimeoutMs?: number } = {}): Promise<Pool> {
+  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, applicationName, ...settings }, { logger: recordingLogger() })
   pools.push(pool)
   return pool
 }
@@ -94,11 +94,13 @@ describe('concurrent runners', () => {
       const key = migrationLockKey('default', 'held')
       await holder.query('SELECT pg_advisory_lock($1::bigint)', [key.toString()])
       const holderPid = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number
-      const migrator = new Migrator(new Database(await runner('blocked-runner'), { schema: 'held' }), { path: folder.path, lockTimeoutMs: 300 })
+      // The pool's own short server timeouts (as presets set) must not end the wait early.
+      const pool = await runner('blocked-runner', { lockTimeoutMs: 100, statementTimeoutMs: 100 })
+      const migrator = new Migrator(new Database(pool, { schema: 'held' }), { path: folder.path, lockTimeoutMs: 600 })
       const err = (await migrator.up().catch((e: unknown) => e)) as MigrationLockError
       expect(err).toBeInstanceOf(MigrationLockError)
       expect(err.holderPid).toBe(holderPid)
-      expect(err.message).toMatch(new RegExp(`held by server process ${holderPid} \\(application "lock-holder"\\).*gave up after 300 ms.*pg_terminate_backend\\(${holderPid}\\)`))
+      expect(err.message).toMatch(new RegExp(`held by server process ${holderPid} \\(application "lock-holder"\\).*gave up after 600 ms.*pg_terminate_backend\\(${holderPid}\\)`))
       expect((await testDb.admin('SELECT count(*)::int AS n FROM held.tidepool_migrations')).rows[0].n).toBe(0)
 
       // With nothing pending, a runner needs no lock: it does not queue behind the holder at all.
