@@ -42,7 +42,7 @@ function hashKey(text: string): bigint {
 /** Serializes creating one schema and its tracking table across modules and runners. */
 const schemaKey = (schema: string) => hashKey(`tidepool.migrate.schema\0${schema}`)
 
-export const runnerName = `${hostname()} pid ${process.pid}`
+const runnerName = `${hostname()} pid ${process.pid}`
 
 async function trackingTableExists(q: Queryable): Promise<boolean> {
   return (await q.fetchVal<boolean>('SELECT to_regclass($1) IS NOT NULL', [`${quoteIdentifier(q.schema, 'schema')}."${TRACKING_TABLE}"`])) === true
