@@ -3,3 +3,13 @@ export { resolveConfig, parseDatabaseUrl, configErrorFromZod, type ConfigSource,
 export { describeTarget, redactUrl, redactConfig, scrubSecrets } from './redact.js'
 export { tlsOptionsFor } from './tls.js'
 export { createConsoleLogger, defaultLogger, silentLogger, type Logger, type LogFields, type LogLevel } from './logger.js'
+export {
+  CONFIG_FILE_NAMES,
+  defineConfig,
+  findConfigFile,
+  readConfigFile,
+  splitConfigFile,
+  fileSectionsSchema,
+  type FileSections,
+  type TidepoolConfigFile,
+} from './file.js'

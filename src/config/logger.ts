@@ -13,7 +13,7 @@ export interface Logger {
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const
 export type LogLevel = keyof typeof LEVELS
 
-function write(level: LogLevel, message: string, fields?: LogFields): void {
+function write(level: LogLevel, message: string, fields: LogFields | undefined, sink: (line: string) => void): void {
   let line = `[tidepool] ${level}: ${message}`
   if (fields && Object.keys(fields).length > 0) {
     try {
@@ -22,13 +22,15 @@ function write(level: LogLevel, message: string, fields?: LogFields): void {
       // unserialisable fields must not turn a log line into a crash
     }
   }
-  process.stderr.write(line + '\n')
+  sink(line + '\n')
 }
 
-/** A stderr logger at `level` (default from TIDEPOOL_LOG, else `warn`). */
-export function createConsoleLogger(level: LogLevel = (process.env.TIDEPOOL_LOG as LogLevel | undefined) ?? 'warn'): Logger {
+const stderr = (line: string) => process.stderr.write(line)
+
+/** A stderr logger at `level` (default from TIDEPOOL_LOG, else `warn`); `sink` replaces stderr. */
+export function createConsoleLogger(level: LogLevel = (process.env.TIDEPOOL_LOG as LogLevel | undefined) ?? 'warn', sink: (line: string) => void = stderr): Logger {
   const min = LEVELS[level] ?? LEVELS.warn
-  const at = (l: Exclude<LogLevel, 'silent'>) => (LEVELS[l] >= min ? (m: string, f?: LogFields) => write(l, m, f) : () => {})
+  const at = (l: Exclude<LogLevel, 'silent'>) => (LEVELS[l] >= min ? (m: string, f?: LogFields) => write(l, m, f, sink) : () => {})
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Database, QueryError, TemplateError, TransactionError, createPool, type Pool, type QueryEndEvent } from '../../src/index.js'
-import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
+import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
 let pool: Pool
@@ -200,6 +200,25 @@ describe('transactions', () => {
     const before = pool.stats().checkedOut
     await expect(db.transaction(async () => 1, { isolation: 'chaotic' as never })).rejects.toBeInstanceOf(TransactionError)
     expect(pool.stats().checkedOut).toBe(before)
+  })
+
+  it('closes a retired connection instead of returning it to the pool, session state and all', async () => {
+    const lockedPid = await db.withConnection(async (conn) => {
+      await conn.execute('SELECT pg_advisory_lock(4242)')
+      conn.retire()
+      return conn.pid
+    })
+    const discarded = pool.stats().discarded
+    expect(discarded).toBeGreaterThanOrEqual(1)
+    // Its session ended, so the lock it held is free for everyone else.
+    const lockIsFree = () =>
+      db.withConnection(async (conn) => {
+        const got = await conn.fetchVal<boolean>('SELECT pg_try_advisory_lock(4242)')
+        if (got) await conn.execute('SELECT pg_advisory_unlock(4242)')
+        return got === true
+      })
+    await waitFor(lockIsFree, 5_000, 'the retired session to end')
+    expect(await db.fetchVal('SELECT count(*) FROM pg_stat_activity WHERE pid = $1', [lockedPid])).toBe(0)
   })
 
   it('retries a serialization failure between two conflicting serializable transactions', async () => {
