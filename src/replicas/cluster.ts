@@ -4,7 +4,7 @@
 // measures every replica's lag and brings ejected replicas back; sessions carry
 // read-your-writes tokens through the async context.
 import { defaultLogger, type Logger } from '../config/logger.js'
-import { QueryHooks, type QueryEvents } from '../db/hooks.js'
+import { QueryHooks } from '../db/hooks.js'
 import type { PoolStats } from '../pool/pool.js'
 import { EventHub } from '../pool/events.js'
 import { ClusterDatabase } from './facade.js'
@@ -65,7 +65,11 @@ export class Cluster implements NodeHost {
   readonly settings: ResolvedClusterOptions
   readonly logger: Logger
   readonly events: EventHub<ClusterEvents>
-  /** The primary unless a call (`{ replica: true }`) or a session (`replicaReads`) opts in to replicas. */
+  /**
+   * The primary unless a call (`{ replica: true }`) or a session (`replicaReads`) opts in to
+   * replicas. `cluster.db.on('query', …)` reports the statements of every view, with the pool
+   * and server each ran on.
+   */
   readonly db: ClusterDatabase
   /** Always the primary (still part of sessions: its writes raise the session's token). */
   readonly primary: ClusterDatabase
@@ -125,11 +129,6 @@ export class Cluster implements NodeHost {
 
   on<K extends keyof ClusterEvents>(event: K, listener: (e: ClusterEvents[K]) => void): () => void {
     return this.events.on(event, listener)
-  }
-
-  /** Query events from every view and node. */
-  onQuery<K extends keyof QueryEvents>(event: K, listener: (e: QueryEvents[K]) => void): () => void {
-    return this.db.on(event, listener)
   }
 
   stats(): ClusterStats {

@@ -29,7 +29,7 @@ async function cluster(options: ClusterOptions = {}): Promise<Cluster> {
 /** The pool each statement ran on, in order. */
 function poolsOf(c: Cluster): { pools: string[]; stop: () => void } {
   const pools: string[] = []
-  const stop = c.onQuery('query', (e: QueryEndEvent) => pools.push(e.pool))
+  const stop = c.db.on('query', (e: QueryEndEvent) => pools.push(e.pool))
   return { pools, stop }
 }
 
@@ -69,7 +69,7 @@ describe('where statements run', () => {
     const seen: string[] = []
     await c.db.transaction(async (tx) => {
       await tx.execute('UPDATE items SET name = $1 WHERE id = 2', ['changed in tx'])
-      c.onQuery('query', (e) => seen.push(e.pool))
+      c.db.on('query', (e) => seen.push(e.pool))
       seen.push(String(await c.db.fetchVal('SELECT pg_is_in_recovery()', [], { replica: true })))
       seen.push(String(await c.reader().fetchVal('SELECT pg_is_in_recovery()')))
       await c.session(async () => seen.push(String(await c.db.fetchVal('SELECT pg_is_in_recovery()'))), { replicaReads: true })
