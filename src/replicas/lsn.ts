@@ -19,10 +19,10 @@ export function parseLsn(text: string): Lsn {
   return (BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`)
 }
 
-/** parseLsn() for untrusted input: undefined instead of an error (empty, missing or malformed). */
-export function tryParseLsn(text: string | null | undefined): Lsn | undefined {
-  if (typeof text !== 'string' || !LSN_TEXT.test(text.trim())) return undefined
-  return parseLsn(text)
+/** parseLsn() for untrusted input (a header, a cookie): undefined for anything that is not an LSN. */
+export function tryParseLsn(value: unknown): Lsn | undefined {
+  if (typeof value !== 'string' || !LSN_TEXT.test(value.trim())) return undefined
+  return parseLsn(value)
 }
 
 /** `23803720n` → `'0/16B3748'`, the way PostgreSQL prints it (upper-case hex, no padding). */

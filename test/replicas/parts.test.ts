@@ -26,6 +26,7 @@ describe('LSN tokens', () => {
     }
     expect(tryParseLsn(undefined)).toBeUndefined()
     expect(tryParseLsn(null)).toBeUndefined()
+    expect(tryParseLsn(['0/1'])).toBeUndefined()
     const err = (() => {
       try {
         parseLsn('x'.repeat(500))
