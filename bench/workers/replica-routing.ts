@@ -8,6 +8,7 @@
 import { Database, createCluster, createPool, silentLogger } from '../../src/index.js'
 import { closedLoop } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
+import { pointIds } from '../lib/ids.js'
 
 const SQL = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'
 const driver = arg('driver')
@@ -19,14 +20,7 @@ const seconds = numArg('seconds', 10)
 const warmup = numArg('warmup', 2)
 const rows = numArg('rows', 1_000_000)
 
-// A fixed pseudo-random sequence, the same for every driver.
-const ids = new Int32Array(1 << 16)
-let seed = 12345
-for (let i = 0; i < ids.length; i++) {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff
-  ids[i] = 1 + (seed % rows)
-}
-const id = (i: number) => ids[i & 0xffff]!
+const id = pointIds(rows)
 const replicaPool = { url: replicaUrl, size: max, maxOverflow: 0, minIdle: max }
 
 let op: (i: number) => Promise<unknown>
