@@ -31,7 +31,7 @@ export class ClusterDatabase extends Queryable {
   protected readonly hooks: QueryHooks
   protected readonly logParams: boolean
   protected readonly inTransaction = false
-  private readonly onPrimary: Database
+  private readonly primaryDb: Database
   private readonly onReplicas = new Map<ReplicaNode, Database>()
 
   constructor(
@@ -45,7 +45,7 @@ export class ClusterDatabase extends Queryable {
     this.templates = new TemplateCache(this.schema)
     this.hooks = shared.hooks
     this.logParams = shared.logParams
-    this.onPrimary = new Database(router.primary.pool, { schema: this.schema, logParams: this.logParams }, { hooks: this.hooks })
+    this.primaryDb = new Database(router.primary.pool, { schema: this.schema, logParams: this.logParams }, { hooks: this.hooks })
   }
 
   protected get poolName(): string {
@@ -93,36 +93,36 @@ export class ClusterDatabase extends Queryable {
    * the token, e.g. a repeatable-read report.
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions & ReadOptions): Promise<T> {
-    if (!this.router.wantsReplica(this.mode, undefined, options)) return this.router.transactionOnPrimary(this.onPrimary, fn, options)
+    if (!this.router.wantsReplica(this.mode, undefined, options)) return this.router.primaryPath.transaction(this.primaryDb, fn, options)
     return this.router.holdReplica(
       options,
       (node) => this.databaseOn(node),
       (scope) => scope.transaction(fn, options),
-      () => this.onPrimary.transaction(fn, options),
+      () => this.primaryDb.transaction(fn, options),
     )
   }
 
   /** Hold one connection (on the primary, or a replica for a reader view) for several statements. */
   withConnection<T>(fn: (conn: ConnectionScope) => Promise<T>, options?: { signal?: AbortSignal } & ReadOptions): Promise<T> {
-    if (!this.router.wantsReplica(this.mode, undefined, options)) return this.router.holdPrimary(this.onPrimary, fn, options)
-    return this.router.holdReplica(options, (node) => this.databaseOn(node), fn, () => this.onPrimary.withConnection(fn, options))
+    if (!this.router.wantsReplica(this.mode, undefined, options)) return this.router.primaryPath.hold(this.primaryDb, fn, options)
+    return this.router.holdReplica(options, (node) => this.databaseOn(node), fn, () => this.primaryDb.withConnection(fn, options))
   }
 
   /** Stream rows through a cursor, on a replica when the call, view or session says so. */
   async *stream<R = Row>(sql: string, params?: Params, options?: StreamOptions & ReadOptions): AsyncGenerator<R> {
     const rendered = this.render(sql)
-    yield* this.onHeldReplica(rendered, options, (conn) => cursorRows<R>(conn, rendered, params, options, false), () => this.onPrimary.stream<R>(sql, params, options))
+    yield* this.onHeldReplica(rendered, options, (conn) => cursorRows<R>(conn, rendered, params, options, false), () => this.primaryDb.stream<R>(sql, params, options))
   }
 
   /** Run `COPY … TO STDOUT` and yield its output, on a replica when the call, view or session says so. */
   async *copyTo(sql: string, options?: ReadOptions & { signal?: AbortSignal }): AsyncGenerator<Buffer> {
     const rendered = this.render(sql)
-    yield* this.onHeldReplica(rendered, options, (conn) => copyChunksOut(conn, rendered), () => this.onPrimary.copyTo(sql))
+    yield* this.onHeldReplica(rendered, options, (conn) => copyChunksOut(conn, rendered), () => this.primaryDb.copyTo(sql))
   }
 
   /** COPY rows into a table: always on the primary. */
   copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
-    return this.router.holdPrimary(this.onPrimary, (scope) => scope.copyFrom(table, columns, rows), undefined)
+    return this.router.primaryPath.hold(this.primaryDb, (scope) => scope.copyFrom(table, columns, rows), undefined)
   }
 
   /** CREATE SCHEMA IF NOT EXISTS for this schema, on the primary. */

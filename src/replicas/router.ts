@@ -1,24 +1,24 @@
-// Where each statement runs. The primary by default; a replica only when the caller opted in
-// (per call, a reader view, or a session scope) and never inside a primary transaction. A
-// replica read must see the session's consistency token: replicas known to have replayed it are
-// used directly, otherwise the read waits (up to maxWaitMs) for the first one to get there, and
-// else falls back to the primary. A replica that fails a read is ejected and the read runs on
-// another node: reads on a standby cannot have written anything, so running them again is safe.
+// Where each statement runs. The primary by default (primary-path.ts); a replica only when the
+// caller opted in (per call, a reader view, or a session scope) and never inside a primary
+// transaction. A replica read must see the session's consistency token: replicas known to have
+// replayed it are used directly, otherwise the read waits (up to maxWaitMs) for the first one to
+// get there, and else falls back to the primary. A replica that fails a read is ejected and the
+// read runs on another node: reads on a standby cannot have written anything, so running them
+// again is safe.
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type pg from 'pg'
-import type { ConnectionScope, Database, Transaction } from '../db/index.js'
+import type { ConnectionScope, Database } from '../db/index.js'
 import { nodeOf, runOn, type QueryOptions } from '../db/index.js'
 import type { Params, RunProbe } from '../db/queryable.js'
-import type { TransactionOptions } from '../db/transaction.js'
 import { AbortError, ConnectError, ConnectionLostError, PoolTimeoutError, QueryError } from '../errors/index.js'
-import type { AcquireOptions, Pool } from '../pool/pool.js'
 import type { PooledConnection } from '../pool/connection.js'
 import { Balancer } from './balance.js'
 import { isPlainRead } from './classify.js'
 import { NoReplicaAvailableError, ReplicaBehindError } from './errors.js'
 import type { FallbackReason } from './events.js'
 import { formatLsn, laterLsn, toLsn, type ConsistencyToken, type Lsn } from './lsn.js'
-import { COMMIT_LSN_SQL, lsnOrUndefined, REPLAY_SQL, type NodeHost, type PrimaryNode, type ReplicaNode } from './node.js'
+import { lsnOrUndefined, REPLAY_SQL, type NodeHost, type PrimaryNode, type ReplicaNode } from './node.js'
+import { acquireOptions, deadlineOf, isReadOnlyRefusal, PrimaryPath } from './primary-path.js'
 import type { ConsistencySession, RouteContext } from './session.js'
 
 /** How a view routes by default: `auto` (primary; replicas when opted in), always `primary`, or `replica`. */
@@ -61,23 +61,7 @@ function isRecoveryConflict(err: unknown): boolean {
   return err instanceof QueryError && (err.sqlstate === '40001' || err.sqlstate === '40P01')
 }
 
-/** 25006: the server is read-only (a standby, or a primary fenced or demoted by a failover). */
-export function isReadOnlyRefusal(err: unknown): boolean {
-  return err instanceof QueryError && err.sqlstate === '25006'
-}
-
 const now = () => performance.now()
-
-function deadlineOf(options: QueryOptions | undefined): number | undefined {
-  return options?.timeoutMs === undefined ? undefined : now() + options.timeoutMs
-}
-
-/** The acquire part of a call's budget, as Database does it. */
-function acquireOptions(options: QueryOptions | undefined, deadline: number | undefined, pool: Pool): AcquireOptions | undefined {
-  if (options === undefined) return undefined
-  const timeoutMs = deadline === undefined ? undefined : Math.max(1, Math.min(deadline - now(), pool.config.acquireTimeoutMs))
-  return { signal: options.signal, timeoutMs }
-}
 
 /** Resolve with the first node to replay `lsn` within `ms`, or undefined. */
 function firstToReplay(nodes: ReplicaNode[], lsn: Lsn, ms: number, outer: AbortSignal | undefined): Promise<ReplicaNode | undefined> {
@@ -100,9 +84,10 @@ function firstToReplay(nodes: ReplicaNode[], lsn: Lsn, ms: number, outer: AbortS
 
 export class Router {
   readonly als = new AsyncLocalStorage<RouteContext>()
+  /** Statements, transactions and scopes on the primary. */
+  readonly primaryPath: PrimaryPath
   private readonly balancer: Balancer
   private readonly fallbackLog = new Map<FallbackReason, { at: number; suppressed: number }>()
-  private warnedReadOnlyWithoutAttrs = false
 
   constructor(
     readonly primary: PrimaryNode,
@@ -110,6 +95,7 @@ export class Router {
     private readonly host: NodeHost,
   ) {
     this.balancer = new Balancer(host.settings.balance)
+    this.primaryPath = new PrimaryPath(primary, host, this.als)
   }
 
   get session(): ConsistencySession | undefined {
@@ -133,11 +119,11 @@ export class Router {
       return this.onReplica(
         options,
         (node, token) => this.readOn(node, token, sql, params, options, rowMode, deadline, probe),
-        (reason) => this.onPrimary(sql, params, options, rowMode, probe, reason === 'write-on-replica' ? this.session : undefined),
+        (reason) => this.primaryPath.run(sql, params, options, rowMode, probe, reason === 'write-on-replica' ? this.session : undefined),
       )
     }
     const session = this.session
-    return this.onPrimary(sql, params, options, rowMode, probe, session && !isPlainRead(sql) ? session : undefined)
+    return this.primaryPath.run(sql, params, options, rowMode, probe, session && !isPlainRead(sql) ? session : undefined)
   }
 
   // ---------------------------------------------------------------- replicas
@@ -301,114 +287,5 @@ export class Router {
     const message = `reads fall back to the primary: ${why[reason]}`
     if (reason === 'token-timeout') this.host.logger.info(message, fields)
     else this.host.logger.warn(message, fields)
-  }
-
-  // ---------------------------------------------------------------- primary
-
-  /** A statement on the primary; in a session, the LSN after it is captured when it may have written. */
-  onPrimary(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined, capture: ConsistencySession | undefined): Promise<pg.QueryResult> {
-    return this.retryingFailover(async () => {
-      const pool = this.primary.pool
-      const deadline = deadlineOf(options)
-      const conn = await pool.acquire(acquireOptions(options, deadline, pool))
-      try {
-        if (probe) {
-          probe.node = nodeOf(conn)
-          probe.pool = this.primary.name
-        }
-        const result = await runOn(conn, sql, params, options, rowMode, deadline)
-        if (capture) await this.captureOn(conn, capture)
-        return result
-      } finally {
-        pool.release(conn)
-      }
-    })
-  }
-
-  /** A transaction on the primary; in a session its commit LSN comes back with the COMMIT. */
-  async transactionOnPrimary<T>(db: Database, fn: (tx: Transaction) => Promise<T>, options: TransactionOptions | undefined): Promise<T> {
-    const session = this.session
-    const pinned: RouteContext = { session, pinned: true }
-    let lsn: Lsn | undefined
-    const capture = session !== undefined && options?.withCommit === undefined
-    const run = capture ? { ...options, withCommit: { sql: COMMIT_LSN_SQL, onRow: (row: Record<string, unknown> | undefined) => (lsn = lsnOrUndefined(row?.lsn)) } } : options
-    const value = await this.retryingFailover(() => db.transaction((tx) => this.als.run(pinned, () => fn(tx)), run), options?.readOnly === true)
-    if (session && !options?.readOnly) {
-      if (lsn !== undefined) session.observe(lsn)
-      else await this.captureElsewhere(session)
-    }
-    return value
-  }
-
-  /** A connection scope on the primary; in a session the LSN is captured before it is returned. */
-  holdPrimary<T>(db: Database, fn: (scope: ConnectionScope) => Promise<T>, options: { signal?: AbortSignal } | undefined): Promise<T> {
-    const session = this.session
-    const pinned: RouteContext = { session, pinned: true }
-    return db.withConnection(async (scope) => {
-      try {
-        return await this.als.run(pinned, () => fn(scope))
-      } finally {
-        if (session) {
-          const lsn = lsnOrUndefined(await scope.fetchVal(COMMIT_LSN_SQL).catch(() => undefined))
-          if (lsn !== undefined) session.observe(lsn)
-          else await this.captureElsewhere(session)
-        }
-      }
-    }, options)
-  }
-
-  private async captureOn(conn: PooledConnection, session: ConsistencySession): Promise<void> {
-    try {
-      const lsn = lsnOrUndefined((await runOn(conn, COMMIT_LSN_SQL, undefined, undefined)).rows[0]?.lsn)
-      if (lsn !== undefined) return session.observe(lsn)
-    } catch {
-      // The write itself succeeded; any later position on another connection covers it too.
-    }
-    await this.captureElsewhere(session)
-  }
-
-  async captureElsewhere(session: ConsistencySession): Promise<void> {
-    try {
-      const lsn = await this.primary.insertLsn()
-      if (lsn !== undefined) return session.observe(lsn)
-    } catch {
-      // fall through: the session reads from the primary until it learns a position
-    }
-    session.loseLsn()
-    this.host.logger.warn("could not learn the LSN after a write; this session's reads go to the primary until its next write", { node: this.primary.name })
-  }
-
-  /**
-   * A write refused with 25006 means the server we hold connections to became read-only (a
-   * failover). With targetSessionAttrs read-write/primary the pool re-checks every connection
-   * before reuse, drains those to that server and reconnects through the host list; the work
-   * runs once more. A transaction the caller declared read-only is the caller's 25006.
-   */
-  async retryingFailover<T>(work: () => Promise<T>, callerReadOnly = false): Promise<T> {
-    try {
-      return await work()
-    } catch (err) {
-      if (callerReadOnly || !isReadOnlyRefusal(err)) throw err
-      const pool = this.primary.pool
-      const attrs = pool.config.targetSessionAttrs
-      if (attrs !== 'read-write' && attrs !== 'primary') {
-        if (!this.warnedReadOnlyWithoutAttrs) {
-          this.warnedReadOnlyWithoutAttrs = true
-          this.host.logger.warn(
-            "the primary refused a write as read-only (25006); to follow a failover, give the primary a host list with targetSessionAttrs 'read-write'",
-            { node: this.primary.name },
-          )
-        }
-        throw err
-      }
-      this.primary.readOnlyRetries++
-      pool.revalidate()
-      this.host.logger.warn('the primary refused a write as read-only (25006): re-checking its connections and running the work once more', {
-        node: this.primary.name,
-        error: (err as Error).message,
-      })
-      if (this.host.events.has('failover')) this.host.events.emit('failover', { pool: pool.name, error: err as Error })
-      return await work()
-    }
   }
 }
