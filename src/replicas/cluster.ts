@@ -45,6 +45,8 @@ export interface ReplicaStats {
   routedReads: number
   inFlight: number
   ejections: number
+  /** While ejected: ms until the next probe may bring it back. */
+  retryInMs: number | null
   probeFailures: number
   /** Reads cancelled by a hot-standby conflict and run elsewhere. */
   conflicts: number
@@ -155,6 +157,7 @@ export class Cluster implements NodeHost {
         lagBytes: n.lag?.bytes ?? null,
         replayLsn: n.replay === undefined ? null : formatLsn(n.replay),
         ...n.counters,
+        retryInMs: n.retryInMs ?? null,
         inFlight: n.inFlight,
         lastError: n.lastError ?? null,
         pool: n.pool.stats(),

@@ -147,7 +147,6 @@ export class ReplicaNode extends ClusterNode implements Balanced {
   observedAt = -Infinity
   lag: Lag | undefined
   lastError: string | undefined
-  lastProbeAt: number | undefined
 
   private standby = true
   private lagging = false
@@ -173,6 +172,11 @@ export class ReplicaNode extends ClusterNode implements Balanced {
     return this.lagging ? 'lagging' : 'up'
   }
 
+  /** While ejected: how long until the next probe may bring it back. */
+  get retryInMs(): number | undefined {
+    return this.healthy ? undefined : Math.max(0, Math.round(this.retryAt - now()))
+  }
+
   /** Up, a standby, and within the lag limits (maxLagMs may be tightened per read). */
   eligible(maxLagMs: number): boolean {
     const lag = this.lag
@@ -192,7 +196,7 @@ export class ReplicaNode extends ClusterNode implements Balanced {
   describe(): string {
     const lag = this.lag ? `${this.lag.ms} ms / ${this.lag.bytes} bytes behind` : 'lag not measured yet'
     const at = this.replay === undefined ? '' : ` at ${formatLsn(this.replay)}`
-    if (!this.healthy) return `${this.name}: ejected (${this.lastError ?? 'failed'}), probed again in ${Math.max(0, Math.round(this.retryAt - now()))} ms`
+    if (!this.healthy) return `${this.name}: ejected (${this.lastError ?? 'failed'}), probed again in ${this.retryInMs} ms`
     return `${this.name}: ${this.state}, ${lag}${at}`
   }
 
@@ -216,7 +220,7 @@ export class ReplicaNode extends ClusterNode implements Balanced {
       row = await this.ask(REPLICA_POSITION_SQL)
     } catch (err) {
       this.counters.probeFailures++
-      this.fail(err as Error, 'its probe failed')
+      this.fail(err as Error, 'its probe failed', true)
       return
     }
     const position: ReplicaPosition = {
@@ -225,10 +229,9 @@ export class ReplicaNode extends ClusterNode implements Balanced {
       receive: lsnOrUndefined(row.receive),
       replayAgeMs: typeof row.replay_age_ms === 'number' ? row.replay_age_ms : undefined,
     }
-    this.lastProbeAt = now()
     this.setStandby(position.inRecovery)
     this.observe(position.replay, sentAt)
-    this.lag = timeline.lagOf(position, this.lastProbeAt)
+    this.lag = timeline.lagOf(position, now())
     if (!this.healthy) this.rejoin()
     this.updateLagging()
     const events = this.host.events
@@ -238,15 +241,21 @@ export class ReplicaNode extends ClusterNode implements Balanced {
   }
 
   /**
-   * Open the circuit: no reads until a probe succeeds after the backoff. A replica that fails
-   * again soon after rejoining backs off twice as long, up to maxEjectMs.
+   * Open the circuit: no reads until a probe succeeds after the backoff. Each failed probe
+   * doubles the backoff (up to maxEjectMs), and so does failing again soon after rejoining; the
+   * other reads that hit the same failure change nothing.
    */
-  fail(error: Error, context: string): void {
+  fail(error: Error, context: string, probeFailed = false): void {
     const { ejectMs, maxEjectMs } = this.host.settings
     const t = now()
     this.lastError = error.message
-    if (this.healthy && t - this.upSince > maxEjectMs) this.backoffMs = 0
-    this.backoffMs = this.backoffMs === 0 ? ejectMs : Math.min(maxEjectMs, this.backoffMs * 2)
+    if (this.healthy) {
+      this.backoffMs = this.backoffMs === 0 || t - this.upSince > maxEjectMs ? ejectMs : Math.min(maxEjectMs, this.backoffMs * 2)
+    } else if (probeFailed) {
+      this.backoffMs = Math.min(maxEjectMs, this.backoffMs * 2)
+    } else {
+      return
+    }
     this.retryAt = t + this.backoffMs * (0.9 + Math.random() * 0.2)
     // The server may be restarting: what we knew about its position no longer holds.
     this.replay = undefined
@@ -267,6 +276,8 @@ export class ReplicaNode extends ClusterNode implements Balanced {
   private rejoin(): void {
     this.healthy = true
     this.upSince = now()
+    // Connections opened before the failure may be dead without the pool knowing yet.
+    this.pool.drain((conn) => conn.createdAt < this.ejectedAt, 'opened before the replica failed')
     const ejectedMs = Math.round(this.upSince - this.ejectedAt)
     this.host.logger.info(`${this.name} answers again after ${ejectedMs} ms; it serves reads again`, { node: this.name })
     if (this.host.events.has('rejoin')) this.host.events.emit('rejoin', { node: this.name, ejectedMs })

@@ -5,6 +5,10 @@ import { ConfigError, InvalidTokenError, formatLsn, laterLsn, parseLsn, toLsn, t
 import { Balancer, type Balanced } from '../../src/replicas/balance.js'
 import { isPlainRead } from '../../src/replicas/classify.js'
 import { PrimaryTimeline } from '../../src/replicas/lag.js'
+import { ReplicaNode } from '../../src/replicas/node.js'
+import { EventHub } from '../../src/pool/events.js'
+import { silentLogger } from '../../src/config/logger.js'
+import type { ClusterEvents } from '../../src/replicas/events.js'
 import { replicaUrlsFromEnv, resolveClusterOptions } from '../../src/replicas/options.js'
 
 describe('LSN tokens', () => {
@@ -166,5 +170,33 @@ describe('lag arithmetic', () => {
     const t = new PrimaryTimeline()
     expect(t.lagOf({ inRecovery: true, replay: 10n, receive: 10n, replayAgeMs: 99_999 }, 1)).toEqual({ ms: 0, bytes: 0 })
     expect(t.lagOf({ inRecovery: true, replay: 10n, receive: 30n, replayAgeMs: 250 }, 1)).toEqual({ ms: 250, bytes: 20 })
+  })
+})
+
+describe('ejection backoff', () => {
+  it('one incident ejects once; only failed probes (or failing again soon after rejoining) double the backoff', async () => {
+    const settings = resolveClusterOptions({ ejectMs: 100, maxEjectMs: 350 })
+    const events = new EventHub<ClusterEvents>(silentLogger)
+    const ejected: number[] = []
+    events.on('eject', (e) => ejected.push(e.retryInMs))
+    // Pools open lazily: nothing connects to this address.
+    const node = new ReplicaNode({ pool: { url: 'postgres://u@127.0.0.1:9/db', name: 'r' }, weight: 1 }, { logger: silentLogger, events, settings })
+    try {
+      expect(node.retryInMs).toBeUndefined()
+      for (let i = 0; i < 10; i++) node.fail(new Error('connection refused'), 'a read on it failed') // ten reads in flight
+      expect(node.state).toBe('ejected')
+      expect(ejected).toEqual([100])
+      expect(node.retryInMs).toBeLessThanOrEqual(110)
+      node.fail(new Error('still refused'), 'its probe failed', true)
+      expect(node.retryInMs).toBeGreaterThan(150)
+      expect(node.retryInMs).toBeLessThanOrEqual(220)
+      node.fail(new Error('still refused'), 'its probe failed', true)
+      node.fail(new Error('still refused'), 'its probe failed', true)
+      expect(node.retryInMs).toBeLessThanOrEqual(385) // capped at maxEjectMs (±10 % jitter)
+      expect(node.counters.ejections).toBe(1)
+      expect(node.describe()).toMatch(/^r: ejected \(still refused\), probed again in \d+ ms$/)
+    } finally {
+      await node.close()
+    }
   })
 })
