@@ -159,18 +159,12 @@ export class ClusterDatabase extends Queryable {
       yield* onPrimary()
       return
     }
+    const acquire = options?.signal ? { signal: options.signal } : undefined
     const held = await this.router.onReplica<{ node: ReplicaNode; conn: PooledConnection } | undefined>(
       options,
       async (node, token) => {
-        const conn = await node.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
-        try {
-          if (token === undefined || (await this.router.vouch(node, conn, token))) return { node, conn }
-        } catch (err) {
-          node.pool.release(conn)
-          throw err
-        }
-        node.pool.release(conn)
-        return BEHIND
+        const conn = await this.router.acquireVouched(node, token, acquire)
+        return conn === BEHIND ? BEHIND : { node, conn }
       },
       async () => undefined,
     )

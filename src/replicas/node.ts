@@ -117,7 +117,7 @@ export class PrimaryNode extends ClusterNode {
     } catch (err) {
       this.lastError = (err as Error).message
       if (this.reachable !== false) {
-        this.host.logger.warn('the primary did not answer its probe; replica lag is judged by what each replica received', {
+        this.host.logger.warn('the primary did not answer its probe; replica lag is measured against its last known position', {
           node: this.name,
           error: this.lastError,
         })

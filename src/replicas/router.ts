@@ -12,6 +12,7 @@ import { nodeOf, runOn, type QueryOptions } from '../db/index.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import { AbortError, ConnectError, ConnectionLostError, PoolTimeoutError, QueryError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
+import type { AcquireOptions } from '../pool/pool.js'
 import { Balancer } from './balance.js'
 import { isPlainRead } from './classify.js'
 import { NoReplicaAvailableError, ReplicaBehindError } from './errors.js'
@@ -206,9 +207,9 @@ export class Router {
     deadline: number | undefined,
     probe: RunProbe | undefined,
   ): Promise<pg.QueryResult | typeof BEHIND> {
-    const conn = await node.pool.acquire(acquireOptions(options, deadline, node.pool))
+    const conn = await this.acquireVouched(node, token, acquireOptions(options, deadline, node.pool))
+    if (conn === BEHIND) return BEHIND
     try {
-      if (token !== undefined && !(await this.vouch(node, conn, token))) return BEHIND
       if (probe) {
         probe.node = nodeOf(conn)
         probe.pool = node.name
@@ -219,12 +220,24 @@ export class Router {
     }
   }
 
+  /** A connection on `node` that sees `token`, or BEHIND (the connection went back). */
+  async acquireVouched(node: ReplicaNode, token: Lsn | undefined, acquire: AcquireOptions | undefined): Promise<PooledConnection | typeof BEHIND> {
+    const conn = await node.pool.acquire(acquire)
+    let seen = false
+    try {
+      seen = token === undefined || (await this.vouch(node, conn, token))
+    } finally {
+      if (!seen) node.pool.release(conn)
+    }
+    return seen ? conn : BEHIND
+  }
+
   /**
    * Whether this connection sees `token`. A replay position we learned applies to every
    * connection that was already open when we asked (a restart would have closed them); a newer
    * connection may have reached a restarted server that replayed less, so it is asked directly.
    */
-  async vouch(node: ReplicaNode, conn: PooledConnection, token: Lsn): Promise<boolean> {
+  private async vouch(node: ReplicaNode, conn: PooledConnection, token: Lsn): Promise<boolean> {
     if (conn.createdAt < node.observedAt) return node.hasReplayed(token)
     const sentAt = now()
     node.observe(lsnOrUndefined((await runOn(conn, REPLAY_SQL, undefined, undefined)).rows[0]?.replay), sentAt)
@@ -232,7 +245,7 @@ export class Router {
   }
 
   /** A held connection on a replica, for scopes: it cannot tell its age, so it is always asked. */
-  async vouchScope(node: ReplicaNode, scope: ConnectionScope, token: Lsn): Promise<boolean> {
+  private async vouchScope(node: ReplicaNode, scope: ConnectionScope, token: Lsn): Promise<boolean> {
     const sentAt = now()
     node.observe(lsnOrUndefined(await scope.fetchVal(REPLAY_SQL)), sentAt)
     return node.hasReplayed(token)

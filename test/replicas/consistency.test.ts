@@ -110,6 +110,26 @@ describe('lag limits', () => {
     await c.close()
   })
 
+  it('a per-call maxLagMs keeps one read off a replica the cluster still uses', async () => {
+    const c = await cluster({ balance: 'round-robin' })
+    const [r1] = servers.replicas
+    await r1!.pauseReplay()
+    try {
+      await c.db.execute('UPDATE t SET v = v + 1 WHERE id = 1')
+      await waitFor(() => (replicaStats(c)['replica-1']!.lagMs ?? 0) > 200, 10_000, 'replica-1 to be 200 ms behind')
+      expect(replicaStats(c)['replica-1']!.state).toBe('up') // within the cluster's maxLagMs of 10 s
+      const reads = () => replicaStats(c)['replica-1']!.routedReads
+      const before = reads()
+      for (let i = 0; i < 6; i++) await c.reader().fetchVal('SELECT 1', [], { maxLagMs: 100 })
+      expect(reads()).toBe(before)
+      for (let i = 0; i < 6; i++) await c.reader().fetchVal('SELECT 1')
+      expect(reads()).toBe(before + 3)
+    } finally {
+      await r1!.resumeReplay()
+      await c.close()
+    }
+  })
+
   it('maxLagBytes skips a replica with WAL left to replay, however recent', async () => {
     const c = await cluster({ maxLagBytes: 0 })
     const [r1] = servers.replicas
