@@ -5,6 +5,7 @@ import postgres from 'postgres'
 import { Database, createPool, silentLogger } from '../../src/index.js'
 import { closedLoop } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
+import { pointIds } from '../lib/ids.js'
 
 const SQL = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'
 const driver = arg('driver')
@@ -15,14 +16,7 @@ const seconds = numArg('seconds', 10)
 const warmup = numArg('warmup', 2)
 const rows = numArg('rows', 1_000_000)
 
-// A fixed pseudo-random sequence, the same for every driver.
-const ids = new Int32Array(1 << 16)
-let seed = 12345
-for (let i = 0; i < ids.length; i++) {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff
-  ids[i] = 1 + (seed % rows)
-}
-const id = (i: number) => ids[i & 0xffff]!
+const id = pointIds(rows)
 
 let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>

@@ -12,6 +12,8 @@ export type Row = Record<string, unknown>
 /** Where a statement ran; filled in only when someone listens to query events. */
 export interface RunProbe {
   node?: string
+  /** The pool that ran it, when a router picked one other than the Queryable's own. */
+  pool?: string
 }
 
 export abstract class Queryable {
@@ -85,11 +87,11 @@ export abstract class Queryable {
     const start = performance.now()
     try {
       const result = await this.runRendered(sql, params, options, rowMode, probe)
-      hub.emit('query', { ...base, durationMs: performance.now() - start, rowCount: result.rowCount ?? 0, command: result.command, node: probe.node, error: undefined })
+      hub.emit('query', { ...base, pool: probe.pool ?? base.pool, durationMs: performance.now() - start, rowCount: result.rowCount ?? 0, command: result.command, node: probe.node, error: undefined })
       return result
     } catch (err) {
       const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
-      hub.emit('query', { ...base, durationMs: performance.now() - start, rowCount: 0, command: undefined, node: probe.node, error })
+      hub.emit('query', { ...base, pool: probe.pool ?? base.pool, durationMs: performance.now() - start, rowCount: 0, command: undefined, node: probe.node, error })
       throw err
     }
   }

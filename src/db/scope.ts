@@ -241,8 +241,11 @@ export async function runTransactionOn<T>(
       'the transaction was rolled back, not committed: a statement inside it failed and the error was caught; rethrow it, or use a nested transaction (savepoint) around statements that may fail',
     )
   }
+  const withCommit = options?.withCommit
   try {
-    await runOn(conn, 'COMMIT', undefined, undefined)
+    const res = await runOn(conn, withCommit ? `COMMIT; ${withCommit.sql}` : 'COMMIT', undefined, undefined)
+    // Several statements in one simple query come back as one result each.
+    if (withCommit) withCommit.onRow((res as unknown as pg.QueryResult[])[1]?.rows[0] as Record<string, unknown> | undefined)
   } catch (err) {
     const unknown = commitOutcomeUnknown(err)
     if (unknown) {

@@ -20,6 +20,13 @@ export interface TransactionOptions {
   /** First retry delay in ms (doubles each time, ±50 % jitter, capped at 1 s); default 10. */
   retryDelayMs?: number
   signal?: AbortSignal
+  /**
+   * A read-only query sent with the outermost COMMIT, on the same connection and in the same round
+   * trip (`COMMIT; <sql>`); `onRow` receives its first row once the commit has succeeded. The
+   * replicas layer captures the commit LSN this way. It must not fail: an error after COMMIT
+   * would be indistinguishable from a failed COMMIT.
+   */
+  withCommit?: { sql: string; onRow: (row: Record<string, unknown> | undefined) => void }
 }
 
 export function beginStatement(options: TransactionOptions | undefined): string {

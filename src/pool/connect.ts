@@ -91,8 +91,11 @@ function clientFor(config: DatabaseConfig, host: HostPort, password: string | un
   } as pg.ClientConfig)
 }
 
+/** Asks a server what libpq's target_session_attrs checks look at. */
+export const ROLE_QUERY = "SELECT pg_is_in_recovery() AS rec, current_setting('transaction_read_only') AS ro"
+
 /** Whether a server in this state satisfies the wanted session attributes. */
-function matches(attrs: TargetSessionAttrs, inRecovery: boolean, readOnly: boolean): boolean {
+export function matchesTargetSessionAttrs(attrs: TargetSessionAttrs, inRecovery: boolean, readOnly: boolean): boolean {
   switch (attrs) {
     case 'any':
       return true
@@ -141,12 +144,10 @@ export async function openClient(config: DatabaseConfig): Promise<OpenedClient> 
       }
       if (want === 'any') return { client, host, inRecovery: undefined }
       try {
-        const res = await client.query<{ rec: boolean; ro: string }>(
-          "SELECT pg_is_in_recovery() AS rec, current_setting('transaction_read_only') AS ro",
-        )
+        const res = await client.query<{ rec: boolean; ro: string }>(ROLE_QUERY)
         const row = res.rows[0]!
         const inRecovery = row.rec
-        if (matches(want, inRecovery, row.ro === 'on')) return { client, host, inRecovery }
+        if (matchesTargetSessionAttrs(want, inRecovery, row.ro === 'on')) return { client, host, inRecovery }
         lastError = new ConnectError('read-only', describeTarget(config, host), `${HINTS['read-only']} (${want}; in recovery: ${inRecovery})`)
       } catch (err) {
         lastError = classifyConnectError(err, describeTarget(config, host))

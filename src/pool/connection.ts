@@ -1,9 +1,10 @@
 // One server connection as the pool sees it: a pg.Client plus the bookkeeping that production
 // semantics need (lifetime, uses, state, leak tracking, prepared statements, cancellation).
 import type pg from 'pg'
-import type { DatabaseConfig, HostPort } from '../config/schema.js'
+import type { DatabaseConfig, HostPort, TargetSessionAttrs } from '../config/schema.js'
 import { tlsOptionsFor } from '../config/tls.js'
 import { sendCancelRequest } from './cancel.js'
+import { matchesTargetSessionAttrs, ROLE_QUERY } from './connect.js'
 
 export type ConnectionState = 'idle' | 'acquired' | 'returning' | 'closed'
 export type TransactionStatus = 'I' | 'T' | 'E'
@@ -30,6 +31,10 @@ export class PooledConnection {
   inFlight = 0
   /** State unknown (a cancel raced a completion, a reset failed): destroy on release. */
   poisoned = false
+  /** Drained (its server changed role, or the caller asked): close it when it is returned. */
+  draining = false
+  /** When the server was last known to be alive (and of the wanted role): opened or pinged. */
+  verifiedAt: number
 
   /** Prepare statements with parameters under a per-connection name (statementMode 'named'). */
   readonly namedStatements: boolean
@@ -45,6 +50,7 @@ export class PooledConnection {
     now: number,
   ) {
     this.createdAt = now
+    this.verifiedAt = now
     this.namedStatements = config.statementMode === 'named' && config.statementCacheSize > 0
     this.expiresAt = config.recycleMs > 0 ? now + config.recycleMs * (0.9 + Math.random() * 0.2) : Infinity
   }
@@ -149,24 +155,39 @@ export class PooledConnection {
   }
 
   /** `SELECT 1` with a deadline. Resolves false (never rejects) when the connection is unusable. */
-  ping(timeoutMs: number): Promise<boolean> {
+  async ping(timeoutMs: number): Promise<boolean> {
+    return (await this.askWithin('SELECT 1', timeoutMs)) !== undefined
+  }
+
+  /**
+   * A ping that also asks whether the server still matches `attrs` (a failover can turn a primary
+   * into a standby or make it read-only under a live connection). Never rejects.
+   */
+  async checkRole(timeoutMs: number, attrs: TargetSessionAttrs): Promise<'ok' | 'failed' | 'mismatch'> {
+    const row = await this.askWithin<{ rec: boolean; ro: string }>(ROLE_QUERY, timeoutMs)
+    if (row === undefined) return 'failed'
+    return matchesTargetSessionAttrs(attrs, row.rec, row.ro === 'on') ? 'ok' : 'mismatch'
+  }
+
+  /** The first row of `sql`, or undefined (and the connection marked broken) on error or timeout. */
+  private askWithin<R>(sql: string, timeoutMs: number): Promise<R | undefined> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.broken = true
-        resolve(false)
+        resolve(undefined)
       }, timeoutMs)
       this.inFlight++
-      this.client.query('SELECT 1').then(
-        () => {
+      this.client.query(sql).then(
+        (res) => {
           this.inFlight--
           clearTimeout(timer)
-          resolve(!this.broken)
+          resolve(this.broken ? undefined : ((res.rows[0] ?? {}) as R))
         },
         () => {
           this.inFlight--
           clearTimeout(timer)
           this.broken = true
-          resolve(false)
+          resolve(undefined)
         },
       )
     })

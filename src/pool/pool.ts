@@ -10,7 +10,7 @@
 //    into the process: it is counted, logged and repaired.
 import { resolveConfig, type ConfigSource } from '../config/resolve.js'
 import { describeTarget } from '../config/redact.js'
-import type { DatabaseConfig, DatabaseConfigInput } from '../config/schema.js'
+import type { DatabaseConfig, DatabaseConfigInput, HostPort } from '../config/schema.js'
 import { defaultLogger, type Logger } from '../config/logger.js'
 import { AbortError, ConfigError, ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, type PoolFigures } from '../errors/index.js'
 import { openClient } from './connect.js'
@@ -66,6 +66,8 @@ export interface PoolStats {
   leaksDetected: number
   /** Connections destroyed on release (mid-query, poisoned, failed reset). */
   discarded: number
+  /** Connections retired by drain(), or because their server no longer matched targetSessionAttrs. */
+  drained: number
   waitMs: Percentiles
   holdMs: Percentiles
 }
@@ -119,6 +121,10 @@ export class Pool {
   private closePromise: Promise<void> | undefined
   /** The reset query (DISCARD ALL, DEALLOCATE ALL) also drops prepared statements. */
   private readonly resetDropsStatements: boolean
+  /** targetSessionAttrs names a role, so pre-pings also check that the server still has it. */
+  private readonly checksRole: boolean
+  /** Connections last verified before this moment are checked before their next checkout. */
+  private revalidateAt = -Infinity
 
   private readonly counters = {
     acquires: 0,
@@ -132,6 +138,7 @@ export class Pool {
     resets: 0,
     leaksDetected: 0,
     discarded: 0,
+    drained: 0,
   }
   private readonly waitSampler = new Sampler()
   private readonly holdSampler = new Sampler()
@@ -151,6 +158,8 @@ export class Pool {
     this.maxOverflow = this.config.maxOverflow
     this.minIdle = this.config.minIdle
     this.resetDropsStatements = /\b(discard\s+all|deallocate\s+(prepare\s+)?all)\b/i.test(this.config.resetQuery ?? '')
+    // prefer-standby accepts any server in the end, so there is no role to lose.
+    this.checksRole = this.config.targetSessionAttrs !== 'any' && this.config.targetSessionAttrs !== 'prefer-standby'
     this.startHousekeeping()
   }
 
@@ -187,15 +196,23 @@ export class Pool {
     for (;;) {
       let conn = this.waitingCount === 0 ? this.takeIdle() : undefined
       conn ??= await this.waitForConnection(start + timeoutMs, timeoutMs, signal)
-      if (this.needsPrePing(conn)) {
-        const ok = await conn.ping(this.config.prePingTimeoutMs)
-        if (!ok) {
-          this.counters.prePingFailures++
-          this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
-          this.discard(conn, 'pre-ping failed')
+      if (conn.verifiedAt < this.revalidateAt || this.needsPrePing(conn)) {
+        const outcome = this.checksRole
+          ? await conn.checkRole(this.config.prePingTimeoutMs, this.config.targetSessionAttrs)
+          : (await conn.ping(this.config.prePingTimeoutMs)) ? 'ok' : 'failed'
+        if (outcome !== 'ok') {
+          if (outcome === 'mismatch') {
+            this.drainRoleChange(conn) // marks this one too; it is checked out, so close it here
+            this.discard(conn, 'server no longer matches targetSessionAttrs')
+          } else {
+            this.counters.prePingFailures++
+            this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
+            this.discard(conn, 'pre-ping failed')
+          }
           if (this._state !== 'open') throw new PoolClosedError()
           continue
         }
+        conn.verifiedAt = now()
       }
       return this.checkout(conn, start)
     }
@@ -432,6 +449,10 @@ export class Pool {
     conn.acquireSite = undefined
     if (this.events.has('release')) this.events.emit('release', { connection: conn, holdMs })
 
+    if (conn.draining && !options?.destroy) {
+      this.discard(conn, 'drained')
+      return
+    }
     if (options?.destroy || conn.broken || conn.poisoned || conn.inFlight > 0) {
       this.counters.discarded++
       this.discard(conn, options?.destroy ? 'destroyed by caller' : conn.inFlight > 0 ? 'returned mid-query' : 'unusable')
@@ -592,6 +613,48 @@ export class Pool {
     }
   }
 
+  // ---------------------------------------------------------------- drain and revalidate (failover)
+
+  /**
+   * Retire the connections that match: idle ones are closed now, checked-out ones when they are
+   * returned. New connections go through the host list (and targetSessionAttrs) again, so after a
+   * failover the pool moves to the new primary instead of failing on the old one. Returns how
+   * many connections were drained.
+   */
+  drain(predicate: (conn: PooledConnection) => boolean, reason = 'drained'): number {
+    let count = 0
+    for (const conn of [...this.all]) {
+      if (conn.draining || conn.state === 'closed' || !predicate(conn)) continue
+      count++
+      this.counters.drained++
+      conn.draining = true
+      const at = this.idle.indexOf(conn)
+      if (at >= 0) {
+        this.idle.splice(at, 1)
+        this.discard(conn, reason)
+      }
+    }
+    return count
+  }
+
+  /**
+   * Check every open connection before its next checkout: a ping, plus the server's role when
+   * targetSessionAttrs names one (a mismatch drains every connection to that server). Call it
+   * when something suggests the servers changed role, e.g. a write refused as read-only (25006).
+   */
+  revalidate(): void {
+    this.revalidateAt = now()
+  }
+
+  private drainRoleChange(conn: PooledConnection): void {
+    const host = conn.host
+    const count = this.drain((c) => sameHost(c.host, host), 'server no longer matches targetSessionAttrs')
+    this.logger.warn(`${host.host}:${host.port} no longer matches targetSessionAttrs ${this.config.targetSessionAttrs}; drained its connections, new ones go through the host list`, {
+      pool: this.name,
+      drained: count,
+    })
+  }
+
   // ---------------------------------------------------------------- resize, stats, close
 
   /** Change the limits at runtime. Shrinking retires idle surplus now and busy surplus on return. */
@@ -660,6 +723,10 @@ export class Pool {
     while (this.pendingWork.size > 0) await Promise.allSettled([...this.pendingWork])
     this._state = 'closed'
   }
+}
+
+function sameHost(a: HostPort, b: HostPort): boolean {
+  return a.host === b.host && a.port === b.port
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,0 +1,218 @@
+// Cluster: one primary and N streaming replicas, each with its own pool. Three views share one
+// router: `db` (the primary unless a call or a session opts in to replica reads), `primary`
+// (always the primary) and `reader()` (reads on replicas). A background probe (unref'd)
+// measures every replica's lag and brings ejected replicas back; sessions carry
+// read-your-writes tokens through the async context.
+import { defaultLogger, type Logger } from '../config/logger.js'
+import { QueryHooks } from '../db/hooks.js'
+import type { PoolStats } from '../pool/pool.js'
+import { EventHub } from '../pool/events.js'
+import { ClusterDatabase } from './facade.js'
+import type { ClusterEvents, FallbackReason } from './events.js'
+import { formatLsn } from './lsn.js'
+import { PrimaryNode, ReplicaNode, type NodeHost, type ReplicaState } from './node.js'
+import { resolveClusterOptions, type ClusterOptions, type ResolvedClusterOptions } from './options.js'
+import { Router } from './router.js'
+import { ConsistencySession, type SessionOptions } from './session.js'
+
+export interface PrimaryStats {
+  name: string
+  /** `user@host:port/database` (never the password). */
+  target: string
+  /** Whether the last probe reached it (undefined before the first). */
+  reachable: boolean | undefined
+  /** Its WAL write position at the last probe. */
+  lsn: string | null
+  /** Reads that could have gone to a replica and ran on the primary, by reason. */
+  fallbacks: Record<FallbackReason, number>
+  /** Writes refused as read-only (25006) and run again after the pool re-checked its servers. */
+  readOnlyRetries: number
+  lastError: string | null
+  pool: PoolStats
+}
+
+export interface ReplicaStats {
+  name: string
+  target: string
+  weight: number
+  state: ReplicaState
+  /** How stale its data may be (0 when it has replayed everything the primary wrote); null when unknown. */
+  lagMs: number | null
+  /** WAL written by the primary and not yet replayed here; null when unknown. */
+  lagBytes: number | null
+  replayLsn: string | null
+  /** Reads it served. */
+  routedReads: number
+  inFlight: number
+  ejections: number
+  /** While ejected: ms until the next probe may bring it back. */
+  retryInMs: number | null
+  probeFailures: number
+  /** Reads cancelled by a hot-standby conflict and run elsewhere. */
+  conflicts: number
+  /** Reads that waited for it to replay their token. */
+  tokenWaits: number
+  lastError: string | null
+  pool: PoolStats
+}
+
+export interface ClusterStats {
+  name: string
+  primary: PrimaryStats
+  replicas: ReplicaStats[]
+}
+
+export class Cluster implements NodeHost {
+  readonly name: string
+  readonly settings: ResolvedClusterOptions
+  readonly logger: Logger
+  readonly events: EventHub<ClusterEvents>
+  /**
+   * The primary unless a call (`{ replica: true }`) or a session (`replicaReads`) opts in to
+   * replicas. `cluster.db.on('query', …)` reports the statements of every view, with the pool
+   * and server each ran on.
+   */
+  readonly db: ClusterDatabase
+  /** Always the primary (still part of sessions: its writes raise the session's token). */
+  readonly primary: ClusterDatabase
+  private readonly readerView: ClusterDatabase
+  private readonly router: Router
+  private probeTimer: NodeJS.Timeout | undefined
+  private probing: Promise<void> | undefined
+  private closed: Promise<void> | undefined
+
+  constructor(options?: ClusterOptions) {
+    this.settings = resolveClusterOptions(options)
+    this.name = this.settings.name
+    this.logger = this.settings.logger ?? defaultLogger()
+    this.events = new EventHub<ClusterEvents>(this.logger)
+    const primary = new PrimaryNode(this.settings.primary, this)
+    const replicas: ReplicaNode[] = []
+    try {
+      for (const spec of this.settings.replicas) replicas.push(new ReplicaNode(spec, this))
+    } catch (err) {
+      // A replica's options were invalid: do not leave the pools made so far behind.
+      void Promise.all([primary, ...replicas].map((n) => n.close()))
+      throw err
+    }
+    this.router = new Router(primary, replicas, this)
+    const shared = { schema: this.settings.schema ?? 'public', logParams: this.settings.logParams, hooks: new QueryHooks(this.logger), logger: this.logger, name: this.name }
+    this.db = new ClusterDatabase(this.router, 'auto', shared)
+    this.primary = new ClusterDatabase(this.router, 'primary', shared)
+    this.readerView = new ClusterDatabase(this.router, 'replica', shared)
+    this.scheduleProbe(0)
+  }
+
+  /** Reads on replicas (writes sent here are refused by the standby and run on the primary). */
+  reader(): ClusterDatabase {
+    return this.readerView
+  }
+
+  /**
+   * Run `fn` in a consistency session: writes through the cluster raise its token, reads see
+   * them. `token` is one the request arrived with (e.g. from another process); `replicaReads`
+   * lets plain SELECTs through `cluster.db` go to replicas in this scope. Returns what fn returns.
+   */
+  session<T>(fn: (session: ConsistencySession) => T, options?: SessionOptions): T {
+    const ctx = this.router.als.getStore()
+    const session = new ConsistencySession(options, ctx?.session)
+    return this.router.als.run({ session, pinned: ctx?.pinned ?? false }, () => fn(session))
+  }
+
+  /** The session of the current async context, if any. */
+  currentSession(): ConsistencySession | undefined {
+    return this.router.session
+  }
+
+  /** The current session's token (`0/16B3748`), to send along with a response or a job. */
+  token(): string | undefined {
+    return this.router.session?.token
+  }
+
+  on<K extends keyof ClusterEvents>(event: K, listener: (e: ClusterEvents[K]) => void): () => void {
+    return this.events.on(event, listener)
+  }
+
+  stats(): ClusterStats {
+    const { primary, replicas } = this.router
+    const head = primary.timeline.head
+    return {
+      name: this.name,
+      primary: {
+        name: primary.name,
+        target: primary.pool.target,
+        reachable: primary.reachable,
+        lsn: head === undefined ? null : formatLsn(head),
+        fallbacks: { ...primary.fallbacks },
+        readOnlyRetries: primary.readOnlyRetries,
+        lastError: primary.lastError ?? null,
+        pool: primary.pool.stats(),
+      },
+      replicas: replicas.map((n) => ({
+        name: n.name,
+        target: n.pool.target,
+        weight: n.weight,
+        state: n.state,
+        lagMs: n.lag?.ms ?? null,
+        lagBytes: n.lag?.bytes ?? null,
+        replayLsn: n.replay === undefined ? null : formatLsn(n.replay),
+        ...n.counters,
+        retryInMs: n.retryInMs ?? null,
+        inFlight: n.inFlight,
+        lastError: n.lastError ?? null,
+        pool: n.pool.stats(),
+      })),
+    }
+  }
+
+  /** Probe now: the primary's position, then every replica that is due. Never throws. */
+  probe(): Promise<void> {
+    this.probing ??= (async () => {
+      const { primary, replicas } = this.router
+      await primary.probe()
+      const at = performance.now()
+      await Promise.all(replicas.filter((n) => n.due(at)).map((n) => n.probe(primary.timeline)))
+    })()
+      .catch((err: unknown) => this.logger.error('replica probe round failed', { cluster: this.name, error: (err as Error)?.message }))
+      .finally(() => (this.probing = undefined))
+    return this.probing
+  }
+
+  private scheduleProbe(delayMs: number): void {
+    this.probeTimer = setTimeout(() => {
+      void this.probe().then(() => {
+        if (!this.closed) this.scheduleProbe(this.settings.probeIntervalMs)
+      })
+    }, delayMs)
+    this.probeTimer.unref()
+  }
+
+  /** Open the primary's first connection (a wrong URL fails here) and measure every replica once. */
+  async start(): Promise<void> {
+    await this.router.primary.pool.warmup()
+    await this.probe()
+  }
+
+  /** Stop probing and close every pool. Idempotent. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      clearTimeout(this.probeTimer)
+      await this.probing
+      const { primary, replicas } = this.router
+      await Promise.all([primary, ...replicas].map((n) => n.close()))
+    })()
+    return this.closed
+  }
+}
+
+/** Create a cluster, fail fast with ConnectError if the primary cannot be reached, and measure the replicas once. */
+export async function createCluster(options?: ClusterOptions): Promise<Cluster> {
+  const cluster = new Cluster(options)
+  try {
+    await cluster.start()
+  } catch (err) {
+    await cluster.close()
+    throw err
+  }
+  return cluster
+}
