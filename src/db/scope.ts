@@ -134,6 +134,14 @@ export class ConnectionScope extends Queryable {
     }
   }
 
+  /**
+   * Close this connection when the scope ends instead of returning it to the pool: for when its
+   * session state is unknown or unwanted (a session lock that could not be released, …).
+   */
+  discard(): void {
+    this.conn.poisoned = true
+  }
+
   /** @internal */
   end(how: string): void {
     this.ended = how
