@@ -393,6 +393,7 @@ export class Cache {
   }
 
   private busChanged(up: boolean): void {
+    if (this.closed) return
     // Invalidations sent while we were not listening are lost: start again from Redis.
     this.dropAll()
     if (up) {

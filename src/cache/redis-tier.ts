@@ -136,6 +136,7 @@ export class RedisTier {
   errors = 0
   private busUp = false
   private degraded = false
+  private closing = false
   private readonly pending = new Set<string>()
   private pendingAll = false
   private readonly channel: string
@@ -155,7 +156,8 @@ export class RedisTier {
     this.genPrefix = `${p}g:`
     this.leasePrefix = `${p}l:`
     // ioredis reports connection trouble as 'error' events; without a listener it prints them.
-    client.on('error', (err: Error) => this.failed('connection', err))
+    client.on('error', (err: Error) => this.failed('connection error', err))
+    client.on('close', () => this.failed('connection closed', undefined))
     client.on('ready', () => {
       this.recovered()
       void this.flushPending()
@@ -260,6 +262,7 @@ export class RedisTier {
   }
 
   async close(): Promise<void> {
+    this.closing = true
     const quit = (r: Redis) => r.quit().catch(() => r.disconnect())
     await quit(this.subscriber)
     if (this.ownsClient) await quit(this.client)
@@ -283,19 +286,20 @@ export class RedisTier {
       this.recovered()
       return reply
     } catch (err) {
-      this.failed(what, err as Error)
+      this.failed(`${what} failed`, err as Error)
       return undefined
     } finally {
       clearTimeout(timer)
     }
   }
 
-  private failed(what: string, err: Error): void {
-    this.errors++
-    if (this.degraded) return
+  /** Count a failure (`err` given) or a lost connection, and say once per outage what happens now. */
+  private failed(what: string, err: Error | undefined): void {
+    if (err !== undefined) this.errors++
+    if (this.degraded || this.closing) return
     this.degraded = true
-    this.options.logger.warn(`cache ${this.options.cacheName}: Redis ${what} failed; serving from memory and loading directly until it is back`, {
-      error: scrubSecrets(String(err?.message ?? err)),
+    this.options.logger.warn(`cache ${this.options.cacheName}: Redis unavailable (${what}); serving from memory and loading directly until it is back`, {
+      error: err === undefined ? undefined : scrubSecrets(String(err.message ?? err)),
     })
   }
 
@@ -310,7 +314,7 @@ export class RedisTier {
       await this.subscriber.subscribe(this.channel)
       this.setBus(true)
     } catch (err) {
-      this.failed('subscribe', err as Error)
+      this.failed('subscribe failed', err as Error)
     }
   }
 
