@@ -15,6 +15,7 @@ import { safeJson, type Serializer } from '../db/codec.js'
 import { Database } from '../db/database.js'
 import type { Params, Row } from '../db/queryable.js'
 import type { Transaction } from '../db/scope.js'
+import { coarseNow } from './clock.js'
 import { ENTRY_OVERHEAD_BYTES, MemoryTier } from './memory.js'
 import type { BusMessage, RedisTier, StoredEntry } from './redis-tier.js'
 import type { CacheSettings, GetOptions } from './settings.js'
@@ -104,9 +105,9 @@ export class Cache {
    * concurrent callers, and across processes when Redis is configured).
    */
   get<T>(key: string, loader: Loader<T>, options?: GetOptions): Promise<T> {
-    const now = performance.now()
+    const now = coarseNow()
     const entry = this.memory.get(key, now)
-    if (entry !== undefined && covers(entry.lsn, options?.minLsn)) {
+    if (entry !== undefined && (options?.minLsn === undefined || covers(entry.lsn, options.minLsn))) {
       if (now < entry.freshUntil) {
         this.memoryHits++
         return Promise.resolve(entry.value as T)
@@ -352,7 +353,7 @@ export class Cache {
     }
     // Without the bus, other processes' invalidations cannot reach us: keep values briefly.
     if (this.redis !== undefined && !this.redis.busConnected) freshMs = Math.min(freshMs, this.settings.degradedTtlMs)
-    const now = performance.now()
+    const now = coarseNow()
     this.memory.set({
       key: load.key,
       value,
@@ -361,8 +362,9 @@ export class Cache {
       staleUntil: now + Math.max(0, freshMs, lifeMs),
       tags: load.tags,
       lsn,
-      prev: undefined,
-      next: undefined,
+      visited: 0,
+      newer: undefined,
+      older: undefined,
     })
   }
 

@@ -4,6 +4,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { describe, expect, it } from 'vitest'
 import { createCache, ConfigError, type Cache } from '../../src/index.js'
+import { MemoryTier, type MemoryEntry } from '../../src/cache/memory.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 
 const quiet = () => ({ logger: recordingLogger() })
@@ -195,6 +196,42 @@ describe('memory tier', () => {
     const cache = await createCache(quiet())
     await expect(cache.get('', () => 1)).rejects.toThrow(/non-empty/)
     await expect(cache.get('k', () => 1, { ttlMs: -1 })).rejects.toThrow(/ttlMs/)
+  })
+})
+
+describe('MemoryTier bookkeeping', () => {
+  it('stays consistent through 20 000 random sets, gets, deletes and tag deletes', () => {
+    const tier = new MemoryTier(50, 4_000)
+    const entry = (key: string, bytes: number, tags: string[]): MemoryEntry => ({
+      key, value: key, bytes, freshUntil: Infinity, staleUntil: Infinity, tags, lsn: undefined, visited: 0, newer: undefined, older: undefined,
+    })
+    let seed = 1
+    const rnd = (n: number) => (seed = (seed * 48271) % 2147483647) % n
+    const keys = Array.from({ length: 200 }, (_, i) => `k${i}`)
+    for (let step = 0; step < 20_000; step++) {
+      const key = keys[rnd(keys.length)]!
+      const op = rnd(10)
+      if (op < 5) tier.set(entry(key, 10 + rnd(200), [`t${rnd(5)}`]))
+      else if (op < 8) tier.get(key, 0)
+      else if (op < 9) tier.delete(key)
+      else {
+        const tag = `t${rnd(5)}`
+        tier.deleteTags([tag])
+        for (const k of keys) expect(tier.get(k, 0)?.tags.includes(tag) ?? false).toBe(false)
+      }
+      expect(tier.size).toBeLessThanOrEqual(50)
+      expect(tier.bytes).toBeLessThanOrEqual(4_000)
+    }
+    let count = 0
+    let bytes = 0
+    for (const k of keys) {
+      const e = tier.get(k, 0)
+      if (e) (count++, (bytes += e.bytes))
+    }
+    expect(count).toBe(tier.size)
+    expect(bytes).toBe(tier.bytes)
+    tier.clear()
+    expect(tier.size + tier.bytes).toBe(0)
   })
 })
 
