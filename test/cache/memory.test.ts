@@ -226,7 +226,9 @@ describe('MemoryTier bookkeeping', () => {
     let bytes = 0
     for (const k of keys) {
       const e = tier.get(k, 0)
-      if (e) (count++, (bytes += e.bytes))
+      if (e === undefined) continue
+      count++
+      bytes += e.bytes
     }
     expect(count).toBe(tier.size)
     expect(bytes).toBe(tier.bytes)
