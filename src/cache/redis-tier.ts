@@ -156,17 +156,21 @@ export class RedisTier {
     this.genPrefix = `${p}g:`
     this.leasePrefix = `${p}l:`
     // ioredis reports connection trouble as 'error' events; without a listener it prints them.
-    client.on('error', (err: Error) => this.failed('connection error', err))
-    client.on('close', () => this.failed('connection closed', undefined))
-    client.on('ready', () => {
-      this.recovered()
-      void this.flushPending()
-    })
+    client.on('error', this.onError)
+    client.on('close', this.onClose)
+    client.on('ready', this.onReady)
     subscriber.on('error', () => {})
     subscriber.on('message', (channel: string, text: string) => this.received(channel, text))
     subscriber.on('ready', () => void this.subscribe())
     subscriber.on('close', () => this.setBus(false))
     if (subscriber.status === 'ready') void this.subscribe()
+  }
+
+  private readonly onError = (err: Error) => this.failed('connection error', err)
+  private readonly onClose = () => this.failed('connection closed', undefined)
+  private readonly onReady = () => {
+    this.recovered()
+    void this.flushPending()
   }
 
   /** Commands can be sent now (the client is connected). */
@@ -266,6 +270,12 @@ export class RedisTier {
     const quit = (r: Redis) => r.quit().catch(() => r.disconnect())
     await quit(this.subscriber)
     if (this.ownsClient) await quit(this.client)
+    else {
+      // The client is the application's: leave it as we found it.
+      this.client.off('error', this.onError)
+      this.client.off('close', this.onClose)
+      this.client.off('ready', this.onReady)
+    }
   }
 
   private async run(what: string, s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {

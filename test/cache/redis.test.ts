@@ -2,6 +2,7 @@
 // invalidation bus, the cross-process stampede lease (and a holder that dies), generation tokens
 // against a racing write, and real Redis faults (SIGKILL, a stalled network).
 import { spawn, type ChildProcess } from 'node:child_process'
+import { Redis } from 'ioredis'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -162,6 +163,18 @@ describe.skipIf(skip)('Redis tier', () => {
     const fresh = await cacheFor()
     expect(await fresh.get('race', () => db.fetchVal<string>("SELECT value FROM items WHERE key = 'race'"))).toBe('new')
     expect(fresh.stats().loads).toBe(1) // nothing usable was in Redis
+  })
+
+  it("uses an ioredis client the application owns, and leaves it open and as it was on close", async () => {
+    const client = new Redis(redis.url)
+    const listeners = client.listenerCount('error')
+    const cache = await createCache({ redis: client, logger: recordingLogger() })
+    expect(await cache.get('own-client', () => 'v', { ttlMs: 10_000 })).toBe('v')
+    expect(cache.stats().redis).toMatchObject({ connected: true, busConnected: true, misses: 1 })
+    await cache.close()
+    expect(client.listenerCount('error')).toBe(listeners)
+    expect(await client.ping()).toBe('PONG')
+    client.disconnect()
   })
 
   it('keeps answering when Redis is killed, and picks it up again when it is back', async () => {
