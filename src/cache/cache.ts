@@ -17,9 +17,9 @@ import type { Params, Row } from '../db/queryable.js'
 import type { Transaction } from '../db/scope.js'
 import { coarseNow } from './clock.js'
 import { ENTRY_OVERHEAD_BYTES, MemoryTier } from './memory.js'
-import type { BusMessage, RedisTier, StoredEntry } from './redis-tier.js'
+import type { BusMessage, RedisTier, RedisTierHandlers, StoredEntry } from './redis-tier.js'
 import type { CacheSettings, GetOptions } from './settings.js'
-import { emptyCounters, type CacheStats } from './stats.js'
+import { cacheStats, emptyCounters, type CacheStats } from './stats.js'
 
 export interface LoadContext {
   readonly key: string
@@ -64,12 +64,6 @@ function deepFreeze(value: unknown): unknown {
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
   }
   return value
-}
-
-/** What the Redis tier calls back into the cache with. */
-export interface RedisTierHandlers {
-  onMessage(message: BusMessage): void
-  onBusChange(up: boolean): void
 }
 
 export type RedisTierFactory = (handlers: RedisTierHandlers) => RedisTier
@@ -125,9 +119,9 @@ export class Cache {
    * plus a hash of the rendered SQL and the parameters (or `options.key`). Takes a Database, not
    * a Transaction: rows read inside a transaction may be uncommitted and must not be shared.
    */
-  query<R = Row>(db: Database, sql: string, params: Params = [], options?: GetOptions & { key?: string }): Promise<R[]> {
+  async query<R = Row>(db: Database, sql: string, params: Params = [], options?: GetOptions & { key?: string }): Promise<R[]> {
     if (!(db instanceof Database)) {
-      return Promise.reject(new TypeError('cache.query needs a Database: rows read inside a transaction may be uncommitted and must not be cached for others'))
+      throw new TypeError('cache.query needs a Database: rows read inside a transaction may be uncommitted and must not be cached for others')
     }
     let key = options?.key
     if (key === undefined) {
@@ -172,40 +166,7 @@ export class Cache {
   }
 
   stats(): CacheStats {
-    const redis = this.redis
-    return {
-      name: this.name,
-      memory: {
-        entries: this.memory.size,
-        bytes: this.memory.bytes,
-        maxEntries: this.memory.maxEntries,
-        maxBytes: this.memory.maxBytes,
-        hits: this.memoryHits,
-        misses: this.counters.memoryMisses,
-        evictions: this.memory.evictions,
-      },
-      redis: {
-        enabled: redis !== undefined,
-        connected: redis?.available ?? false,
-        busConnected: redis?.busConnected ?? false,
-        degraded: redis?.isDegraded ?? false,
-        hits: redis?.hits ?? 0,
-        misses: redis?.misses ?? 0,
-        errors: redis?.errors ?? 0,
-        pendingInvalidations: redis?.pendingInvalidations ?? 0,
-      },
-      loads: this.counters.loads,
-      loadErrors: this.counters.loadErrors,
-      staleServed: this.counters.staleServed,
-      refreshes: this.counters.refreshes,
-      refreshErrors: this.counters.refreshErrors,
-      stampedesCollapsed: this.counters.stampedesCollapsed,
-      lockWaitTimeouts: this.counters.lockWaitTimeouts,
-      invalidations: this.counters.invalidations,
-      invalidationsReceived: this.counters.invalidationsReceived,
-      resyncs: this.counters.resyncs,
-      oversized: this.counters.oversized,
-    }
+    return cacheStats(this.name, this.memory, this.memoryHits, this.counters, this.redis)
   }
 
   /** Wait for background refreshes and Redis writes, then disconnect from Redis. */

@@ -117,16 +117,20 @@ export interface BusMessage {
   f?: string
 }
 
-export interface RedisTierOptions {
+/** What the tier calls back into the cache with. */
+export interface RedisTierHandlers {
+  onMessage(message: BusMessage): void
+  /** The bus was lost or came back: invalidations may have been missed. */
+  onBusChange(up: boolean): void
+}
+
+export interface RedisTierOptions extends RedisTierHandlers {
   prefix: string
   timeoutMs: number
   /** How long generation tokens live: longer than any entry, so a dead entry cannot come back. */
   generationTtlMs: number
   logger: Logger
   cacheName: string
-  onMessage(message: BusMessage): void
-  /** The bus was lost or came back: invalidations may have been missed. */
-  onBusChange(up: boolean): void
 }
 
 export class RedisTier {

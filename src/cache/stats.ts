@@ -1,4 +1,6 @@
 // The cache's counters, as a plain object for the observability layer.
+import type { MemoryTier } from './memory.js'
+import type { RedisTier } from './redis-tier.js'
 
 export interface CacheStats {
   name: string
@@ -61,5 +63,34 @@ export function emptyCounters() {
     invalidationsReceived: 0,
     resyncs: 0,
     oversized: 0,
+  }
+}
+
+export type Counters = ReturnType<typeof emptyCounters>
+
+export function cacheStats(name: string, memory: MemoryTier, memoryHits: number, counters: Counters, redis: RedisTier | undefined): CacheStats {
+  const { memoryMisses, ...rest } = counters
+  return {
+    name,
+    memory: {
+      entries: memory.size,
+      bytes: memory.bytes,
+      maxEntries: memory.maxEntries,
+      maxBytes: memory.maxBytes,
+      hits: memoryHits,
+      misses: memoryMisses,
+      evictions: memory.evictions,
+    },
+    redis: {
+      enabled: redis !== undefined,
+      connected: redis?.available ?? false,
+      busConnected: redis?.busConnected ?? false,
+      degraded: redis?.isDegraded ?? false,
+      hits: redis?.hits ?? 0,
+      misses: redis?.misses ?? 0,
+      errors: redis?.errors ?? 0,
+      pendingInvalidations: redis?.pendingInvalidations ?? 0,
+    },
+    ...rest,
   }
 }
