@@ -51,6 +51,8 @@ interface RedisTarget {
   owner: string | undefined
 }
 
+const UNREADABLE = Symbol('unreadable')
+
 /** How often a process waiting for another's load looks again (a fill message wakes it sooner). */
 const FILL_POLL_MS = 100
 
@@ -231,17 +233,21 @@ export class Cache {
         const target: RedisTarget = { names, tokens: read.tokens, owner: read.leased ? owner : undefined }
         const found = read.entry !== undefined && covers(read.entry.lsn, options?.minLsn) ? read.entry : undefined
         if (found !== undefined) {
+          const value = this.decodeStored(key, found)
+          // Unreadable (another serializer, a corrupted write): load it again, and replace it.
+          if (value === UNREADABLE) return await this.runLoader(load, loader, options, target)
           if (waited) this.counters.stampedesCollapsed++
+          const adopted = this.adopt(load, found, value)
           if (found.freshMs > 0 || !read.leased) {
             if (found.freshMs <= 0 && !background) this.counters.staleServed++
-            return this.adopt(load, found)
+            return adopted
           }
           // Stale, and the refresh is ours.
           if (background) return await this.runLoader(load, loader, options, target)
           this.counters.staleServed++
           this.counters.refreshes++
           this.track(this.refreshWithLease(key, tags, loader, options, target))
-          return this.adopt(load, found)
+          return adopted
         }
         if (read.leased || lease === undefined) return await this.runLoader(load, loader, options, target)
         if (background) return undefined
@@ -299,8 +305,17 @@ export class Cache {
     return { value, lsn: ctx.lsn }
   }
 
-  private adopt(load: Load, entry: StoredEntry): Loaded {
-    const value = deepFreeze(this.serializer.decode(entry.payload))
+  private decodeStored(key: string, entry: StoredEntry): unknown {
+    try {
+      return deepFreeze(this.serializer.decode(entry.payload))
+    } catch (err) {
+      this.redis!.errors++
+      this.logger.warn(`cache ${this.name}: a value in Redis could not be decoded; loading it again`, { key, error: (err as Error)?.message })
+      return UNREADABLE
+    }
+  }
+
+  private adopt(load: Load, entry: StoredEntry, value: unknown): Loaded {
     this.keep(load, value, entry.payload.length, entry.freshMs, entry.lifeMs, entry.lsn)
     return { value, lsn: entry.lsn }
   }

@@ -159,8 +159,9 @@ async function underLock<T>(
     try {
       granted = await acquireAdvisoryLock(conn, k, 'session', lockOptions)
     } catch (err) {
-      // The lock may have been granted just before a later step failed: never keep it pooled.
-      conn.discard()
+      // Unless it plainly timed out, the lock may have been granted before a later step failed
+      // (restoring lock_timeout, COMMIT): never let such a connection go back to the pool.
+      if (!(err instanceof LockTimeoutError)) conn.discard()
       throw err
     }
     if (!granted) return { acquired: false }

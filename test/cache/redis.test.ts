@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createCache, Database, type Cache, type CacheOptions, type CacheStats } from '../../src/index.js'
-import { recordingLogger, settledWithin, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
+import { recordingLogger, settledWithin, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startFaultProxy } from '../helpers/proxy.js'
 import { skipWithoutRedis, startRedis, type RedisServer } from '../helpers/redis.js'
 
@@ -147,19 +147,21 @@ describe.skipIf(skip)('Redis tier', () => {
     const writer = await cacheFor()
     let release!: () => void
     const gate = new Promise<void>((r) => (release = r))
+    let read = false
     const stale = slow.get('race', async () => {
       const value = await db.fetchVal<string>("SELECT value FROM items WHERE key = 'race'")
+      read = true
       await gate // the write and its invalidation happen while this load holds the old value
       return value
     })
-    await sleep(50)
+    await waitFor(() => read, 5_000, 'the slow load to read')
     await db.transaction(async (tx) => {
       await tx.execute("UPDATE items SET value = 'new' WHERE key = 'race'")
       writer.invalidateAfterCommit(tx, { keys: ['race'] })
     })
     release()
     expect(await stale).toBe('old') // its caller started before the write
-    await sleep(100) // the rejected write to Redis has landed
+    await slow.close() // waits for its (refused) write to Redis
     const fresh = await cacheFor()
     expect(await fresh.get('race', () => db.fetchVal<string>("SELECT value FROM items WHERE key = 'race'"))).toBe('new')
     expect(fresh.stats().loads).toBe(1) // nothing usable was in Redis
@@ -174,6 +176,19 @@ describe.skipIf(skip)('Redis tier', () => {
     await cache.close()
     expect(client.listenerCount('error')).toBe(listeners)
     expect(await client.ping()).toBe('PONG')
+    client.disconnect()
+  })
+
+  it('loads again and replaces a value in Redis that cannot be decoded', async () => {
+    const client = new Redis(redis.url)
+    await client.hset('tidepool:cache:v:garbled', 'm', JSON.stringify({ n: ['*', 'k:garbled'], g: ['0', '0'] }), 'v', '{not json', 'f', Date.now() + 60_000)
+    await client.pexpire('tidepool:cache:v:garbled', 60_000)
+    const logger = recordingLogger()
+    const cache = await cacheFor({ logger })
+    expect(await cache.get('garbled', () => 'reloaded')).toBe('reloaded')
+    expect(logger.text()).toMatch(/could not be decoded; loading it again/)
+    await cache.close() // waits for its write to Redis
+    expect(await (await cacheFor()).get('garbled', () => 'must come from Redis now')).toBe('reloaded')
     client.disconnect()
   })
 

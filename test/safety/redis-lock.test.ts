@@ -69,9 +69,9 @@ describe.skipIf(skip)('Redis lock with fencing tokens', () => {
   })
 
   it('keeps the lock while extended', async () => {
-    const lock = await acquireRedisLock(redis, 'long-job', { ttlMs: 200 })
+    const lock = await acquireRedisLock(redis, 'long-job', { ttlMs: 500 })
     for (let i = 0; i < 4; i++) {
-      await sleep(100)
+      await sleep(250) // 1 s in all: twice the lease
       expect(await lock!.extend()).toBe(true)
     }
     expect(await acquireRedisLock(redis, 'long-job')).toBeNull()
