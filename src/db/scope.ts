@@ -78,6 +78,15 @@ export class ConnectionScope extends Queryable {
     return this.conn.pid
   }
 
+  /**
+   * Close the connection when this scope ends instead of returning it to the pool: for session
+   * state that could not be undone (a session lock whose unlock failed), which must not reach
+   * the next borrower.
+   */
+  retire(): void {
+    this.conn.poisoned = true
+  }
+
   protected assertOpen(): void {
     if (this.ended) {
       throw new TransactionError(`this ${this.scopeName} has already ${this.ended}; statements must run inside its callback`)
@@ -132,14 +141,6 @@ export class ConnectionScope extends Queryable {
         for (const run of after) await run()
       }
     }
-  }
-
-  /**
-   * Close this connection when the scope ends instead of returning it to the pool: for when its
-   * session state is unknown or unwanted (a session lock that could not be released, …).
-   */
-  discard(): void {
-    this.conn.poisoned = true
   }
 
   /** @internal */

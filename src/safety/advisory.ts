@@ -132,7 +132,7 @@ export async function acquireAdvisoryLock(
 async function releaseSessionLock(conn: ConnectionScope, key: bigint, shared: boolean): Promise<void> {
   // A session lock that stays on a pooled connection would be held by whoever uses it next.
   const released = await conn.fetchVal<boolean>(`SELECT pg_advisory_unlock${shared ? '_shared' : ''}($1)`, [key]).catch(() => false)
-  if (!released) conn.discard()
+  if (!released) conn.retire()
 }
 
 async function underLock<T>(
@@ -161,7 +161,7 @@ async function underLock<T>(
     } catch (err) {
       // Unless it plainly timed out, the lock may have been granted before a later step failed
       // (restoring lock_timeout, COMMIT): never let such a connection go back to the pool.
-      if (!(err instanceof LockTimeoutError)) conn.discard()
+      if (!(err instanceof LockTimeoutError)) conn.retire()
       throw err
     }
     if (!granted) return { acquired: false }

@@ -129,7 +129,7 @@ describe('advisory locks', () => {
     await withAdvisoryLock(db, 'lost-session-lock', async (conn) => conn.execute('SELECT pg_advisory_unlock_all()'), { scope: 'session' })
     expect(db.pool.stats().discarded).toBe(discardedBefore + 1)
     // The same through the foundation's own API.
-    await db.withConnection(async (conn) => conn.discard())
+    await db.withConnection(async (conn) => conn.retire())
     expect(db.pool.stats().discarded).toBe(discardedBefore + 2)
   })
 })
