@@ -38,6 +38,8 @@ export {
   type StreamOptions,
   type Params,
   type Row,
+  safeJson,
+  type Serializer,
 } from './db/index.js'
 export {
   Migrator,
@@ -117,3 +119,7 @@ export {
   type Lsn,
   type ConsistencyToken,
 } from './replicas/index.js'
+// Cache: in-process LRU + optional Redis tier, invalidation bus, single-flight, stampede lease.
+export { Cache, createCache, type CacheOptions, type GetOptions, type CacheStats, type Loader, type LoadContext } from './cache/index.js'
+// Safety: idempotency keys, advisory and row locks, fenced Redis locks.
+export * from './safety/index.js'

@@ -6,3 +6,4 @@ export { QueryHooks, type QueryEvents, type QueryStartEvent, type QueryEndEvent 
 export { type TransactionOptions, type IsolationLevel, isRetryable } from './transaction.js'
 export { type StreamOptions, copyTextValue, cursorRows, copyChunksOut } from './bulk.js'
 export { toQueryError } from './errors.js'
+export { safeJson, type Serializer } from './codec.js'

@@ -1,0 +1,109 @@
+// Cache options: defaults, validation (a wrong value fails at start-up with the key's name), and
+// the per-call lifetimes.
+import type { Redis } from 'ioredis'
+import { defaultLogger, type Logger } from '../config/logger.js'
+import type { Serializer } from '../db/codec.js'
+import { ConfigError } from '../errors/index.js'
+
+export interface CacheOptions {
+  /** Name in logs and stats (default `cache`). */
+  name?: string
+  /** Tier 1 holds at most this many entries (default 10 000)… */
+  maxEntries?: number
+  /** …and about this many bytes of serialized values (default 64 MiB). */
+  maxBytes?: number
+  /** Larger values skip tier 1 (default maxBytes / 16). */
+  maxEntryBytes?: number
+  /** Default freshness of an entry (default 60 000). */
+  ttlMs?: number
+  /** Default time past ttlMs during which the old value is served while one caller refreshes it (default 0). */
+  staleWhileRevalidateMs?: number
+  /** Upper bound of ttlMs + staleWhileRevalidateMs for any entry (default 24 h). */
+  maxTtlMs?: number
+  /** Tier 2: a `redis://` URL (needs the ioredis package) or an ioredis client you own. */
+  redis?: string | Redis
+  /** Prefix of every Redis key and of the bus channel (default `tidepool:cache:`). */
+  prefix?: string
+  /** Budget of one Redis round trip; past it the request goes on without Redis (default 250). */
+  redisTimeoutMs?: number
+  /** How long createCache waits for Redis before starting degraded (default 2000). */
+  redisConnectTimeoutMs?: number
+  /** Lease of the one process that loads a missing key; others wait for its value (default 5000). */
+  lockTtlMs?: number
+  /** How long a process waits for another's load before loading itself (default 5000). */
+  lockWaitMs?: number
+  /** While the invalidation bus is down, memory entries stay fresh at most this long (default 1000). */
+  degradedTtlMs?: number
+  /** How values are stored (default safeJson: keeps bigint, Date, Buffer; no prototype revival). */
+  serializer?: Serializer
+  logger?: Logger
+}
+
+export interface GetOptions {
+  ttlMs?: number
+  staleWhileRevalidateMs?: number
+  /** Labels for invalidateTags (e.g. the tables the value was read from). */
+  tags?: readonly string[]
+  /** Treat entries that reflect an older WAL position (or none) as misses: read-your-writes. */
+  minLsn?: bigint
+}
+
+function integer(key: string, value: number | undefined, fallback: number, min: number): number {
+  const v = value ?? fallback
+  if (!Number.isSafeInteger(v) || v < min) throw new ConfigError(`invalid cache option ${key}: expected an integer ≥ ${min}, got ${String(value)}`, { key })
+  return v
+}
+
+export class CacheSettings {
+  readonly name: string
+  readonly maxEntries: number
+  readonly maxBytes: number
+  readonly maxEntryBytes: number
+  readonly ttlMs: number
+  readonly staleWhileRevalidateMs: number
+  readonly maxTtlMs: number
+  readonly prefix: string
+  readonly redisTimeoutMs: number
+  readonly redisConnectTimeoutMs: number
+  readonly lockTtlMs: number
+  readonly lockWaitMs: number
+  readonly degradedTtlMs: number
+  readonly serializer: Serializer | undefined
+  readonly logger: Logger
+
+  constructor(options: CacheOptions) {
+    this.name = options.name ?? 'cache'
+    this.maxEntries = integer('maxEntries', options.maxEntries, 10_000, 1)
+    this.maxBytes = integer('maxBytes', options.maxBytes, 64 * 1024 * 1024, 1)
+    this.maxEntryBytes = integer('maxEntryBytes', options.maxEntryBytes, Math.max(1, Math.floor(this.maxBytes / 16)), 1)
+    this.ttlMs = integer('ttlMs', options.ttlMs, 60_000, 1)
+    this.staleWhileRevalidateMs = integer('staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0, 0)
+    this.maxTtlMs = integer('maxTtlMs', options.maxTtlMs, 86_400_000, 1)
+    this.prefix = options.prefix ?? 'tidepool:cache:'
+    this.redisTimeoutMs = integer('redisTimeoutMs', options.redisTimeoutMs, 250, 1)
+    this.redisConnectTimeoutMs = integer('redisConnectTimeoutMs', options.redisConnectTimeoutMs, 2_000, 0)
+    this.lockTtlMs = integer('lockTtlMs', options.lockTtlMs, 5_000, 1)
+    this.lockWaitMs = integer('lockWaitMs', options.lockWaitMs, 5_000, 0)
+    this.degradedTtlMs = integer('degradedTtlMs', options.degradedTtlMs, 1_000, 0)
+    this.serializer = options.serializer
+    this.logger = options.logger ?? defaultLogger()
+  }
+
+  /** Reject a bad key or bad per-call options before anything is loaded. */
+  check(key: string, options: GetOptions | undefined): void {
+    if (typeof key !== 'string' || key.length === 0) throw new TypeError(`cache key must be a non-empty string (got ${typeof key === 'string' ? '""' : typeof key})`)
+    if (options === undefined) return
+    if (options.ttlMs !== undefined) integer('ttlMs', options.ttlMs, 0, 1)
+    if (options.staleWhileRevalidateMs !== undefined) integer('staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0, 0)
+    for (const tag of options.tags ?? []) {
+      if (typeof tag !== 'string' || tag.length === 0) throw new TypeError('cache tags must be non-empty strings')
+    }
+  }
+
+  /** Freshness and total life (fresh + stale window) of an entry, capped by maxTtlMs. */
+  lifetimes(options: GetOptions | undefined): { ttlMs: number; lifeMs: number } {
+    const ttlMs = Math.min(options?.ttlMs ?? this.ttlMs, this.maxTtlMs)
+    const lifeMs = Math.min(ttlMs + (options?.staleWhileRevalidateMs ?? this.staleWhileRevalidateMs), this.maxTtlMs)
+    return { ttlMs, lifeMs }
+  }
+}
