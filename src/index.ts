@@ -33,6 +33,7 @@ export {
   type QueryEvents,
   type QueryStartEvent,
   type QueryEndEvent,
+  type TransactionRetryEvent,
   type TransactionOptions,
   type IsolationLevel,
   type StreamOptions,
