@@ -18,7 +18,7 @@ export class DemandSampler {
     readonly pool: Pool,
     readonly intervalMs = 100,
     /** Samples kept: 3000 at 100 ms is the last five minutes. */
-    capacity = 3_000,
+    private readonly capacity = 3_000,
   ) {
     this.demand = new Sampler(capacity)
     this.timer = setInterval(() => this.sample(), intervalMs)
@@ -33,6 +33,11 @@ export class DemandSampler {
 
   percentiles(): Percentiles {
     return this.demand.percentiles()
+  }
+
+  /** How far back the kept samples reach. */
+  windowSeconds(): number {
+    return Math.round(Math.min(Date.now() - this.startedAt, this.capacity * this.intervalMs) / 1000)
   }
 
   stop(): void {
@@ -160,7 +165,7 @@ export async function advisePoolSize(db: Database, sampler: DemandSampler, optio
     pool: pool.name,
     current: { size: stats.size, maxOverflow: stats.maxOverflow },
     ruleOfThumb,
-    measured: { windowSeconds: Math.round((Date.now() - sampler.startedAt) / 1000), samples: sampler.samples, demand, waitMs: stats.waitMs, timeouts: stats.timeouts },
+    measured: { windowSeconds: sampler.windowSeconds(), samples: sampler.samples, demand, waitMs: stats.waitMs, timeouts: stats.timeouts },
     budget: {
       maxConnections: facts.max_connections,
       reserved: facts.reserved,
