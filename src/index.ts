@@ -76,3 +76,22 @@ export {
   type ServerStatement,
   type ServerStatements,
 } from './observe/index.js'
+
+// Operations: backup/restore with checksums and verification, integrity checks, advisor.
+export {
+  backup,
+  restore,
+  verifyBackup,
+  listBackups,
+  readManifest,
+  BackupError,
+  type BackupOptions,
+  type BackupResult,
+  type BackupProgress,
+  type RestoreOptions,
+  type RestoreResult,
+  type RestoreProgress,
+  type VerifyResult,
+  type BackupManifest,
+  type BackupFailure,
+} from './ops/index.js'

@@ -1,0 +1,7 @@
+// Operations: backup and restore over pg_dump/pg_restore with checksums and verification,
+// integrity checks, and the index and settings advisor.
+export { backup, listBackups, type BackupOptions, type BackupResult, type BackupProgress } from './backup.js'
+export { restore, verifyBackup, type RestoreOptions, type RestoreResult, type RestoreProgress, type VerifyResult } from './restore.js'
+export { readManifest, manifestPath, type BackupManifest, type TableRows } from './manifest.js'
+export { locateTool, type ClientTool, type ClientToolName } from './tools.js'
+export { BackupError, type BackupFailure } from './errors.js'
