@@ -2,6 +2,10 @@
 // The `tidepool` command. Each subcommand lives in its own module under commands/.
 import { Command } from 'commander'
 import { readFileSync } from 'node:fs'
+import { registerAdvise } from './commands/advise.js'
+import { registerBackup } from './commands/backup.js'
+import { registerCheck } from './commands/check.js'
+import { registerRestore } from './commands/restore.js'
 import { registerUp } from './commands/up.js'
 import { reportAndExit } from './output.js'
 
@@ -15,6 +19,10 @@ export function buildProgram(): Command {
     .version(pkg.version)
     .showHelpAfterError()
   registerUp(program)
+  registerBackup(program)
+  registerRestore(program)
+  registerCheck(program)
+  registerAdvise(program)
   return program
 }
 

@@ -61,7 +61,7 @@ export function overallStatus(components: Iterable<ComponentReport>): HealthStat
   return status
 }
 
-export async function runChecks(checks: readonly HealthCheck[], options: ReadinessOptions = {}): Promise<HealthReport> {
+export async function runHealthChecks(checks: readonly HealthCheck[], options: ReadinessOptions = {}): Promise<HealthReport> {
   const timeoutMs = options.timeoutMs ?? 2_000
   const started = performance.now()
   const controller = new AbortController()

@@ -8,7 +8,7 @@ import type { Pool, PoolStats } from '../pool/pool.js'
 import { Sampler, type Percentiles } from '../pool/sampler.js'
 import { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
 import { renderExposition } from './exposition.js'
-import { poolCheck, ProcessHealth, runChecks, type HealthReport, type ReadinessOptions } from './health.js'
+import { poolCheck, ProcessHealth, runHealthChecks, type HealthReport, type ReadinessOptions } from './health.js'
 import { CounterVec, HistogramVec, QUERY_SECONDS_BUCKETS } from './histogram.js'
 import { NPlusOneDetector, type NPlusOneWarning } from './n-plus-one.js'
 import { PoolMetrics } from './pool-metrics.js'
@@ -224,7 +224,7 @@ export class Observer {
 
   /** Every check (each watched pool's server, plus added ones) under one deadline. */
   readiness(options?: ReadinessOptions): Promise<HealthReport> {
-    return runChecks(this.checks, { timeoutMs: options?.timeoutMs ?? this.options.readinessTimeoutMs })
+    return runHealthChecks(this.checks, { timeoutMs: options?.timeoutMs ?? this.options.readinessTimeoutMs })
   }
 
   // ---------------------------------------------------------------- advisor, snapshot

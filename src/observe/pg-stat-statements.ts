@@ -16,11 +16,21 @@ export interface ServerStatement {
   cacheHitRatio: number | null
 }
 
-export type ServerStatements = { available: true; statements: ServerStatement[] } | { available: false; reason: string }
+export type ServerStatements =
+  /** `totalMs`: all statements of this database together, to put each one's share in proportion. */
+  | { available: true; statements: ServerStatement[]; totalMs: number }
+  | { available: false; reason: string }
 
 export type ServerStatementOrder = 'total' | 'mean' | 'calls'
 
-export async function serverStatements(db: Database, options: { limit?: number; by?: ServerStatementOrder } = {}): Promise<ServerStatements> {
+export interface ServerStatementOptions {
+  limit?: number
+  by?: ServerStatementOrder
+  /** Include utility statements (DDL, VACUUM, SET…); default false: queries only. */
+  utility?: boolean
+}
+
+export async function serverStatements(db: Database, options: ServerStatementOptions = {}): Promise<ServerStatements> {
   const installed = await db.fetchVal<string>("SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
   if (installed === null) {
     return { available: false, reason: 'pg_stat_statements is not installed in this database: add it to shared_preload_libraries and run CREATE EXTENSION pg_stat_statements' }
@@ -38,11 +48,15 @@ export async function serverStatements(db: Database, options: { limit?: number; 
                    ELSE round(shared_blks_hit::numeric / (shared_blks_hit + shared_blks_read), 4)::float8 END AS "cacheHitRatio"
          FROM pg_stat_statements
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND ($2 OR query ~* '^\\s*(select|insert|update|delete|merge|with|values|table)\\M')
         ORDER BY ${order} DESC
         LIMIT $1`,
-      [options.limit ?? 10],
+      [options.limit ?? 10, options.utility ?? false],
     )
-    return { available: true, statements: rows }
+    const totalMs = (await db.fetchVal<number>(
+      `SELECT coalesce(sum(total_${time}), 0)::float8 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+    ))!
+    return { available: true, statements: rows, totalMs }
   } catch (err) {
     // 55000: installed but not loaded via shared_preload_libraries.
     if (err instanceof QueryError && err.sqlstate === '55000') return { available: false, reason: err.message }

@@ -5,3 +5,7 @@ export { restore, verifyBackup, type RestoreOptions, type RestoreResult, type Re
 export { readManifest, manifestPath, type BackupManifest, type TableRows } from './manifest.js'
 export { locateTool, type ClientTool, type ClientToolName } from './tools.js'
 export { BackupError, type BackupFailure } from './errors.js'
+export { checkIntegrity, type CheckOptions, type RelationshipSpec } from './check.js'
+export { adviseDatabase, type AdviseOptions } from './advise.js'
+export { parseColumnsRef, type ColumnsRef } from './catalog.js'
+export { hasAtLeast, type Finding, type Report, type Severity, type StepReport } from './findings.js'

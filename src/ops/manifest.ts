@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream, existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import type { Queryable } from '../db/queryable.js'
+import { inUserSchemas } from './catalog.js'
 import { BackupError } from './errors.js'
 
 export const MANIFEST_FORMAT = 'tidepool-backup/1'
@@ -80,10 +81,8 @@ export async function listTables(q: Queryable, schemas: readonly string[] | null
   const rows = await q.fetchAll<{ qualified: string }>(
     `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qualified
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind = 'r'
-        AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+      WHERE c.relkind = 'r' AND ${inUserSchemas('n.nspname')}
         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-        AND ($1::text[] IS NULL OR n.nspname = ANY($1))
       ORDER BY 1`,
     [schemas],
   )
