@@ -105,13 +105,14 @@ export class Observer {
 
   /**
    * Record a pool's gauges, counters and waits, sample its demand for the size advisor, and
-   * check its server for readiness.
+   * check its server for readiness (`critical: false` for a pool the app can do without, such as
+   * a replica's: down then means degraded, not unready).
    */
-  watchPool(pool: Pool): this {
+  watchPool(pool: Pool, options: { critical?: boolean } = {}): this {
     if (this.pools.has(pool)) return this
     this.pools.watch(pool)
     this.samplers.set(pool, new DemandSampler(pool))
-    this.addCheck(poolCheck(pool))
+    this.addCheck(poolCheck(pool, options))
     return this
   }
 
