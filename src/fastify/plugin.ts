@@ -3,8 +3,7 @@
 // readiness and metrics, turns a full pool into 503 + Retry-After, wires Idempotency-Key for
 // routes that opt in, and closes the pools when the app closes. It sets no error handler, so
 // the app keeps its own.
-import { AsyncResource } from 'node:async_hooks'
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify'
+import type { FastifyInstance, FastifyReply, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Database } from '../db/database.js'
 import { ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, TidepoolError } from '../errors/index.js'
@@ -67,9 +66,6 @@ declare module 'fastify' {
   }
 }
 
-const kResource = Symbol('tidepool.scopeResource')
-type ScopedRequest = FastifyRequest & { [kResource]?: AsyncResource }
-
 function uniquePools(options: TidepoolPluginOptions): Pool[] {
   const pools = new Set<Pool>(options.pools ?? [])
   if (options.database) pools.add(options.database.pool)
@@ -91,9 +87,8 @@ async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptio
   app.decorate('tidepool', { observer, db: options.database, databases, pools })
   app.decorateRequest('tidepool', null as unknown as TidepoolRequest)
 
-  // Each request runs in its own scope. Fastify runs the handler from the request stream's
-  // 'end' event, in another async context, so the scope is re-entered before validation
-  // (the approach of @fastify/request-context).
+  // Each request runs in its own scope; Fastify 5 runs body parsing in the request's async
+  // context, so the scope reaches the handler even when the body arrives later.
   app.addHook('onRequest', (request, _reply, done) => {
     const scope = new RequestScope(`${request.method} ${request.routeOptions.url ?? '(no route)'}`, String(request.id))
     const main = options.database
@@ -105,16 +100,7 @@ async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptio
       },
       databases,
     }
-    runInScope(scope, () => {
-      const resource = new AsyncResource('tidepool.request')
-      ;(request as ScopedRequest)[kResource] = resource
-      resource.runInAsyncScope(done, request.raw)
-    })
-  })
-  app.addHook('preValidation', (request, _reply, done) => {
-    const resource = (request as ScopedRequest)[kResource]
-    if (resource) resource.runInAsyncScope(done, request.raw)
-    else done()
+    runInScope(scope, done)
   })
 
   // Every route's handler: Idempotency-Key for those that opt in; a full or unreachable
