@@ -3,6 +3,7 @@
 // snapshot. Other layers plug in through MetricsSource and HealthCheck.
 import { defaultLogger, type Logger, type LogFields } from '../config/logger.js'
 import type { Database } from '../db/database.js'
+import { ConfigError } from '../errors/index.js'
 import type { QueryEndEvent, QueryStartEvent } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
 import { Sampler, type Percentiles } from '../pool/sampler.js'
@@ -134,7 +135,9 @@ export class Observer {
 
   /** Add a metrics source (the replicas Cluster, the cache, your own). */
   addSource(source: MetricsSource): this {
-    if (this.sources.some((s) => s.name === source.name)) throw new Error(`a metrics source named ${JSON.stringify(source.name)} is already registered`)
+    if (this.sources.some((s) => s.name === source.name)) {
+      throw new ConfigError(`a metrics source named ${JSON.stringify(source.name)} is already registered; give each source its own name`, { key: 'name' })
+    }
     this.sources.push(source)
     return this
   }

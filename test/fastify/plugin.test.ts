@@ -48,7 +48,9 @@ async function build(
   extra: Parameters<typeof tidepool>[1] = {},
   { ownErrorHandler = true } = {},
 ): Promise<Built> {
-  const pool = await createPool({ url: testDb.url, name: 'api', size: 4, ...poolOptions }, { logger })
+  // No warm-up under a short acquire timeout: on a busy machine connecting can take longer.
+  const pool = await createPool({ url: testDb.url, name: 'api', size: 4, ...poolOptions }, { logger, warmup: false })
+  pool.release(await pool.acquire({ timeoutMs: 10_000 }))
   const db = new Database(pool, { schema: 'shop' })
   const warnings: NPlusOneWarning[] = []
   const app = Fastify()

@@ -22,9 +22,12 @@ const replicaSource: MetricsSource = {
 }
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, name: 'obs', size: 2, maxOverflow: 0, acquireTimeoutMs: 200, applicationName: 'metrics-test' }, { logger })
+  pool = await createPool({ url: testDb.url, name: 'obs', size: 2, maxOverflow: 0, acquireTimeoutMs: 200, applicationName: 'metrics-test' }, { logger, warmup: false })
+  // Both connections opened up front: connecting may take longer than 200 ms on a busy machine.
+  const warm = [await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 })]
+  warm.forEach((c) => pool.release(c))
   db = new Database(pool)
-  acquiresBeforeWatch = pool.stats().acquires // the warm-up
+  acquiresBeforeWatch = pool.stats().acquires // the warm-up's
   observer = new Observer({ slowQueryMs: false }).watch(db).addSource(replicaSource)
 
   await db.fetchAll('SELECT $1::int AS n', [1])
