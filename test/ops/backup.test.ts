@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BackupError, Database, backup, listBackups, readManifest, restore, verifyBackup, type BackupProgress } from '../../src/index.js'
 import { findSystemTool } from '../../src/testing/index.js'
@@ -11,6 +13,7 @@ const haveTools = findSystemTool('pg_dump') !== undefined && findSystemTool('pg_
 if (!haveTools && !process.env.CI) console.warn('\n!!! SKIPPING backup tests: pg_dump/pg_restore not installed (apt-get install postgresql-client-15) !!!\n')
 const describeTools = haveTools || process.env.CI ? describe : describe.skip
 
+const run = promisify(execFile)
 const testDb = await useDatabase()
 const dir = mkdtempSync(join(tmpdir(), 'tidepool-backup-test-'))
 let db: Database
@@ -156,5 +159,17 @@ describeTools('backup and restore', () => {
     expect((old as Error).message).toMatch(/server is PostgreSQL 15 but the only pg_dump found is older: .*14\.9/)
     for (const err of [missing, old]) expect(JSON.stringify({ ...(err as object), message: (err as Error).message })).not.toContain('Sup3rSecret')
     rmSync(empty, { recursive: true, force: true })
+  })
+
+  it('runs from the command line: backup with retention, then a verification in a scratch database', async () => {
+    const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, DATABASE_URL: urlWithPassword } })
+    const made = await cli('backup', '--dir', dir, '--prefix', 'cli', '--retain', '1', '--json')
+    const result = JSON.parse(made.stdout) as { file: string; manifest: { tables: unknown[] } }
+    expect(result.manifest.tables).toHaveLength(3)
+    const checked = await cli('restore', result.file, '--verify-only')
+    expect(checked.stdout).toMatch(/restores cleanly; 3 tables, 5500 rows match the manifest/)
+    expect(made.stderr + checked.stderr).not.toContain('Sup3rSecret')
+    const refused = await cli('restore', result.file).catch((e: unknown) => e as { code: number; stderr: string })
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/^tidepool: BackupError: .*already has 3 of the tables/) })
   })
 })
