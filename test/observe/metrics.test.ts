@@ -43,7 +43,7 @@ beforeAll(async () => {
   await expect(db.fetchVal('SELECT 1')).rejects.toBeInstanceOf(PoolTimeoutError)
   held.forEach((c) => pool.release(c))
   // An eviction: the server ends an idle connection under us.
-  await testDb.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'metrics-test' AND state = 'idle'")
+  await testDb.admin("SELECT pg_terminate_backend(pid) FROM (SELECT pid FROM pg_stat_activity WHERE application_name = 'metrics-test' AND state = 'idle' LIMIT 1) one")
   await waitFor(() => pool.stats().evictions >= 1, 5_000, 'eviction')
 })
 afterAll(async () => {
