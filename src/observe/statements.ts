@@ -24,17 +24,8 @@ export interface StatementStats {
 
 export type StatementOrder = 'total' | 'mean' | 'p95' | 'max' | 'calls' | 'errors'
 
-interface Entry {
-  fingerprint: string
-  statement: string
-  calls: number
-  errors: number
-  rows: number
-  totalMs: number
-  maxMs: number
-  lastAt: number
-  recent: Sampler
-}
+/** What is kept per statement: the running figures, and recent durations for the p95. */
+type Entry = Omit<StatementStats, 'meanMs' | 'p95Ms'> & { recent: Sampler }
 
 const RECENT_WINDOW = 128
 
