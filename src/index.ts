@@ -75,6 +75,7 @@ export {
   type PoolSizeAdviceOptions,
   type ServerStatement,
   type ServerStatements,
+  type ServerStatementOptions,
 } from './observe/index.js'
 
 // Operations: backup/restore with checksums and verification, integrity checks, advisor.

@@ -82,9 +82,9 @@ export class Observer {
   private readonly errorRate = new RateWindow()
   private totals = { queries: 0, errors: 0, retries: 0 }
   // Databases made with withSchema() share one event hub: one emit reaches each of our listeners
-  // with the same event object, so remembering the last one keeps them from counting twice.
-  private lastStart: QueryStartEvent | undefined
-  private lastEnd: QueryEndEvent | undefined
+  // with the same event object, one listener after the other, so remembering the last event
+  // seen keeps them from counting it twice.
+  private lastEvent: object | undefined
 
   /** Logs through the configured logger, or the first watched pool's. */
   readonly logger: Logger
@@ -125,6 +125,7 @@ export class Observer {
       db.on('queryStart', (e) => this.onQueryStart(e)),
       db.on('query', (e) => this.onQuery(e)),
       db.on('retry', (e) => {
+        if (!this.firstSight(e)) return
         this.totals.retries++
         this.retryCounts.inc([e.pool])
       }),
@@ -148,15 +149,19 @@ export class Observer {
     return this
   }
 
+  private firstSight(event: object): boolean {
+    if (event === this.lastEvent) return false
+    this.lastEvent = event
+    return true
+  }
+
   private onQueryStart(e: QueryStartEvent): void {
-    if (e === this.lastStart) return
-    this.lastStart = e
+    if (!this.firstSight(e)) return
     if (this.nPlusOne?.record(e)) this.nPlusOneCounts.inc([e.pool])
   }
 
   private onQuery(e: QueryEndEvent): void {
-    if (e === this.lastEnd) return
-    this.lastEnd = e
+    if (!this.firstSight(e)) return
     this.totals.queries++
     this.rate.add()
     this.latency.record(e.durationMs)
