@@ -9,6 +9,10 @@ import { registerConfig } from './commands/config.js'
 import { registerMigrate } from './commands/migrate.js'
 import { registerHealth, registerStatus } from './commands/server.js'
 import { registerTenants } from './commands/tenants.js'
+import { registerAdvise } from './commands/advise.js'
+import { registerBackup } from './commands/backup.js'
+import { registerCheck } from './commands/check.js'
+import { registerRestore } from './commands/restore.js'
 import { registerUp } from './commands/up.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
 
@@ -38,6 +42,10 @@ export function buildProgram(io: Io = processIo): Command {
   registerStatus(program)
   registerHealth(program)
   registerConfig(program)
+  registerBackup(program)
+  registerRestore(program)
+  registerCheck(program)
+  registerAdvise(program)
   return program
 }
 

@@ -12,8 +12,8 @@ import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bul
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
-import { ConnectionScope, copyTarget, nodeOf, runTransactionOn, type DbContext, type Transaction } from './scope.js'
-import { isRetryable, retryDelay, retryLimit, sleep, type TransactionOptions } from './transaction.js'
+import { backoffBeforeRetry, ConnectionScope, copyTarget, nodeOf, runTransactionOn, type DbContext, type Transaction } from './scope.js'
+import { isRetryable, retryLimit, type TransactionOptions } from './transaction.js'
 
 export interface DatabaseOptions {
   /** Schema for `{{tables.x}}` (default `public`). Validated as an identifier. */
@@ -107,16 +107,18 @@ export class Database extends Queryable {
     for (let attempt = 0; ; attempt++) {
       const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
       const after: (() => Promise<void>)[] = []
+      let failure: unknown
       try {
         return await runTransactionOn(this.ctx, conn, fn, options, after)
       } catch (err) {
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
+        failure = err
       } finally {
         // Released whatever happened above, including a failed BEGIN; callbacks run after that.
         this.pool.release(conn)
         for (const run of after) await run()
       }
-      await sleep(retryDelay(attempt, options))
+      await backoffBeforeRetry(this.ctx, attempt, failure, options)
     }
   }
 

@@ -28,10 +28,21 @@ export interface QueryEndEvent extends QueryStartEvent {
   error: TidepoolError | undefined
 }
 
+/** A transaction failed to serialize (40001) or deadlocked (40P01) and is about to run again. */
+export interface TransactionRetryEvent {
+  schema: string
+  pool: string
+  /** 1 for the first retry. */
+  attempt: number
+  error: TidepoolError
+  delayMs: number
+}
+
 export interface QueryEvents {
   [key: string]: unknown
   queryStart: QueryStartEvent
   query: QueryEndEvent
+  retry: TransactionRetryEvent
 }
 
 export class QueryHooks {

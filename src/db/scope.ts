@@ -3,7 +3,7 @@
 // escapes the callback cannot run statements outside the scope it was meant for.
 import type pg from 'pg'
 import type { Logger } from '../config/logger.js'
-import { TransactionError } from '../errors/index.js'
+import { TransactionError, type TidepoolError } from '../errors/index.js'
 import type { Pool } from '../pool/pool.js'
 import type { PooledConnection } from '../pool/connection.js'
 import { quoteIdentifier } from '../sql/identifier.js'
@@ -31,6 +31,15 @@ export interface DbContext {
   hooks: QueryHooks
   logParams: boolean
   logger: Logger
+}
+
+/** Report a transaction retry to listeners, then wait the backoff. */
+export async function backoffBeforeRetry(ctx: DbContext, attempt: number, err: unknown, options: TransactionOptions | undefined): Promise<void> {
+  const delayMs = retryDelay(attempt, options)
+  if (ctx.hooks.hub.has('retry')) {
+    ctx.hooks.hub.emit('retry', { schema: ctx.schema, pool: ctx.pool.name, attempt: attempt + 1, error: err as TidepoolError, delayMs })
+  }
+  await sleep(delayMs)
 }
 
 export function nodeOf(conn: PooledConnection): string {
@@ -136,7 +145,7 @@ export class ConnectionScope extends Queryable {
         return await runTransactionOn(this.ctx, this.conn, fn, options, after)
       } catch (err) {
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
-        await sleep(retryDelay(attempt, options))
+        await backoffBeforeRetry(this.ctx, attempt, err, options)
       } finally {
         for (const run of after) await run()
       }

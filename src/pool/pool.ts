@@ -311,7 +311,8 @@ export class Pool {
     if (next !== Infinity) this.armWaitTimer(next)
   }
 
-  private figures(): PoolFigures {
+  /** Live counts without percentiles: cheap enough for samplers and health checks to call often. */
+  figures(): PoolFigures {
     return {
       size: this.size,
       maxOverflow: this.maxOverflow,

@@ -47,7 +47,7 @@ export interface PgBinaries {
 const SYSTEM_ROOT = '/usr/lib/postgresql'
 
 /** Installed system majors, highest first (Debian/Ubuntu layout). */
-function systemMajors(): number[] {
+export function systemMajors(): number[] {
   if (!existsSync(SYSTEM_ROOT)) return []
   return readdirSync(SYSTEM_ROOT)
     .map(Number)

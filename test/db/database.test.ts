@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, QueryError, TemplateError, TransactionError, createPool, type Pool, type QueryEndEvent } from '../../src/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
+import { Database, QueryError, TemplateError, TransactionError, createPool, type Pool, type QueryEndEvent, type TransactionRetryEvent } from '../../src/index.js'
 
 const testDb = await useDatabase()
 let pool: Pool
@@ -240,8 +240,13 @@ describe('transactions', () => {
         },
         { isolation: 'serializable', retries: 5 },
       )
+    const retries: TransactionRetryEvent[] = []
+    const off = db.on('retry', (e) => retries.push(e))
     await Promise.all([offCall('alice'), offCall('bob')])
+    off()
     expect(attempts).toBeGreaterThanOrEqual(3) // one of them ran again
+    expect(retries.length).toBe(attempts - 2)
+    expect(retries[0]).toMatchObject({ schema: 'app', pool: 'default', attempt: 1, error: { sqlstate: '40001' } })
     expect(await db.fetchVal('SELECT count(*) FROM {{tables.doctors}} WHERE on_call')).toBe(1)
   })
 

@@ -91,6 +91,7 @@ describe('acquire timeout and connect failures', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(140)
     expect((err as PoolTimeoutError).figures).toMatchObject({ size: 1, maxOverflow: 1, checkedOut: 2 })
     expect(p.stats().timeouts).toBe(1)
+    expect(p.figures()).toEqual({ size: 1, maxOverflow: 1, checkedOut: 2, idle: 0, waiting: 0, opening: 0 })
     for (const c of held) p.release(c)
     await p.close()
   })

@@ -1,0 +1,80 @@
+// Idempotency-Key wiring. The plugin does not store keys itself: the caller supplies the function
+// that does (the safety layer's idempotency primitive, kept in PostgreSQL atomically with the
+// work). Routes opt in with `config: { idempotent: true }`; the plugin reads and validates the
+// header, fingerprints the request, and hands both to that function with the handler to run.
+import { createHash } from 'node:crypto'
+import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import { ConfigError, TidepoolError } from '../errors/index.js'
+
+export interface IdempotentRequest {
+  /** The Idempotency-Key header. */
+  key: string
+  /** `POST /orders`: the route pattern, so a key is only ever matched within one endpoint. */
+  route: string
+  /** sha256 of the method, route and JSON body: a reused key with a different body is a client error (422). */
+  requestHash: string
+  request: FastifyRequest
+  reply: FastifyReply
+}
+
+/**
+ * Runs `handler` at most once per key and returns its result, or the stored result of the
+ * earlier run. It should reject with an error carrying `statusCode` 409 while the same key is in
+ * flight and 422 when the key was used with a different request.
+ */
+export type IdempotencyHook = (request: IdempotentRequest, handler: () => Promise<unknown>) => Promise<unknown>
+
+export interface IdempotentRouteConfig {
+  /** Reject requests without the header with 400 (default true). */
+  required?: boolean
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Opt this route in to Idempotency-Key handling (the plugin's `idempotency` option). */
+    idempotent?: boolean | IdempotentRouteConfig
+  }
+}
+
+/** Printable ASCII without spaces, 1–255 characters (UUIDs, ULIDs, Stripe-style keys). */
+const VALID_KEY = /^[\x21-\x7e]{1,255}$/
+
+/** The Idempotency-Key header is missing or malformed: the client's mistake, HTTP 400. */
+export class IdempotencyKeyError extends TidepoolError {
+  readonly statusCode = 400
+  constructor(message: string) {
+    super('IDEMPOTENCY_KEY', message)
+  }
+}
+
+/** An onRoute hook that wraps the handler of every opted-in route. */
+export function idempotentRoutes(hook: IdempotencyHook | undefined): (route: RouteOptions) => void {
+  return (route) => {
+    const wanted = route.config?.idempotent
+    if (!wanted) return
+    const methods = Array.isArray(route.method) ? route.method.join(',') : route.method
+    if (!hook) {
+      throw new ConfigError(
+        `route ${methods} ${route.url} asks for idempotency, but the tidepool plugin was registered without an \`idempotency\` function: pass one (e.g. from the safety layer)`,
+        { key: 'idempotency' },
+      )
+    }
+    const required = typeof wanted === 'object' ? (wanted.required ?? true) : true
+    const handler = route.handler
+    const routeName = `${methods} ${route.url}`
+    route.handler = async function (this: unknown, request, reply) {
+      const header = request.headers['idempotency-key']
+      const key = Array.isArray(header) ? header[0] : header
+      const run = () => Promise.resolve(handler.call(this as never, request, reply))
+      if (key === undefined || key === '') {
+        if (required) throw new IdempotencyKeyError(`${routeName} needs an Idempotency-Key header (a unique value per operation, e.g. a UUID), so a retried request is not processed twice`)
+        return run()
+      }
+      if (!VALID_KEY.test(key)) throw new IdempotencyKeyError('the Idempotency-Key header must be 1-255 printable ASCII characters without spaces')
+      const requestHash = createHash('sha256')
+        .update(`${request.method} ${route.url}\n${JSON.stringify(request.body ?? null)}`)
+        .digest('hex')
+      return hook({ key, route: routeName, requestHash, request, reply }, run)
+    }
+  }
+}

@@ -1,0 +1,288 @@
+// The Observer ties the pieces to the pools and Databases it watches: the slow-query log,
+// per-statement statistics, N+1 detection, Prometheus families, health and the dashboard
+// snapshot. Other layers plug in through MetricsSource and HealthCheck.
+import { defaultLogger, type Logger, type LogFields } from '../config/logger.js'
+import type { Database } from '../db/database.js'
+import { ConfigError } from '../errors/index.js'
+import type { QueryEndEvent, QueryStartEvent } from '../db/hooks.js'
+import type { Pool, PoolStats } from '../pool/pool.js'
+import { Sampler, type Percentiles } from '../pool/sampler.js'
+import { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
+import { renderExposition } from './exposition.js'
+import { poolCheck, ProcessHealth, runHealthChecks, type HealthReport, type ReadinessOptions } from './health.js'
+import { CounterVec, HistogramVec, QUERY_SECONDS_BUCKETS } from './histogram.js'
+import { NPlusOneDetector, type NPlusOneWarning } from './n-plus-one.js'
+import { PoolMetrics } from './pool-metrics.js'
+import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
+import { RateWindow } from './recent.js'
+import { runInScope, type RequestScope } from './scope.js'
+import { SlowQueryLog, type SlowQuery } from './slow-log.js'
+import { StatementStatistics, type StatementOrder, type StatementStats } from './statements.js'
+import type { HealthCheck, MetricFamily, MetricsSource } from './types.js'
+
+export interface ObserverOptions {
+  /** Where warnings go (default: the first watched pool's logger). */
+  logger?: Logger
+  /** Report statements at least this slow (default 500 ms); false turns the slow log off. */
+  slowQueryMs?: number | false
+  /** Put the SQL as sent and bind values in slow-query reports (default false). */
+  logValues?: boolean
+  onSlowQuery?: (query: SlowQuery) => void
+  /** Warn when one statement runs more than this many times in a request scope (default 10); false turns it off. */
+  nPlusOneThreshold?: number | false
+  onNPlusOne?: (warning: NPlusOneWarning) => void
+  /** Distinct statements kept in the statistics (default 500). */
+  maxStatements?: number
+  /** Deadline for readiness checks (default 2000 ms). */
+  readinessTimeoutMs?: number
+}
+
+export interface ObserverSnapshot {
+  /** Epoch ms. */
+  at: number
+  pools: PoolStats[]
+  queries: {
+    total: number
+    errors: number
+    retries: number
+    slow: number
+    nPlusOne: number
+    /** Over the last 10 seconds. */
+    perSecond: number
+    errorsPerSecond: number
+    /** Over the most recent 2048 statements. */
+    latencyMs: Percentiles
+  }
+  topStatements: StatementStats[]
+  slowQueries: SlowQuery[]
+  nPlusOne: NPlusOneWarning[]
+  /** Each source's own snapshot, by source name (replicas, cache, …). */
+  sources: Record<string, unknown>
+}
+
+export class Observer {
+  readonly statements: StatementStatistics
+  readonly slowLog: SlowQueryLog | undefined
+  readonly nPlusOne: NPlusOneDetector | undefined
+  private readonly pools = new PoolMetrics()
+  private readonly samplers = new Map<Pool, DemandSampler>()
+  private readonly databases = new Map<Database, () => void>()
+  private readonly sources: MetricsSource[] = []
+  private readonly checks: HealthCheck[] = []
+  private readonly process = new ProcessHealth()
+  private readonly unpublish: (() => void)[] = []
+
+  private readonly duration = new HistogramVec(['pool', 'outcome'], QUERY_SECONDS_BUCKETS)
+  private readonly errorCounts = new CounterVec(['pool', 'code'])
+  private readonly retryCounts = new CounterVec(['pool'])
+  private readonly slowCounts = new CounterVec(['pool'])
+  private readonly nPlusOneCounts = new CounterVec(['pool'])
+  private readonly latency = new Sampler()
+  private readonly rate = new RateWindow()
+  private readonly errorRate = new RateWindow()
+  private totals = { queries: 0, errors: 0, retries: 0 }
+  // Databases made with withSchema() share one event hub: one emit reaches each of our listeners
+  // with the same event object, one listener after the other, so remembering the last event
+  // seen keeps them from counting it twice.
+  private lastEvent: object | undefined
+
+  /** Logs through the configured logger, or the first watched pool's. */
+  readonly logger: Logger
+
+  constructor(private readonly options: ObserverOptions = {}) {
+    const pick = (): Logger => options.logger ?? this.pools.watched()[0]?.logger ?? defaultLogger()
+    const at = (level: keyof Logger) => (message: string, fields?: LogFields) => pick()[level](message, fields)
+    this.logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
+    this.statements = new StatementStatistics(options.maxStatements ?? 500)
+    const slowMs = options.slowQueryMs ?? 500
+    if (slowMs !== false) {
+      this.slowLog = new SlowQueryLog({ thresholdMs: slowMs, logValues: options.logValues ?? false, onSlowQuery: options.onSlowQuery }, this.logger)
+    }
+    const threshold = options.nPlusOneThreshold ?? 10
+    if (threshold !== false) this.nPlusOne = new NPlusOneDetector({ threshold, onWarning: options.onNPlusOne }, this.logger)
+  }
+
+  // ---------------------------------------------------------------- what is watched
+
+  /**
+   * Record a pool's gauges, counters and waits, sample its demand for the size advisor, and
+   * check its server for readiness (`critical: false` for a pool the app can do without, such as
+   * a replica's: down then means degraded, not unready).
+   */
+  watchPool(pool: Pool, options: { critical?: boolean } = {}): this {
+    if (this.pools.has(pool)) return this
+    this.pools.watch(pool)
+    this.samplers.set(pool, new DemandSampler(pool))
+    this.addCheck(poolCheck(pool, options))
+    return this
+  }
+
+  /** Record a Database's statements, and watch its pool. */
+  watch(db: Database): this {
+    if (this.databases.has(db)) return this
+    this.watchPool(db.pool)
+    const offs = [
+      db.on('queryStart', (e) => this.onQueryStart(e)),
+      db.on('query', (e) => this.onQuery(e)),
+      db.on('retry', (e) => {
+        if (!this.firstSight(e)) return
+        this.totals.retries++
+        this.retryCounts.inc([e.pool])
+      }),
+    ]
+    this.databases.set(db, () => offs.forEach((off) => off()))
+    return this
+  }
+
+  /** Add a metrics source (the replicas Cluster, the cache, your own). */
+  addSource(source: MetricsSource): this {
+    if (this.sources.some((s) => s.name === source.name)) {
+      throw new ConfigError(`a metrics source named ${JSON.stringify(source.name)} is already registered; give each source its own name`, { key: 'name' })
+    }
+    this.sources.push(source)
+    return this
+  }
+
+  /** Add a readiness check. */
+  addCheck(check: HealthCheck): this {
+    this.checks.push(check)
+    return this
+  }
+
+  private firstSight(event: object): boolean {
+    if (event === this.lastEvent) return false
+    this.lastEvent = event
+    return true
+  }
+
+  private onQueryStart(e: QueryStartEvent): void {
+    if (!this.firstSight(e)) return
+    if (this.nPlusOne?.record(e)) this.nPlusOneCounts.inc([e.pool])
+  }
+
+  private onQuery(e: QueryEndEvent): void {
+    if (!this.firstSight(e)) return
+    this.totals.queries++
+    this.rate.add()
+    this.latency.record(e.durationMs)
+    this.statements.record(e)
+    this.duration.observe([e.pool, e.error ? 'error' : 'ok'], e.durationMs / 1000)
+    if (e.error) {
+      this.totals.errors++
+      this.errorRate.add()
+      this.errorCounts.inc([e.pool, e.error.code])
+    }
+    if (this.slowLog && e.durationMs >= this.slowLog.thresholdMs) {
+      this.slowLog.record(e)
+      this.slowCounts.inc([e.pool])
+    }
+  }
+
+  // ---------------------------------------------------------------- statistics, scopes
+
+  /** The statements that cost the most (client-side view, this process). */
+  topQueries(options?: { by?: StatementOrder; limit?: number }): StatementStats[] {
+    return this.statements.top(options)
+  }
+
+  /** Run `fn` as one unit of work for N+1 detection (an HTTP request, a job). */
+  scope<T>(name: string | RequestScope, fn: () => T): T {
+    return runInScope(name, fn)
+  }
+
+  // ---------------------------------------------------------------- metrics
+
+  /** Every family: pools, statements, then each source's. */
+  collect(): MetricFamily[] {
+    const families: MetricFamily[] = [
+      ...this.pools.collect(),
+      { name: 'tidepool_query_duration_seconds', help: 'Statement time as the application saw it, including waiting for a connection.', type: 'histogram', samples: this.duration.samples() },
+      { name: 'tidepool_query_errors_total', help: 'Statements that failed, by Tidepool error code.', type: 'counter', samples: this.errorCounts.samples() },
+      { name: 'tidepool_transaction_retries_total', help: 'Transactions run again after a serialization failure or deadlock.', type: 'counter', samples: this.retryCounts.samples() },
+      { name: 'tidepool_slow_queries_total', help: 'Statements slower than the slow-query threshold.', type: 'counter', samples: this.slowCounts.samples() },
+      { name: 'tidepool_n_plus_one_total', help: 'N+1 warnings: one statement run too often in one request.', type: 'counter', samples: this.nPlusOneCounts.samples() },
+    ]
+    for (const source of this.sources) {
+      try {
+        families.push(...source.collect())
+      } catch (err) {
+        this.logger.error(`metrics source ${source.name} failed to collect; its metrics are missing from this scrape`, { error: (err as Error)?.message })
+      }
+    }
+    return families
+  }
+
+  /** Prometheus text exposition of every family, for apps without prom-client. */
+  metrics(): string {
+    return renderExposition(this.collect())
+  }
+
+  /** Publish every family into a prom-client Registry; returns a function that removes them. */
+  publishTo(registry: PromRegistry): () => void {
+    const remove = publishToPromRegistry(registry, () => this.collect())
+    this.unpublish.push(remove)
+    return remove
+  }
+
+  // ---------------------------------------------------------------- health
+
+  /** The process is up and its event loop turns; never touches a server. */
+  liveness(): HealthReport {
+    return this.process.report()
+  }
+
+  /** Every check (each watched pool's server, plus added ones) under one deadline. */
+  readiness(options?: ReadinessOptions): Promise<HealthReport> {
+    return runHealthChecks(this.checks, { timeoutMs: options?.timeoutMs ?? this.options.readinessTimeoutMs })
+  }
+
+  // ---------------------------------------------------------------- advisor, snapshot
+
+  /** Recommend size/overflow for `db`'s pool from its sampled demand and the server's budget. */
+  advisePoolSize(db: Database, options?: PoolSizeAdviceOptions): Promise<PoolSizeAdvice> {
+    this.watchPool(db.pool)
+    return advisePoolSize(db, this.samplers.get(db.pool)!, options)
+  }
+
+  /** Everything the dashboard shows, cheap enough to call every second. */
+  snapshot(): ObserverSnapshot {
+    const sources: Record<string, unknown> = {}
+    for (const source of this.sources) {
+      try {
+        if (source.snapshot) sources[source.name] = source.snapshot()
+      } catch (err) {
+        sources[source.name] = { error: (err as Error)?.message }
+      }
+    }
+    const now = Date.now()
+    return {
+      at: now,
+      pools: this.pools.stats(),
+      queries: {
+        total: this.totals.queries,
+        errors: this.totals.errors,
+        retries: this.totals.retries,
+        slow: this.slowLog?.count ?? 0,
+        nPlusOne: this.nPlusOne?.count ?? 0,
+        perSecond: this.rate.perSecond(now),
+        errorsPerSecond: this.errorRate.perSecond(now),
+        latencyMs: this.latency.percentiles(),
+      },
+      topStatements: this.statements.top({ limit: 10 }),
+      slowQueries: this.slowLog?.recent().slice(-20) ?? [],
+      nPlusOne: this.nPlusOne?.recent().slice(-20) ?? [],
+      sources,
+    }
+  }
+
+  /** Stop listening and sampling. Pools and Databases are not closed (they are not ours). */
+  close(): void {
+    for (const off of this.databases.values()) off()
+    this.databases.clear()
+    for (const sampler of this.samplers.values()) sampler.stop()
+    this.samplers.clear()
+    this.pools.close()
+    this.process.close()
+    for (const remove of this.unpublish.splice(0)) remove()
+  }
+}
