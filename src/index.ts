@@ -16,6 +16,7 @@ export {
   type PrePingMode,
   type SslMode,
   type StatementMode,
+  type PoolerMode,
   type TargetSessionAttrs,
   type Logger,
   type LogLevel,
@@ -90,6 +91,7 @@ export {
   type TenantProblem,
 } from './migrate/index.js'
 export { defineConfig, findConfigFile, readConfigFile, splitConfigFile, CONFIG_FILE_NAMES, type TidepoolConfigFile, type FileSections } from './config/index.js'
+export { loadConfigFile, configFileProblems, type LoadConfigOptions, type LoadedConfigFile } from './config/index.js'
 export {
   Cluster,
   createCluster,

@@ -15,6 +15,13 @@ export type SslMode = (typeof SSL_MODES)[number]
 export const STATEMENT_MODES = ['named', 'unnamed'] as const
 export type StatementMode = (typeof STATEMENT_MODES)[number]
 
+/**
+ * What sits between us and PostgreSQL. `pgbouncer-transaction`: a PgBouncer in transaction mode,
+ * where consecutive transactions may run on different server sessions, so session state is refused.
+ */
+export const POOLER_MODES = ['none', 'pgbouncer-transaction'] as const
+export type PoolerMode = (typeof POOLER_MODES)[number]
+
 export const TARGET_SESSION_ATTRS = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'] as const
 export type TargetSessionAttrs = (typeof TARGET_SESSION_ATTRS)[number]
 
@@ -90,6 +97,7 @@ export const configInputSchema = z
     serverSettings: z.record(z.string().regex(/^[a-z_][a-z0-9_.]*$/i, 'serverSettings keys must be GUC names'), z.string()).optional(),
 
     statementMode: z.enum(STATEMENT_MODES, { error: `statementMode must be one of ${STATEMENT_MODES.join(', ')}` }).optional(),
+    pooler: z.enum(POOLER_MODES, { error: `pooler must be one of ${POOLER_MODES.join(', ')}` }).optional(),
     statementCacheSize: count('statementCacheSize', 0).optional(),
     keepAlive: z.boolean().optional(),
     keepAliveInitialDelayMs: nonNegMs('keepAliveInitialDelayMs').optional(),
@@ -147,6 +155,8 @@ export interface DatabaseConfig {
   serverSettings: Record<string, string>
 
   statementMode: StatementMode
+  /** `pgbouncer-transaction` refuses session state and, unless statementMode is given, sends unnamed statements. */
+  pooler: PoolerMode
   statementCacheSize: number
   keepAlive: boolean
   keepAliveInitialDelayMs: number
@@ -177,6 +187,7 @@ export const DEFAULTS: Tunables = {
   idleInTransactionTimeoutMs: undefined,
   serverSettings: {},
   statementMode: 'named',
+  pooler: 'none',
   statementCacheSize: 100,
   keepAlive: true,
   keepAliveInitialDelayMs: 30_000,
