@@ -192,3 +192,8 @@ export {
   type Severity,
   type StepReport,
 } from './ops/index.js'
+
+// Behind PgBouncer: detection from its admin console, its figures as metrics, the session-state guard.
+export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
+export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './observe/index.js'
+export { POOLER_MODES } from './config/index.js'

@@ -303,6 +303,27 @@ function resolveSsl(input: DatabaseConfigInput['ssl'], fromUrl: ParsedUrl['ssl']
   return ssl
 }
 
+/**
+ * PgBouncer passes only a few startup parameters (application_name, client_encoding, DateStyle,
+ * TimeZone, …) and refuses the connection for others, so server-side timeouts cannot travel in
+ * the startup packet through it. Given explicitly, that is an error saying where to set them;
+ * from a preset, they are dropped (the preset is a starting point, not a demand).
+ */
+function applyPoolerLimits(config: DatabaseConfig, input: DatabaseConfigInput): void {
+  const given: string[] = (['statementTimeoutMs', 'lockTimeoutMs', 'idleInTransactionTimeoutMs'] as const).filter((k) => input[k] !== undefined)
+  if (Object.keys(config.serverSettings).length > 0) given.push('serverSettings')
+  if (given.length > 0) {
+    throw new ConfigError(
+      `${given.join(', ')} cannot be sent through PgBouncer (pooler: 'pgbouncer-transaction'): it refuses connections with startup parameters it does not know. ` +
+        "Set them on the role or database (ALTER ROLE app SET statement_timeout = '30s'), or per transaction with SET LOCAL",
+      { key: given[0]! },
+    )
+  }
+  config.statementTimeoutMs = undefined
+  config.lockTimeoutMs = undefined
+  config.idleInTransactionTimeoutMs = undefined
+}
+
 export type ConfigSource = string | DatabaseConfigInput | undefined
 
 /**
@@ -380,6 +401,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs'),
   }
 
+  if (config.pooler === 'pgbouncer-transaction') applyPoolerLimits(config, input)
   if (config.minIdle > config.size) {
     throw new ConfigError(`minIdle (${config.minIdle}) must not exceed size (${config.size})`, { key: 'minIdle' })
   }

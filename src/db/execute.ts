@@ -6,6 +6,7 @@ import type pg from 'pg'
 import { AbortError, QueryTimeoutError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
+import { assertNoSessionState } from './session-state.js'
 
 export interface QueryOptions {
   /** Abort the statement (a real CancelRequest is sent to the server). */
@@ -66,6 +67,7 @@ export async function runOn(
   rowMode?: 'array',
   deadline?: number,
 ): Promise<pg.QueryResult> {
+  if (conn.refusesSessionState) assertNoSessionState(sql)
   const named = conn.namedStatements
   const cancellable = options !== undefined && (options.signal !== undefined || options.timeoutMs !== undefined)
   let config = buildConfig(conn, sql, params, options, rowMode, named)
