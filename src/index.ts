@@ -197,3 +197,21 @@ export {
 export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
 export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './observe/index.js'
 export { POOLER_MODES } from './config/index.js'
+
+// Materialized views: refresh under an advisory lock, on a schedule, with metrics.
+export {
+  refreshView,
+  lastViewRefresh,
+  scheduleRefresh,
+  ViewRefreshMetrics,
+  ViewRefreshError,
+  parseCron,
+  nextCronTime,
+  VIEW_REFRESH_TABLE,
+  type RefreshViewOptions,
+  type ViewRefreshResult,
+  type ViewRefreshFailure,
+  type ScheduleRefreshOptions,
+  type RefreshSchedule,
+  type CronSchedule,
+} from './ops/index.js'
