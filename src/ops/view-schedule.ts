@@ -3,7 +3,7 @@
 // overlaps the previous one (the next is planned only after it ends), timers are unref'd so a
 // schedule never keeps the process alive, and a failed refresh is logged and counted — the
 // schedule carries on.
-import { defaultLogger, type Logger } from '../config/logger.js'
+import type { Logger } from '../config/logger.js'
 import type { Database } from '../db/database.js'
 import { ConfigError } from '../errors/index.js'
 import { CounterVec } from '../observe/histogram.js'
