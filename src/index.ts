@@ -215,3 +215,18 @@ export {
   type RefreshSchedule,
   type CronSchedule,
 } from './ops/index.js'
+
+// Point-in-time recovery: base backups, WAL archiving, restore to a moment.
+export {
+  baseBackup,
+  restoreToTime,
+  archiveCommand,
+  archiveStatus,
+  archiveWalNow,
+  type BaseBackupOptions,
+  type BaseBackupResult,
+  type BaseBackupManifest,
+  type RestoreToTimeOptions,
+  type RestoredCluster,
+  type ArchiveStatus,
+} from './ops/index.js'
