@@ -3,7 +3,13 @@
 import { Database } from '../db/database.js'
 import { ConfigError } from '../errors/index.js'
 import type { Report, Severity } from '../ops/findings.js'
-import { printJson } from './output.js'
+import type { Command } from 'commander'
+import { ioOf, printJson } from './output.js'
+
+/** The command's --url (its own or the global one), else the run's DATABASE_URL. */
+export function commandUrl(cmd: Command, own: string | undefined): string | undefined {
+  return own ?? cmd.optsWithGlobals<{ url?: string }>().url ?? (ioOf(cmd).env.DATABASE_URL || undefined)
+}
 
 /** A small pool for one command; the config loader (#3) may later supply more than the URL. */
 export function connect(url: string | undefined): Promise<Database> {

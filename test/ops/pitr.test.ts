@@ -7,8 +7,9 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { archiveCommand, archiveWalNow, BackupError, baseBackup, Database, restoreToTime, type RestoredCluster } from '../../src/index.js'
-import { startCluster, type PgCluster } from '../../src/testing/index.js'
-import { giveTo, serverUser } from '../../src/testing/privileges.js'
+import { findPostgresBinaries, PgNode, startCluster, type PgCluster } from '../../src/testing/index.js'
+import { freePorts } from '../../src/testing/node.js'
+import { accessibleBinaries, giveTo, serverUser } from '../../src/testing/privileges.js'
 import { run } from '../../src/cli/main.js'
 import { sleep } from '../helpers/fixtures.js'
 
@@ -93,8 +94,7 @@ describe('point-in-time recovery', () => {
   }, 60_000)
 
   it('runs through the CLI: backup --mode base, restore --to', async () => {
-    const env = { ...process.env, DATABASE_URL: cluster.primary.url }
-    const backupRun = await run(['backup', '--mode', 'base', '--dir', join(root, 'cli-base'), '--json'], { env })
+    const backupRun = await run(['backup', '--mode', 'base', '--url', cluster.primary.url, '--dir', join(root, 'cli-base'), '--json'])
     expect(backupRun.stderr).toBe('')
     expect(backupRun.code).toBe(0)
     const made = JSON.parse(backupRun.stdout) as { dir: string }
@@ -102,23 +102,19 @@ describe('point-in-time recovery', () => {
     const target = (await db.fetchVal<string>('SELECT clock_timestamp()::text'))!
     await db.execute('INSERT INTO events VALUES (1001, $1)', ['too late'])
     await archiveWalNow(db, { timeoutMs: 20_000 })
-    const restoreRun = await run(['restore', made.dir, '--to', target, '--wal-dir', walDir, '--data-dir', join(root, 'cli-restored')], { env })
+    const restoreRun = await run(['restore', made.dir, '--to', target, '--wal-dir', walDir, '--data-dir', join(root, 'cli-restored')])
     expect(restoreRun.stderr).toBe('')
     expect(restoreRun.code).toBe(0)
     expect(restoreRun.stdout).toMatch(/recovered to .* in .*cli-restored; start it with: postgres -D /)
     // The CLI stopped the copy after recovery; start it to look.
-    const copy = await restoreToTimeStarted(join(root, 'cli-restored'))
-    const ids = await rowsAt(copy)
+    const ids = await rowsAt(await startRestored(join(root, 'cli-restored')))
     expect(ids).toContain(1000)
     expect(ids).not.toContain(1001)
   }, 120_000)
 })
 
 /** Start a restored (already promoted) data directory on a free port and return its URL. */
-async function restoreToTimeStarted(dataDir: string): Promise<string> {
-  const { PgNode, freePorts } = await import('../../src/testing/node.js')
-  const { findPostgresBinaries } = await import('../../src/testing/binaries.js')
-  const { accessibleBinaries } = await import('../../src/testing/privileges.js')
+async function startRestored(dataDir: string): Promise<string> {
   const runAs = serverUser()
   const node = new PgNode({ name: 'cli-restored', dataDir, port: (await freePorts(1))[0]!, binaries: await accessibleBinaries(await findPostgresBinaries(), runAs), runAs, superuser: 'postgres', portIsOurs: true, log: false, removeDir: undefined })
   await node.start()

@@ -2,8 +2,9 @@
 // scratch database, and retention.
 import type { Command } from 'commander'
 import { backup, type BackupProgress } from '../../ops/backup.js'
-import { printJson } from '../output.js'
-import { collect, connect, positiveInt } from '../report.js'
+import { baseBackup } from '../../ops/pitr.js'
+import { ioOf, printJson, UsageError } from '../output.js'
+import { collect, commandUrl, connect, positiveInt } from '../report.js'
 
 interface BackupFlags {
   url?: string
@@ -15,6 +16,7 @@ interface BackupFlags {
   count: boolean
   binDir?: string
   json?: boolean
+  mode: string
 }
 
 const mb = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MB`
@@ -30,7 +32,11 @@ function showProgress(p: BackupProgress): void {
 export function registerBackup(program: Command): void {
   program
     .command('backup')
-    .description('dump the database with pg_dump (custom format) into --dir, with a checksum manifest; --verify restores it into a scratch database and compares row counts')
+    .description(
+      'dump the database with pg_dump (custom format) into --dir, with a checksum manifest; --verify restores it into a scratch database and compares row counts. ' +
+        '--mode base takes a physical base backup (pg_basebackup) for point-in-time recovery with the WAL archive (see tidepool restore --to)',
+    )
+    .option('--mode <mode>', 'dump (pg_dump, logical, default) or base (pg_basebackup; needs archive_mode = on)', 'dump')
     .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .requiredOption('--dir <dir>', 'directory for backups (created if missing)')
     .option('--prefix <name>', 'file name prefix (default: the database name)')
@@ -40,9 +46,17 @@ export function registerBackup(program: Command): void {
     .option('--no-count', 'skip counting rows in the dump snapshot (faster; nothing to verify against)')
     .option('--bin-dir <dir>', 'directory holding pg_dump/pg_restore (default: PG_BIN, /usr/lib/postgresql/*/bin, PATH)')
     .option('--json', 'print the result as JSON')
-    .action(async (flags: BackupFlags) => {
-      const db = await connect(flags.url)
+    .action(async (flags: BackupFlags, cmd: Command) => {
+      if (flags.mode !== 'dump' && flags.mode !== 'base') throw new UsageError(`--mode must be dump or base (got ${JSON.stringify(flags.mode)})`)
+      const db = await connect(commandUrl(cmd, flags.url))
       try {
+        if (flags.mode === 'base') {
+          const io = ioOf(cmd)
+          const made = await baseBackup(db, { dir: flags.dir, ...(flags.binDir ? { binDir: flags.binDir } : {}) })
+          if (flags.json) return printJson(made, io)
+          io.out(`${made.dir}\n  base backup from ${made.manifest.startedAt} to ${made.manifest.finishedAt} (${made.manifest.tool.name} ${made.manifest.tool.version}, server ${made.manifest.server.version}); restore to any later moment with the WAL archive: tidepool restore ${made.dir} --to "<time>" --wal-dir <archive> --data-dir <new dir>\n`)
+          return
+        }
         const result = await backup(db, {
           dir: flags.dir,
           ...(flags.prefix ? { prefix: flags.prefix } : {}),
