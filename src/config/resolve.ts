@@ -193,7 +193,7 @@ export function parseDatabaseUrl(url: string): ParsedUrl {
 
 function describeValue(path: string, value: unknown): string {
   const last = path.split('.').pop() ?? ''
-  if (SECRET_KEYS.has(last)) return ''
+  if (SECRET_KEYS.has(last) || /url$/i.test(last)) return ''
   if (value === undefined) return ''
   let shown: string
   try {
@@ -396,6 +396,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     // (1.21+ with max_prepared_statements) handles protocol-level prepared statements.
     statementMode: input.statementMode ?? (input.pooler === 'pgbouncer-transaction' ? 'unnamed' : pick('statementMode')),
     pooler: pick('pooler'),
+    pgbouncerAdminUrl: input.pgbouncerAdminUrl,
     statementCacheSize: pick('statementCacheSize'),
     keepAlive: pick('keepAlive'),
     keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs'),

@@ -98,6 +98,10 @@ export const configInputSchema = z
 
     statementMode: z.enum(STATEMENT_MODES, { error: `statementMode must be one of ${STATEMENT_MODES.join(', ')}` }).optional(),
     pooler: z.enum(POOLER_MODES, { error: `pooler must be one of ${POOLER_MODES.join(', ')}` }).optional(),
+    pgbouncerAdminUrl: z
+      .string()
+      .regex(/^postgres(?:ql)?:\/\/[^/]+\/pgbouncer(?:\?.*)?$/, 'pgbouncerAdminUrl must name the admin console: postgres://user@host:6432/pgbouncer')
+      .optional(),
     statementCacheSize: count('statementCacheSize', 0).optional(),
     keepAlive: z.boolean().optional(),
     keepAliveInitialDelayMs: nonNegMs('keepAliveInitialDelayMs').optional(),
@@ -157,12 +161,14 @@ export interface DatabaseConfig {
   statementMode: StatementMode
   /** `pgbouncer-transaction` refuses session state and, unless statementMode is given, sends unnamed statements. */
   pooler: PoolerMode
+  /** PgBouncer's admin console; the Observer then reports SHOW POOLS / SHOW STATS. */
+  pgbouncerAdminUrl: string | undefined
   statementCacheSize: number
   keepAlive: boolean
   keepAliveInitialDelayMs: number
 }
 
-type Tunables = Omit<DatabaseConfig, 'name' | 'hosts' | 'targetSessionAttrs' | 'database' | 'user' | 'password' | 'ssl'>
+type Tunables = Omit<DatabaseConfig, 'name' | 'hosts' | 'targetSessionAttrs' | 'database' | 'user' | 'password' | 'ssl' | 'pgbouncerAdminUrl'>
 
 /** Values used when neither the preset nor the caller says otherwise. */
 export const DEFAULTS: Tunables = {

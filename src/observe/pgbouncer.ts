@@ -37,6 +37,7 @@ export class PgBouncerMetrics implements MetricsSource, HealthCheck {
   private admin: PgBouncerAdmin | undefined
   private timer: NodeJS.Timeout | undefined
   private reading: Promise<void> | undefined
+  private stopped = false
   private state: PgBouncerSnapshot = { up: false, readAt: 0, version: undefined, pools: [], stats: [], failures: 0, lastError: undefined }
 
   constructor(options: PgBouncerMetricsOptions) {
@@ -49,6 +50,7 @@ export class PgBouncerMetrics implements MetricsSource, HealthCheck {
   /** Read once now, then every intervalMs. Resolves after the first reading (which may have failed). */
   async start(): Promise<this> {
     await this.refresh()
+    if (this.stopped) return this
     this.timer ??= setInterval(() => void this.refresh(), this.intervalMs)
     this.timer.unref()
     return this
@@ -60,6 +62,7 @@ export class PgBouncerMetrics implements MetricsSource, HealthCheck {
   }
 
   private async read(): Promise<void> {
+    if (this.stopped) return
     try {
       this.admin ??= await PgBouncerAdmin.connect(this.adminUrl, { logger: this.logger })
       this.state.version ??= await this.admin.version()
@@ -78,7 +81,9 @@ export class PgBouncerMetrics implements MetricsSource, HealthCheck {
     }
   }
 
+  /** Stop polling and close the admin connection (after a reading in progress). */
   async stop(): Promise<void> {
+    this.stopped = true
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
     await this.reading

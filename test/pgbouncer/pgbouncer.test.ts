@@ -120,6 +120,17 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
       expect(detected.summary).toMatch(/^PgBouncer 1\.18\.\d+ in transaction mode: session state refused; unnamed statements \(prepared statements need PgBouncer 1\.21\+/)
     }
 
+    // Named in the config, the admin console is read by any Observer watching the pool.
+    const configured = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 1 }, { logger: poolLogger })
+    const watching = new Observer({ slowQueryMs: false }).watchPool(configured)
+    try {
+      await waitFor(() => (watching.snapshot().sources.pgbouncer as { up?: boolean } | undefined)?.up === true, 10_000, 'the configured PgBouncer source')
+      expect(parseMetrics(watching.metrics()).value('tidepool_pgbouncer_up')).toBe(1)
+    } finally {
+      watching.close()
+      await configured.close()
+    }
+
     const logger = recordingLogger()
     const source = await new PgBouncerMetrics({ adminUrl: bouncer.adminUrl, intervalMs: 60_000, logger }).start()
     const observer = new Observer({ slowQueryMs: false }).watch(db).addSource(source).addCheck(source)
