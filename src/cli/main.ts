@@ -14,6 +14,7 @@ import { registerBackup } from './commands/backup.js'
 import { registerCheck } from './commands/check.js'
 import { registerRestore } from './commands/restore.js'
 import { registerUp } from './commands/up.js'
+import { registerPgBouncer } from './commands/pgbouncer.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
 
 const pkg = JSON.parse(readFileSync(new URL(import.meta.url.includes('/dist/') ? '../../../package.json' : '../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -47,6 +48,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerRestore(program)
   registerCheck(program)
   registerAdvise(program)
+  registerPgBouncer(program)
   return program
 }
 

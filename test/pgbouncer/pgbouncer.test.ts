@@ -1,7 +1,9 @@
 // The Database API through a real PgBouncer 1.18 in transaction mode: statements go unnamed,
 // session state is refused with the safe alternative, many app pools share a small server pool,
 // and the admin console feeds the Observer.
+import { tmpdir } from 'node:os'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { run } from '../../src/cli/main.js'
 import { ConfigError, Database, Observer, assertNoSessionState, PgBouncerMetrics, SessionStateError, createPool, detectPooler, resolveConfig, type Pool } from '../../src/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
@@ -130,6 +132,13 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
       watching.close()
       await configured.close()
     }
+
+    const cli = await run(['pgbouncer', '--admin-url', bouncer.adminUrl])
+    expect(cli.code).toBe(0)
+    expect(cli.stdout).toContain(detected.summary)
+    expect(cli.stdout).toMatch(new RegExp(`^ {2}${testDb.name} +postgres +\\d+ +0 +`, 'm'))
+    const missing = await run(['pgbouncer'], { env: {}, cwd: tmpdir() })
+    expect(missing).toMatchObject({ code: 2, stderr: expect.stringMatching(/no PgBouncer admin console: pass --admin-url/) })
 
     const logger = recordingLogger()
     const source = await new PgBouncerMetrics({ adminUrl: bouncer.adminUrl, intervalMs: 60_000, logger }).start()
