@@ -17,6 +17,7 @@ import { openClient } from './connect.js'
 import { PooledConnection } from './connection.js'
 import { EventHub } from './events.js'
 import { FifoQueue } from './queue.js'
+import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
 
 export type PoolState = 'open' | 'closing' | 'closed'
@@ -81,6 +82,8 @@ export interface PoolEvents {
   /** A connection failed while idle and was evicted. */
   connectionError: { connection: PooledConnection; error: Error }
   leak: { connection: PooledConnection; heldMs: number; stack: string | undefined }
+  /** A NOTICE or WARNING from the server (also logged at debug level). */
+  notice: { connection: PooledConnection; notice: Notice }
 }
 
 interface Waiter {
@@ -381,10 +384,11 @@ export class Pool {
 
   private register(conn: PooledConnection): void {
     this.all.add(conn)
-    conn.client.removeAllListeners('error')
-    const onFailure = (error: Error) => this.onConnectionFailure(conn, error)
-    conn.client.on('error', onFailure)
-    conn.client.on('end', () => this.onConnectionFailure(conn, new Error('connection ended by the server')))
+    conn.client.onFailure((error) => this.onConnectionFailure(conn, error))
+    conn.client.onNotice((notice) => {
+      this.logger.debug(`server notice: ${notice.message}`, { pool: this.name, pid: conn.pid, severity: notice.severity, code: notice.code })
+      if (this.events.has('notice')) this.events.emit('notice', { connection: conn, notice })
+    })
   }
 
   /** A socket error or end. Idle: evict and replace. Checked out: the holder sees it; release discards. */
