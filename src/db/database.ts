@@ -2,10 +2,10 @@
 // pool (one per tenant schema, one per module); isolation comes from rendering `{{tables.x}}` to
 // schema-qualified names, never from `search_path`, so nothing leaks between them through a
 // reused connection.
-import type pg from 'pg'
 import type { Logger } from '../config/logger.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
+import type { SessionResult } from '../pool/session.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
@@ -71,7 +71,7 @@ export class Database extends Queryable {
     return this.hooks.hub.on(event, listener)
   }
 
-  protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult> {
+  protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     const budget = options?.timeoutMs
     const deadline = budget === undefined ? undefined : performance.now() + budget
     const conn = await this.pool.acquire(
@@ -79,7 +79,7 @@ export class Database extends Queryable {
     )
     if (probe) probe.node = nodeOf(conn)
     try {
-      return await runOn(conn, sql, params, options, rowMode, deadline)
+      return await runOn(conn, sql, params, options, { rowMode, deadline })
     } finally {
       this.pool.release(conn)
     }

@@ -1,8 +1,8 @@
 // The query API shared by Database (a connection per call), a held connection and a transaction:
 // fetchVal / fetchOne / fetchAll / execute / query, with templates and query events.
-import type pg from 'pg'
 import { TidepoolError } from '../errors/index.js'
 import type { TemplateCache } from '../sql/template.js'
+import type { SessionResult } from '../pool/session.js'
 import type { QueryOptions, QueryResult } from './execute.js'
 import type { QueryHooks } from './hooks.js'
 
@@ -24,7 +24,7 @@ export abstract class Queryable {
   protected abstract readonly logParams: boolean
 
   /** Run already-rendered SQL. */
-  protected abstract runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult>
+  protected abstract runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult>
 
   /** Expand `{{tables.x}}`, `{{tables.s.x}}`, `{{indexes.x}}` and `{{schema}}` for this schema. */
   render(sql: string): string {
@@ -58,7 +58,7 @@ export abstract class Queryable {
     return (await this.exec(sql, params, options, undefined)).rowCount ?? 0
   }
 
-  protected exec(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<pg.QueryResult> {
+  protected exec(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {
     let rendered: string
     try {
       rendered = this.templates.render(sql)
@@ -69,7 +69,7 @@ export abstract class Queryable {
     return this.observed(rendered, params, options, rowMode)
   }
 
-  private async observed(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<pg.QueryResult> {
+  private async observed(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {
     const hub = this.hooks.hub
     const base = {
       sql,
