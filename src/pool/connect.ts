@@ -63,6 +63,7 @@ export function classifyConnectError(err: unknown, target: string): ConnectError
     if (code === 'ECONNREFUSED') reason = 'refused'
     else if (code === 'ETIMEDOUT' || /timeout/i.test(message)) reason = 'timeout'
     else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') reason = 'dns'
+    else if (/password|SASL|SCRAM/i.test(message)) reason = 'auth'
     else if (code.startsWith('ERR_TLS') || /SSL|TLS|certificate|self.signed/i.test(message + code)) reason = 'tls'
   }
   const sqlstate = /^[0-9A-Z]{5}$/.test(code) ? code : undefined

@@ -76,7 +76,11 @@ export class PgSession implements Session {
     const query = !hasValues && !statement.extended && name === undefined && rowMode === undefined
       ? text
       : new pg.Query({ text, values: values as unknown[] | undefined, name, rowMode, queryMode: statement.extended ? 'extended' : undefined } as pg.QueryConfig)
-    if (typeof query === 'string') return (await this.client.query(query)) as SessionResult
+    if (typeof query === 'string') {
+      // Several statements in one text give an array of results; like the wire driver, the last one wins.
+      const result = (await this.client.query(query)) as SessionResult | SessionResult[]
+      return Array.isArray(result) ? result[result.length - 1]! : result
+    }
     return new Promise<SessionResult>((resolve, reject) => {
       ;(query as unknown as { callback: (err: Error | null, res: SessionResult) => void }).callback = (err, res) => (err ? reject(err) : resolve(res))
       this.client.query(query as unknown as pg.Submittable)

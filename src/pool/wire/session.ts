@@ -123,6 +123,11 @@ class CopyOutQueue {
   }
 }
 
+const isFatal = (error: Error) => {
+  const severity = (error as { severity?: string }).severity
+  return severity === 'FATAL' || severity === 'PANIC'
+}
+
 /** An error about the connection itself (lost, closed, out of step); never a server error. */
 function connectionError(message: string, cause?: unknown): Error {
   return new Error(message, cause === undefined ? undefined : { cause })
@@ -426,6 +431,7 @@ export class WireSession implements Session {
           return
         }
         request.error ??= error
+        if (isFatal(error)) this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
         // A statement whose Parse failed (or was skipped) does not exist on the server.
         if (request.parsing !== undefined && this.prepared.get(request.parsing) === 'parsing') this.prepared.delete(request.parsing)
         request.parsing = undefined
@@ -532,7 +538,8 @@ export class WireSession implements Session {
     this.failure = error
     for (const request of this.queue.splice(0)) {
       request.copyOut?.finish(error)
-      request.reject(connectionError(`the connection was lost while a statement was running (${error.message})`, error))
+      // A statement the server already failed (e.g. FATAL: terminating connection) keeps that error.
+      request.reject(request.error ?? connectionError(`the connection was lost while a statement was running (${error.message})`, error))
     }
     for (const w of this.drainWaiters.splice(0)) w(false)
     for (const listener of this.failureListeners.splice(0)) {
