@@ -12,7 +12,7 @@ import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bul
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
-import { ConnectionScope, copyTarget, nodeOf, runTransactionOn, type DbContext, type Transaction } from './scope.js'
+import { ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
 import { isRetryable, retryDelay, retryLimit, sleep, type TransactionOptions } from './transaction.js'
 
 export interface DatabaseOptions {
@@ -74,10 +74,14 @@ export class Database extends Queryable {
   protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     const budget = options?.timeoutMs
     const deadline = budget === undefined ? undefined : performance.now() + budget
+    // One statement and straight back: a leak report names the statement rather than a stack.
+    const holder = this.pool.config.leakWarningMs > 0 ? `statement: ${sql}` : undefined
     const conn = await this.pool.acquire(
-      options === undefined ? undefined : { signal: options.signal, timeoutMs: budget === undefined ? undefined : Math.min(budget, this.pool.config.acquireTimeoutMs) },
+      options === undefined && holder === undefined
+        ? undefined
+        : { signal: options?.signal, timeoutMs: budget === undefined ? undefined : Math.min(budget, this.pool.config.acquireTimeoutMs), holder },
     )
-    if (probe) probe.node = nodeOf(conn)
+    if (probe) probe.node = conn.node
     try {
       return await runOn(conn, sql, params, options, { rowMode, deadline })
     } finally {

@@ -33,10 +33,6 @@ export interface DbContext {
   logger: Logger
 }
 
-export function nodeOf(conn: PooledConnection): string {
-  return `${conn.host.host}:${conn.host.port}`
-}
-
 /** `"schema"."table"` for a bare table name, or the rendered template if one is given. */
 export function copyTarget(ctx: DbContext, table: string, columns: string[]): { target: string; cols: string[] } {
   const target = table.includes('{{') ? ctx.templates.render(table) : `${quoteIdentifier(ctx.schema, 'schema')}.${quoteIdentifier(table, 'table')}`
@@ -94,7 +90,7 @@ export class ConnectionScope extends Queryable {
     } catch (err) {
       return Promise.reject(err)
     }
-    if (probe) probe.node = nodeOf(this.conn)
+    if (probe) probe.node = this.conn.node
     return this.runHere(sql, params, options, { rowMode })
   }
 
@@ -186,7 +182,7 @@ export class Transaction extends ConnectionScope {
     const begin = this.begin
     if (begin === undefined) return runOn(this.conn, sql, params, options, extras)
     this.begin = undefined
-    const running = runOn(this.conn, sql, params, options, { ...extras, prelude: begin })
+    const running = runOn(this.conn, sql, params, options, { rowMode: extras?.rowMode, deadline: extras?.deadline, prelude: begin })
     this.beginning = running
     try {
       return await running

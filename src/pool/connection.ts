@@ -19,10 +19,13 @@ export class PooledConnection {
   /** Set by release(), cleared by checkout: catches a double release. */
   released = false
   uses = 0
+  /** When it was last returned to the pool (or opened): pre-ping and idle timeouts count from here. */
   idleSince = 0
   acquiredAt = 0
   /** Stack of whoever holds it, captured only when leak detection is on. */
   acquireSite: { stack?: string } | undefined
+  /** What holds it, when the acquirer said (AcquireOptions.holder); then there is no stack. */
+  holder: string | undefined
   leakReported = false
   /** The socket failed; never hand this connection out again. */
   broken = false
@@ -46,9 +49,13 @@ export class PooledConnection {
     now: number,
   ) {
     this.createdAt = now
+    this.node = `${host.host}:${host.port}`
     this.namedStatements = config.statementMode === 'named' && config.statementCacheSize > 0
     this.expiresAt = config.recycleMs > 0 ? now + config.recycleMs * (0.9 + Math.random() * 0.2) : Infinity
   }
+
+  /** `host:port`, as query events report the node that ran a statement. */
+  readonly node: string
 
   /** Server process id of this session (as in pg_stat_activity.pid). */
   get pid(): number {
