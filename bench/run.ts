@@ -20,11 +20,13 @@ import { arg, numArg } from './lib/args.js'
 import { ACCOUNTS, SCALE, ensureData, serverVersion } from './lib/data.js'
 import type { RunResult } from './lib/measure.js'
 import { POINT_SELECT_SCRIPT, TPCB_SCRIPT, pgbenchVersion, runPgbench } from './lib/pgbench.js'
-import { findPgBouncer, startPgBouncer, type RunningPgBouncer } from './lib/pgbouncer.js'
+import { findPgBouncer, pgbouncerVersion, startPgBouncer, type RunningPgBouncer } from './lib/pgbouncer.js'
 import { chartSvg, targetsMarkdown, workloadMarkdown, type Ratio, type Target, type WorkloadReport } from './lib/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repoRoot = join(here, here.includes(`${join('dist', 'bench')}`) ? '../..' : '..')
+// Compiled (dist/bench/*.js) or from source under tsx (bench/*.ts): workers run the same way.
+const ext = extname(fileURLToPath(import.meta.url))
 const reps = numArg('reps', 3)
 const seconds = numArg('seconds', 10)
 const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7']
@@ -41,7 +43,7 @@ interface Peer {
 interface Workload {
   id: string
   title: string
-  /** Node worker script, relative to this file. */
+  /** Node worker script, relative to this file, without extension. */
   script: string
   args: string[]
   peers: Peer[]
@@ -49,6 +51,8 @@ interface Workload {
   /** Seconds per run when the workload needs fewer than the suite's (W3). */
   seconds?: number
   overload?: boolean
+  /** Reads the pgbench tables (loaded once, reused while intact). */
+  needsData?: boolean
   needsReplica?: boolean
   /** Shown when the worker script is not in this build. */
   pendingNote?: string
@@ -61,8 +65,9 @@ const viaBouncer = (name: string, driver: string): Peer => ({ name: `${name}@pgb
 const WORKLOADS: Workload[] = [
   {
     id: 'w1',
+    needsData: true,
     title: 'W1 point select, 64 workers, pool 10',
-    script: 'workers/point-select.js',
+    script: 'workers/point-select',
     args: ['--workers', '64', '--max', '10'],
     peers: [
       { name: 'tidepool' },
@@ -91,8 +96,9 @@ const WORKLOADS: Workload[] = [
   },
   {
     id: 'w2',
+    needsData: true,
     title: 'W2 point select, 1 worker (latency)',
-    script: 'workers/point-select.js',
+    script: 'workers/point-select',
     args: ['--workers', '1', '--max', '10'],
     peers: [
       { name: 'tidepool' },
@@ -111,7 +117,7 @@ const WORKLOADS: Workload[] = [
   {
     id: 'w3',
     title: 'W3 pool acquire + release, no I/O, 64 callers, pool 10',
-    script: 'workers/pool-cycle.js',
+    script: 'workers/pool-cycle',
     args: ['--workers', '64', '--max', '10'],
     seconds: 3,
     peers: [{ name: 'tidepool' }, { name: 'generic-pool' }, { name: 'tarn' }, { name: 'pg.Pool' }],
@@ -124,7 +130,7 @@ const WORKLOADS: Workload[] = [
   {
     id: 'w4',
     title: 'W4 overload: 2,000 callers, pool 10 + overflow 5, acquire timeout 2 s, 20 ms statements',
-    script: 'workers/overload.js',
+    script: 'workers/overload',
     args: ['--workers', '2000', '--max', '10', '--overflow', '5', '--acquire-timeout-ms', '2000', '--warmup', '3'],
     overload: true,
     peers: [{ name: 'tidepool' }, { name: 'pg.Pool' }, { name: 'postgresjs' }],
@@ -135,8 +141,9 @@ const WORKLOADS: Workload[] = [
   },
   {
     id: 'w5',
+    needsData: true,
     title: 'W5 TPC-B-like transaction, 10 workers, pool 10',
-    script: 'workers/tpcb.js',
+    script: 'workers/tpcb',
     args: ['--workers', '10', '--max', '10'],
     peers: [
       { name: 'tidepool' },
@@ -154,8 +161,9 @@ const WORKLOADS: Workload[] = [
   },
   {
     id: 'w6',
+    needsData: true,
     title: 'W6 cache tier-1 hit vs a direct query',
-    script: 'workers/cache-hit.js',
+    script: 'workers/cache-hit',
     args: ['--workers', '64', '--max', '10'],
     peers: [{ name: 'tidepool' }, { name: 'direct' }],
     ratios: [{ of: 'tidepool', to: 'direct' }],
@@ -163,8 +171,9 @@ const WORKLOADS: Workload[] = [
   },
   {
     id: 'w7',
+    needsData: true,
     title: 'W7 replica read routing vs a direct replica query',
-    script: 'workers/replica-routing.js',
+    script: 'workers/replica-routing',
     args: ['--workers', '64', '--max', '10'],
     peers: [{ name: 'tidepool' }, { name: 'direct' }],
     ratios: [{ of: 'tidepool', to: 'direct' }],
@@ -183,7 +192,7 @@ const TARGETS: Target[] = [
 
 function runWorker(script: string, args: string[]): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(here, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...process.execArgv, join(here, script + ext), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     child.stdout.on('data', (d: Buffer) => (out += d))
@@ -213,8 +222,8 @@ const loadAverage = () => os.loadavg().map((l) => l.toFixed(2)).join(' ')
 
 async function main(): Promise<void> {
   const selected = WORKLOADS.filter((w) => only.has(w.id))
-  const available = (w: Workload) => existsSync(join(here, w.script))
-  let url = process.env.BENCH_URL ?? arg('url', '')
+  const available = (w: Workload) => existsSync(join(here, w.script + ext))
+  let url = process.env.BENCH_URL || arg('url', '')
   let replicaUrl = arg('replica-url', '')
   let stopCluster: (() => Promise<void>) | undefined
   if (!url) {
@@ -224,7 +233,7 @@ async function main(): Promise<void> {
     replicaUrl = cluster.replicas[0]?.urlFor('postgres') ?? ''
     stopCluster = () => cluster.stop()
   }
-  await ensureData(url)
+  if (selected.some((w) => w.needsData && available(w))) await ensureData(url)
   const server = await serverVersion(url)
   const pgbench = findSystemTool('pgbench', Number(server.split('.')[0]))
   const pgbouncerBinary = findPgBouncer()
@@ -242,21 +251,21 @@ async function main(): Promise<void> {
   say('# Tidepool benchmarks', '')
   say(`${new Date().toISOString()} · ${cpu.length} × ${cpu[0]?.model ?? 'cpu'} · load average at start ${loadAverage()} · node ${process.version} · PostgreSQL ${server}`)
   say(
-    `tidepool ${packageVersion('.')} · pg ${packageVersion('pg')} · pg-protocol ${packageVersion('pg-protocol')} · postgres.js ${packageVersion('postgres')} · generic-pool ${packageVersion('generic-pool')} · tarn ${packageVersion('tarn')} · pgbench ${pgbench ? pgbenchVersion(pgbench) : 'not installed'} · PgBouncer ${bouncer?.version ?? 'not installed'}`,
+    `tidepool ${packageVersion('.')} · pg ${packageVersion('pg')} · pg-protocol ${packageVersion('pg-protocol')} · postgres.js ${packageVersion('postgres')} · generic-pool ${packageVersion('generic-pool')} · tarn ${packageVersion('tarn')} · pgbench ${pgbench ? pgbenchVersion(pgbench) : 'not installed'} · PgBouncer ${pgbouncerBinary ? pgbouncerVersion(pgbouncerBinary) : 'not installed'}`,
   )
-  say(`${reps} repetitions × ${seconds} s (W3: 3 s), medians (min–max); each peer in its own process, order rotated each repetition; client and server share the machine.`)
+  say(`${reps} repetitions × ${seconds} s (W3: ${Math.min(3, seconds)} s), medians (min–max); each peer in its own process, order rotated each repetition; client and server share the machine.`)
 
   const reports: WorkloadReport[] = []
   for (const w of selected) {
     const report: WorkloadReport = { id: w.id, title: w.title, peers: w.peers.map((p) => p.name), results: {}, notRun: {}, ratios: w.ratios, overload: w.overload }
     reports.push(report)
     if (!available(w)) {
-      report.skipped = w.pendingNote ?? `${w.script} is missing`
-      process.stderr.write(`${w.id}: not run (${report.skipped})\n`)
-      continue
-    }
-    if (w.needsReplica && !replicaUrl) {
+      report.skipped = w.pendingNote ?? `${w.script}${ext} is missing`
+    } else if (w.needsReplica && !replicaUrl) {
       report.skipped = 'it needs a replica: pass --replica-url with --url / BENCH_URL'
+    }
+    if (report.skipped) {
+      say('', ...workloadMarkdown(report))
       continue
     }
     const runnable = w.peers.filter((p) => {
@@ -266,7 +275,7 @@ async function main(): Promise<void> {
       return false
     })
     for (const p of runnable) report.results[p.name] = []
-    const runSeconds = w.seconds ?? seconds
+    const runSeconds = Math.min(w.seconds ?? seconds, seconds)
     for (let rep = 0; rep < reps; rep++) {
       const order = runnable.map((_, i) => runnable[(i + rep) % runnable.length]!)
       for (const peer of order) {

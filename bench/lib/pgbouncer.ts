@@ -11,8 +11,15 @@ import { giveTo, serverUser, spawnOptionsFor } from '../../src/testing/privilege
 export interface RunningPgBouncer {
   /** The same database and user as `serverUrl`, through PgBouncer. */
   url: string
-  version: string
   stop(): Promise<void>
+}
+
+export function pgbouncerVersion(binary: string): string {
+  try {
+    return /PgBouncer (\S+)/.exec(execFileSync(binary, ['--version'], { encoding: 'utf8' }))?.[1] ?? '?'
+  } catch {
+    return '?'
+  }
 }
 
 export function findPgBouncer(): string | undefined {
@@ -80,12 +87,10 @@ export async function startPgBouncer(binary: string, serverUrl: string, poolSize
     }
     await new Promise((r) => setTimeout(r, 50))
   }
-  const version = /PgBouncer (\S+)/.exec(execFileSync(binary, ['--version'], { encoding: 'utf8' }))?.[1] ?? '?'
   const url = new URL(serverUrl)
   url.port = String(port)
   return {
     url: url.toString(),
-    version,
     async stop() {
       process.off('exit', killOnExit)
       child.kill('SIGTERM')

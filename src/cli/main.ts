@@ -2,6 +2,7 @@
 // The `tidepool` command. Each subcommand lives in its own module under commands/.
 import { Command } from 'commander'
 import { readFileSync } from 'node:fs'
+import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
 import { reportAndExit } from './output.js'
 
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
     .version(pkg.version)
     .showHelpAfterError()
   registerUp(program)
+  registerBench(program)
   return program
 }
 
