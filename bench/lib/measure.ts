@@ -103,3 +103,10 @@ export function median(values: number[]): number {
   const mid = s.length >> 1
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
+
+/** A worker's last step: measure, close the driver, print the one JSON line the suite reads. */
+export async function measureAndReport(op: (i: number) => Promise<unknown>, close: () => Promise<unknown>, options: LoopOptions): Promise<void> {
+  const result = await closedLoop(op, options)
+  await close()
+  process.stdout.write(JSON.stringify(result) + '\n')
+}

@@ -6,7 +6,7 @@ import pg from 'pg'
 import postgres from 'postgres'
 import { Database, createPool, silentLogger } from '../../src/index.js'
 import { arg, numArg } from '../lib/args.js'
-import { closedLoop } from '../lib/measure.js'
+import { measureAndReport } from '../lib/measure.js'
 
 const SQL = 'SELECT $1::int FROM pg_sleep(0.02)'
 const driver = arg('driver')
@@ -47,6 +47,4 @@ switch (driver) {
     throw new Error(`unknown driver ${driver}`)
 }
 
-const result = await closedLoop(op, { workers: callers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(op, close, { workers: callers, seconds, warmupSeconds: warmup })

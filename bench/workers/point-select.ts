@@ -8,7 +8,7 @@ import postgres from 'postgres'
 import { Database, createPool, silentLogger } from '../../src/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { accountIds } from '../lib/data.js'
-import { closedLoop } from '../lib/measure.js'
+import { measureAndReport } from '../lib/measure.js'
 
 const SQL = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'
 const driver = arg('driver')
@@ -79,6 +79,4 @@ switch (driver) {
     throw new Error(`unknown driver ${driver}`)
 }
 
-const result = await closedLoop(op, { workers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(op, close, { workers, seconds, warmupSeconds: warmup })

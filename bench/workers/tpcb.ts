@@ -6,7 +6,7 @@ import postgres from 'postgres'
 import { Database, createPool, silentLogger } from '../../src/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { ACCOUNTS, SCALE } from '../lib/data.js'
-import { closedLoop } from '../lib/measure.js'
+import { measureAndReport } from '../lib/measure.js'
 
 const UPDATE_ACCOUNT = 'UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2'
 const READ_ACCOUNT = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'
@@ -90,6 +90,4 @@ switch (driver) {
     throw new Error(`unknown driver ${driver}`)
 }
 
-const result = await closedLoop(() => op(), { workers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(() => op(), close, { workers, seconds, warmupSeconds: warmup })

@@ -131,12 +131,9 @@ export class FrameWriter {
     return this
   }
 
+  /** Describe a statement ('S') or portal ('P'). */
   describe(kind: 'S' | 'P', name: string): this {
-    this.begin(0x44) // D
-    this.buf[this.len++] = kind.charCodeAt(0)
-    this.cstring(name)
-    this.end()
-    return this
+    return this.kindAndName(0x44, kind, name) // D
   }
 
   /** Execute the unnamed portal, all rows. */
@@ -148,8 +145,13 @@ export class FrameWriter {
     return this
   }
 
+  /** Close a statement ('S') or portal ('P'). */
   close(kind: 'S' | 'P', name: string): this {
-    this.begin(0x43) // C
+    return this.kindAndName(0x43, kind, name) // C
+  }
+
+  private kindAndName(code: number, kind: 'S' | 'P', name: string): this {
+    this.begin(code)
     this.buf[this.len++] = kind.charCodeAt(0)
     this.cstring(name)
     this.end()
