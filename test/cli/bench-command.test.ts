@@ -1,4 +1,4 @@
-// `tidepool bench` wiring: the command runs the suite (here only W3, one short repetition, from
+// `tidepool bench` wiring: the command runs the suite (here only W3 and W6, one short repetition, from
 // source under tsx) and writes the Markdown table, the chart and the targets. It asserts the
 // report's structure, never a speed: benchmarks are not tests.
 import { spawn } from 'node:child_process'
@@ -32,7 +32,8 @@ describe('tidepool bench', () => {
     expect(stdout).toContain('## W3 pool acquire + release')
     for (const peer of ['tidepool', 'generic-pool', 'tarn', 'pg.Pool']) expect(stdout).toMatch(new RegExp(`\\| ${peer} \\| \\*\\*[\\d,]+\\*\\*`))
     expect(stdout).toMatch(/tidepool \/ generic-pool: \*\*\d+\.\d\d×\*\*/)
-    expect(stdout).toMatch(/_Not run: its worker \(bench\/workers\/cache-hit\.ts\)/)
+    expect(stdout).toContain('## W6 cache hit from the memory tier')
+    expect(stdout).toMatch(/tidepool \/ map: \*\*\d+\.\d\d×\*\*/)
     expect(stdout).toMatch(/\| W3 ≥ 2 × generic-pool \| \d+\.\d\d× \| (met|not met) \|/)
     expect(stdout).toMatch(/\| W1 throughput ≥ 1\.3 × pg\.Pool \(named prepared\) \| – \| not measured \|/)
     expect(readFileSync(markdown, 'utf8')).toContain('![median ops/s per workload](RESULTS.svg)')
