@@ -13,6 +13,7 @@ import { registerAdvise } from './commands/advise.js'
 import { registerBackup } from './commands/backup.js'
 import { registerCheck } from './commands/check.js'
 import { registerRestore } from './commands/restore.js'
+import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
 import { registerPgBouncer } from './commands/pgbouncer.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
@@ -49,6 +50,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerCheck(program)
   registerAdvise(program)
   registerPgBouncer(program)
+  registerBench(program)
   return program
 }
 

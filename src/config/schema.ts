@@ -21,6 +21,9 @@ export type StatementMode = (typeof STATEMENT_MODES)[number]
  */
 export const POOLER_MODES = ['none', 'pgbouncer-transaction'] as const
 export type PoolerMode = (typeof POOLER_MODES)[number]
+/** `tidepool`: our own connection over pg-protocol; `pg`: node-postgres's Client (the fallback). */
+export const DRIVERS = ['tidepool', 'pg'] as const
+export type Driver = (typeof DRIVERS)[number]
 
 export const TARGET_SESSION_ATTRS = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'] as const
 export type TargetSessionAttrs = (typeof TARGET_SESSION_ATTRS)[number]
@@ -96,6 +99,7 @@ export const configInputSchema = z
     idleInTransactionTimeoutMs: nonNegMs('idleInTransactionTimeoutMs').optional(),
     serverSettings: z.record(z.string().regex(/^[a-z_][a-z0-9_.]*$/i, 'serverSettings keys must be GUC names'), z.string()).optional(),
 
+    driver: z.enum(DRIVERS, { error: `driver must be one of ${DRIVERS.join(', ')}` }).optional(),
     statementMode: z.enum(STATEMENT_MODES, { error: `statementMode must be one of ${STATEMENT_MODES.join(', ')}` }).optional(),
     pooler: z.enum(POOLER_MODES, { error: `pooler must be one of ${POOLER_MODES.join(', ')}` }).optional(),
     pgbouncerAdminUrl: z
@@ -158,6 +162,7 @@ export interface DatabaseConfig {
   idleInTransactionTimeoutMs: number | undefined
   serverSettings: Record<string, string>
 
+  driver: Driver
   statementMode: StatementMode
   /** `pgbouncer-transaction` refuses session state and, unless statementMode is given, sends unnamed statements. */
   pooler: PoolerMode
@@ -192,6 +197,7 @@ export const DEFAULTS: Tunables = {
   lockTimeoutMs: undefined,
   idleInTransactionTimeoutMs: undefined,
   serverSettings: {},
+  driver: 'tidepool',
   statementMode: 'named',
   pooler: 'none',
   statementCacheSize: 100,

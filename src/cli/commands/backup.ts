@@ -3,11 +3,10 @@
 import type { Command } from 'commander'
 import { backup, type BackupProgress } from '../../ops/backup.js'
 import { baseBackup } from '../../ops/pitr.js'
-import { ioOf, printJson, UsageError } from '../output.js'
-import { collect, commandUrl, connect, positiveInt } from '../report.js'
+import { ioOf, printJson, UsageError, type Io } from '../output.js'
+import { collect, withDatabase, positiveInt } from '../report.js'
 
 interface BackupFlags {
-  url?: string
   dir: string
   prefix?: string
   schema?: string[]
@@ -21,12 +20,12 @@ interface BackupFlags {
 
 const mb = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MB`
 
-function showProgress(p: BackupProgress): void {
+function showProgress(io: Io, p: BackupProgress): void {
   const text =
     p.phase === 'dump'
       ? `dumping ${p.tablesDone}/${p.tablesTotal} tables${p.table ? ` (${p.table})` : ''}, ${mb(p.bytes)}`
       : { checksum: 'computing the checksum', verify: 'verifying in a scratch database', retention: 'applying retention' }[p.phase]
-  process.stderr.write(`tidepool backup: ${text}\n`)
+  io.err(`tidepool backup: ${text}\n`)
 }
 
 export function registerBackup(program: Command): void {
@@ -37,7 +36,6 @@ export function registerBackup(program: Command): void {
         '--mode base takes a physical base backup (pg_basebackup) for point-in-time recovery with the WAL archive (see tidepool restore --to)',
     )
     .option('--mode <mode>', 'dump (pg_dump, logical, default) or base (pg_basebackup; needs archive_mode = on)', 'dump')
-    .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .requiredOption('--dir <dir>', 'directory for backups (created if missing)')
     .option('--prefix <name>', 'file name prefix (default: the database name)')
     .option('--schema <name>', 'only this schema (repeatable)', collect)
@@ -47,14 +45,17 @@ export function registerBackup(program: Command): void {
     .option('--bin-dir <dir>', 'directory holding pg_dump/pg_restore (default: PG_BIN, /usr/lib/postgresql/*/bin, PATH)')
     .option('--json', 'print the result as JSON')
     .action(async (flags: BackupFlags, cmd: Command) => {
+      const io = ioOf(cmd)
       if (flags.mode !== 'dump' && flags.mode !== 'base') throw new UsageError(`--mode must be dump or base (got ${JSON.stringify(flags.mode)})`)
-      const db = await connect(commandUrl(cmd, flags.url))
-      try {
+      await withDatabase(cmd, async (db) => {
         if (flags.mode === 'base') {
-          const io = ioOf(cmd)
           const made = await baseBackup(db, { dir: flags.dir, ...(flags.binDir ? { binDir: flags.binDir } : {}) })
           if (flags.json) return printJson(made, io)
-          io.out(`${made.dir}\n  base backup from ${made.manifest.startedAt} to ${made.manifest.finishedAt} (${made.manifest.tool.name} ${made.manifest.tool.version}, server ${made.manifest.server.version}); restore to any later moment with the WAL archive: tidepool restore ${made.dir} --to "<time>" --wal-dir <archive> --data-dir <new dir>\n`)
+          const m = made.manifest
+          io.out(
+            `${made.dir}\n  base backup from ${m.startedAt} to ${m.finishedAt} (${m.tool.name} ${m.tool.version}, server ${m.server.version}); ` +
+              `restore to any later moment with the WAL archive: tidepool restore ${made.dir} --to "<time>" --wal-dir <archive> --data-dir <new dir>\n`,
+          )
           return
         }
         const result = await backup(db, {
@@ -65,18 +66,16 @@ export function registerBackup(program: Command): void {
           ...(flags.binDir ? { binDir: flags.binDir } : {}),
           verify: flags.verify ?? false,
           countRows: flags.count,
-          onProgress: flags.json ? undefined : throttled(showProgress),
+          onProgress: flags.json ? undefined : throttled((p) => showProgress(io, p)),
         })
-        if (flags.json) return printJson(result)
+        if (flags.json) return printJson(result, io)
         const m = result.manifest
-        process.stdout.write(
+        io.out(
           `${result.file}\n  ${mb(m.bytes)}, sha256 ${m.sha256}, ${m.tables?.length ?? '?'} tables, ${m.durationMs} ms (${m.tool.name} ${m.tool.version}, server ${m.server.version})\n` +
             (result.verified ? `  verified: ${result.verified.tables} tables, ${result.verified.rows} rows match after a restore\n` : '') +
             result.removed.map((f) => `  removed by retention: ${f}\n`).join(''),
         )
-      } finally {
-        await db.close()
-      }
+      })
     })
 }
 

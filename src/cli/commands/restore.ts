@@ -2,11 +2,10 @@
 import type { Command } from 'commander'
 import { restoreToTime } from '../../ops/pitr.js'
 import { restore, verifyBackup } from '../../ops/restore.js'
-import { ioOf, printJson, UsageError } from '../output.js'
-import { commandUrl, connect, positiveInt } from '../report.js'
+import { ioOf, printJson, UsageError, type Io } from '../output.js'
+import { positiveInt, withDatabase } from '../report.js'
 
 interface RestoreFlags {
-  url?: string
   clean?: boolean
   owner: boolean
   jobs?: string
@@ -24,7 +23,6 @@ export function registerRestore(program: Command): void {
   program
     .command('restore <file>')
     .description('restore a backup made by tidepool backup into the database (checksum first, row counts after); --verify-only restores into a scratch database instead')
-    .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .option('--clean', 'drop the backed-up objects first (otherwise the target must not have them)')
     .option('--no-owner', 'do not restore owners and privileges (the original roles do not exist here)')
     .option('--jobs <n>', 'parallel pg_restore jobs')
@@ -37,15 +35,15 @@ export function registerRestore(program: Command): void {
     .option('--port <n>', 'with --to: port to run recovery on (default: a free one)')
     .option('--json', 'print the result as JSON')
     .action(async (file: string, flags: RestoreFlags, cmd: Command) => {
-      if (flags.to !== undefined) return restorePointInTime(file, flags, ioOf(cmd))
-      const db = await connect(commandUrl(cmd, flags.url))
+      const io = ioOf(cmd)
+      if (flags.to !== undefined) return restorePointInTime(file, flags, io)
       const jobs = flags.jobs ? { jobs: positiveInt(flags.jobs, '--jobs') } : {}
       const binDir = flags.binDir ? { binDir: flags.binDir } : {}
-      try {
+      await withDatabase(cmd, async (db) => {
         if (flags.verifyOnly) {
           const verified = await verifyBackup(db, file, { ...jobs, ...binDir })
-          if (flags.json) return printJson(verified)
-          process.stdout.write(`${file}: restores cleanly; ${verified.tables} tables, ${verified.rows} rows match the manifest (${verified.durationMs} ms)\n`)
+          if (flags.json) return printJson(verified, io)
+          io.out(`${file}: restores cleanly; ${verified.tables} tables, ${verified.rows} rows match the manifest (${verified.durationMs} ms)\n`)
           return
         }
         const result = await restore(db, file, {
@@ -54,21 +52,19 @@ export function registerRestore(program: Command): void {
           clean: flags.clean ?? false,
           noOwner: !flags.owner,
           verify: flags.verify,
-          onProgress: flags.json ? undefined : (p) => process.stderr.write(`tidepool restore: ${p.tablesDone}/${p.tablesTotal} tables (${p.table})\n`),
+          onProgress: flags.json ? undefined : (p) => io.err(`tidepool restore: ${p.tablesDone}/${p.tablesTotal} tables (${p.table})\n`),
         })
-        if (flags.json) return printJson(result)
-        process.stdout.write(
+        if (flags.json) return printJson(result, io)
+        io.out(
           `restored ${file} into ${result.database} in ${result.durationMs} ms` +
             (result.verified ? `; ${result.verified.tables} tables, ${result.verified.rows} rows match the manifest\n` : '\n'),
         )
-      } finally {
-        await db.close()
-      }
+      })
     })
 }
 
 /** `restore <base> --to <time>`: recover a copy to the moment, then stop it, ready to start. */
-async function restorePointInTime(base: string, flags: RestoreFlags, io: ReturnType<typeof ioOf>): Promise<void> {
+async function restorePointInTime(base: string, flags: RestoreFlags, io: Io): Promise<void> {
   if (!flags.walDir || !flags.dataDir) throw new UsageError('restore --to needs --wal-dir (the WAL archive) and --data-dir (a new directory for the copy)')
   const started = performance.now()
   const copy = await restoreToTime({
