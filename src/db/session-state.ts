@@ -37,10 +37,19 @@ const SESSION_ADVISORY = /\bpg_(?:try_)?advisory_(?:lock|unlock)(?:_shared|_all)
 
 /** Throw SessionStateError when `sql` would leave state in a pooled server session. */
 export function assertNoSessionState(sql: string): void {
-  const { word, end } = firstWord(sql)
+  checkStatement(sql, sql)
+  // A text without parameters may hold several statements: check the start of each one. (A ';'
+  // inside a string literal can only make this stricter, never let a statement through.)
+  for (let at = sql.indexOf(';'); at !== -1; at = sql.indexOf(';', at + 1)) checkStatement(sql.slice(at + 1), sql)
+  const advisory = SESSION_ADVISORY.exec(sql)
+  if (advisory) throw new SessionStateError(advisory[0].replace(/\s*\($/, ''), ADVICE.advisory, sql)
+}
+
+function checkStatement(text: string, sql: string): void {
+  const { word, end } = firstWord(text)
   switch (word) {
     case 'set': {
-      const next = firstWord(sql.slice(end)).word
+      const next = firstWord(text.slice(end)).word
       // SET LOCAL ends with the transaction; SET TRANSACTION / CONSTRAINTS concern only it.
       if (next !== 'local' && next !== 'transaction' && next !== 'constraints') throw new SessionStateError('SET', ADVICE.set, sql)
       break
@@ -48,17 +57,15 @@ export function assertNoSessionState(sql: string): void {
     case 'listen':
       throw new SessionStateError('LISTEN', ADVICE.listen, sql)
     case 'prepare':
-      if (firstWord(sql.slice(end)).word !== 'transaction') throw new SessionStateError('PREPARE', ADVICE.prepare, sql)
+      if (firstWord(text.slice(end)).word !== 'transaction') throw new SessionStateError('PREPARE', ADVICE.prepare, sql)
       break
     case 'create':
-      if (/^\s*create\s+(?:global\s+|local\s+)?temp(?:orary)?\s/i.test(sql.slice(end - 6)) && !/\bon\s+commit\s+drop\b/i.test(sql)) {
+      if (/^\s*create\s+(?:global\s+|local\s+)?temp(?:orary)?\s/i.test(text.slice(end - 6)) && !/\bon\s+commit\s+drop\b/i.test(text)) {
         throw new SessionStateError('a temporary table kept past its transaction', ADVICE.temp, sql)
       }
       break
     case 'declare':
-      if (/\bwith\s+hold\b/i.test(sql)) throw new SessionStateError('a WITH HOLD cursor', ADVICE.hold, sql)
+      if (/\bwith\s+hold\b/i.test(text)) throw new SessionStateError('a WITH HOLD cursor', ADVICE.hold, sql)
       break
   }
-  const advisory = SESSION_ADVISORY.exec(sql)
-  if (advisory) throw new SessionStateError(advisory[0].replace(/\s*\($/, ''), ADVICE.advisory, sql)
 }

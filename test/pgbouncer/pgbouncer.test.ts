@@ -101,6 +101,21 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
     expect((await Promise.all(Array.from({ length: 4 }, () => db.fetchVal('SHOW search_path')))).every((p) => p === '"$user", public')).toBe(true)
   })
 
+  it('works the same with both drivers', async () => {
+    for (const driver of ['tidepool', 'pg'] as const) {
+      const p = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 3, maxOverflow: 0, name: driver }, { logger: poolLogger })
+      try {
+        const d = new Database(p)
+        const names = await Promise.all(Array.from({ length: 20 }, (_, i) => d.fetchVal<string>('SELECT name FROM items WHERE id = $1', [i % 10 + 10])))
+        expect(names, driver).toEqual(Array.from({ length: 20 }, (_, i) => `item ${i % 10 + 10}`))
+        expect(await d.transaction((tx) => tx.fetchVal<number>('SELECT count(*)::int FROM items WHERE id < $1', [10])), driver).toBe(9) // id 2 was deleted above
+        await expect(d.execute('SET work_mem = 1024'), driver).rejects.toBeInstanceOf(SessionStateError)
+      } finally {
+        await p.close()
+      }
+    }
+  })
+
   it('lets many app-side pools share a small server pool', async () => {
     for (let i = 0; i < 6; i++) pools.push(await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 5, maxOverflow: 0, name: `app${i}`, connectTimeoutMs: 10_000 }, { logger: poolLogger }))
     const results = await Promise.all(
@@ -199,6 +214,8 @@ describe('pooler setting', () => {
     expect(refused('create global temp table t (n int)')).toBe('a temporary table kept past its transaction')
     expect(refused('DECLARE c CURSOR WITH HOLD FOR SELECT 1')).toBe('a WITH HOLD cursor')
     expect(refused('SELECT pg_advisory_unlock_all()')).toBe('pg_advisory_unlock_all')
+    expect(refused('CREATE TABLE a (n int); SET search_path TO a')).toBe('SET')
+    expect(refused('BEGIN; SET LOCAL work_mem = 1; COMMIT')).toBeUndefined()
     expect(refused('WITH x AS (SELECT 1) SELECT pg_advisory_lock_shared (7) FROM x')).toBe('pg_advisory_lock_shared')
   })
 
