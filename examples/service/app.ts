@@ -47,6 +47,10 @@ export async function buildService(deps: ServiceDeps): Promise<FastifyInstance> 
     if (error instanceof QueryError && error.isUniqueViolation) {
       return reply.code(409).send({ error: 'conflict', message: `that ${error.constraint?.replace(/_key$/, '').replace(/_/g, ' ') ?? 'value'} is already taken` })
     }
+    if (error instanceof QueryError && error.isRetryable) {
+      // Serialization failures or deadlocks that outlasted the transaction's retries: contention.
+      return reply.code(409).header('retry-after', '1').send({ error: 'conflict', message: 'too many concurrent updates of the same rows; retry' })
+    }
     const status = error.statusCode ?? error.status ?? 500
     if (status >= 500 && status !== 503) {
       request.log.error({ err: error }, 'request failed')

@@ -98,7 +98,7 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
     const cache = await createCache({ name: 'profiles', logger, ...(env.REDIS_URL ? { redis: env.REDIS_URL } : {}) })
     cleanup.push(() => cache.close())
 
-    const observer = new Observer({ logger, slowQueryMs: 500 }).watchCluster(cluster).watchCache(cache)
+    const observer = new Observer({ logger, slowQueryMs: 1_000 }).watchCluster(cluster).watchCache(cache)
     cleanup.push(async () => observer.close())
     const app = await buildService({ cluster, cache, observer, tenants: { known, migrations: tenantMigrations, pool: primaryPool } })
 

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import type { Transaction } from '../db/scope.js'
-import { ConfigError, TidepoolError } from '../errors/index.js'
+import { ConfigError, MisuseError, TidepoolError } from '../errors/index.js'
 import { IdempotencyInProgressError } from '../safety/errors.js'
 import { idempotent, type IdempotencyOptions, type TransactionalDatabase } from '../safety/idempotency.js'
 
@@ -106,6 +106,9 @@ export function storedIdempotency(db: TransactionalDatabase, options: StoredIdem
           request.tidepool.tx = tx
           try {
             const body = await handler()
+            if (body === reply) {
+              throw new MisuseError(`${route} is idempotent: its handler must return the body (set the status with reply.code()) instead of calling reply.send(), so the answer can be stored`)
+            }
             return { statusCode: reply.statusCode, body }
           } finally {
             request.tidepool.tx = undefined

@@ -55,7 +55,8 @@ export function orderRoutes({ cluster, cache }: ServiceDeps): FastifyPluginAsync
          SELECT $1, line, sku, quantity, price FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, quantity, price, line)`,
         [id, items.map((i) => i.sku), items.map((i) => i.quantity), items.map((i) => i.priceCents)],
       )
-      return reply.code(201).send(await tx.fetchOne(ORDER_SQL, [id]))
+      reply.code(201)
+      return tx.fetchOne(ORDER_SQL, [id])
     })
 
     app.get<{ Params: { id: number } }>('/orders/:id', { schema: { params: schemas.idParams } }, async (request) => {

@@ -28,6 +28,10 @@ export function tenantRoutes({ cluster, tenants }: ServiceDeps): FastifyPluginAs
       async (request, reply) => {
         const result = await provisionTenant(tenants.pool, request.body.id, tenants.migrations)
         tenants.known.add(request.body.id)
+        // The DDL ran outside the cluster's views: raise the session's token to the primary's WAL
+        // position by hand, so the client's next reads wait for a replica that has the new schema.
+        const lsn = await cluster.primary.fetchVal<string>('SELECT pg_current_wal_lsn()::text')
+        if (lsn) cluster.currentSession()?.observe(lsn)
         return reply.code(result.created ? 201 : 200).send({ id: request.body.id, schema: tenantSchema(request.body.id) })
       },
     )

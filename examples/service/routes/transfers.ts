@@ -45,8 +45,9 @@ export function transferRoutes({ cluster, cache }: ServiceDeps): FastifyPluginAs
         return done
       }
       const keyed = request.tidepool.tx
-      const result = keyed ? await run(keyed) : await cluster.db.transaction(run, { isolation: 'serializable', retries: 5 })
-      return reply.code(201).send(result)
+      const result = keyed ? await run(keyed) : await cluster.db.transaction(run, { isolation: 'serializable', retries: 10 })
+      reply.code(201)
+      return result
     })
   }
 }
