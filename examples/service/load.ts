@@ -31,6 +31,13 @@ export const DEFAULT_PHASES: LoadPhase[] = [
   { name: 'recover', durationMs: 10_000, workers: 6, reportShare: 0 },
 ]
 
+/** The same shape in 12 seconds (`npm start -- --quick`, and the browser test). */
+export const QUICK_PHASES: LoadPhase[] = [
+  { name: 'steady', durationMs: 3_000, workers: 6, reportShare: 0 },
+  { name: 'exhaust', durationMs: 6_000, workers: 80, reportShare: 0.7 },
+  { name: 'recover', durationMs: 3_000, workers: 6, reportShare: 0 },
+]
+
 export class LoadGenerator implements LoadControl {
   private readonly phases: LoadPhase[]
   private readonly maxRequests: number
