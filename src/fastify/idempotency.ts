@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import type { Transaction } from '../db/scope.js'
-import { ConfigError, MisuseError, TidepoolError } from '../errors/index.js'
+import { ConfigError, TidepoolError } from '../errors/index.js'
 import { IdempotencyInProgressError } from '../safety/errors.js'
 import { idempotent, type IdempotencyOptions, type TransactionalDatabase } from '../safety/idempotency.js'
 
@@ -91,7 +91,7 @@ export interface StoredIdempotencyOptions extends Omit<IdempotencyOptions, 'fing
  * The safety layer's idempotency keys as the plugin's `idempotency` function: the key is claimed
  * in a transaction on `db`, and the handler's writes belong in that same transaction
  * (`request.tidepool.tx`), so the work and the key commit together or not at all. The reply's
- * status and body are stored; a retry gets them back with `Idempotent-Replayed: true`. A duplicate
+ * status and body (returned, or given to reply.send()) are stored and sent after the commit; a retry gets them back with `Idempotent-Replayed: true`. A duplicate
  * still running is 409 with Retry-After, a key reused with another body 422.
  */
 export function storedIdempotency(db: TransactionalDatabase, options: StoredIdempotencyOptions = {}): IdempotencyHook {
@@ -104,13 +104,20 @@ export function storedIdempotency(db: TransactionalDatabase, options: StoredIdem
         key,
         async (tx: Transaction) => {
           request.tidepool.tx = tx
+          // A handler that calls reply.send() must not answer before the key's transaction
+          // commits: hold its payload back, to be stored and sent after the commit.
+          // (A reply is a thenable that settles when the response is finished, so it must not be
+          // one while the handler's result, possibly the reply itself, is awaited.)
+          let sent: { payload: unknown } | undefined
+          const held = reply as unknown as Record<'send' | 'then', unknown>
+          held.send = (payload?: unknown) => ((sent = { payload }), reply)
+          held.then = undefined
           try {
             const body = await handler()
-            if (body === reply) {
-              throw new MisuseError(`${route} is idempotent: its handler must return the body (set the status with reply.code()) instead of calling reply.send(), so the answer can be stored`)
-            }
-            return { statusCode: reply.statusCode, body }
+            return { statusCode: reply.statusCode, body: sent ? sent.payload : body }
           } finally {
+            delete held.send
+            delete held.then
             request.tidepool.tx = undefined
           }
         },
