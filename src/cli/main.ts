@@ -14,6 +14,7 @@ import { registerBackup } from './commands/backup.js'
 import { registerCheck } from './commands/check.js'
 import { registerDashboard } from './commands/dashboard.js'
 import { registerRestore } from './commands/restore.js'
+import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
 
@@ -47,6 +48,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerRestore(program)
   registerCheck(program)
   registerAdvise(program)
+  registerBench(program)
   registerDashboard(program)
   return program
 }
