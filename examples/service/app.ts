@@ -53,7 +53,6 @@ export async function buildService(deps: ServiceDeps): Promise<FastifyInstance> 
     }
     const status = error.statusCode ?? error.status ?? 500
     if (status >= 500 && status !== 503) {
-      request.log.error({ err: error }, 'request failed')
       observer.logger.error(`${request.method} ${request.url} failed`, { error: error.message })
       return reply.code(500).send({ error: 'internal', message: 'internal error' })
     }

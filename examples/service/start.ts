@@ -59,12 +59,12 @@ function folder(name: string): string {
   throw new Error(`examples/service/${name} is missing`)
 }
 
-export const TENANTS = ['acme', 'globex']
+const TENANTS = ['acme', 'globex']
 
 export async function startApp(options: StartOptions = {}): Promise<RunningApp> {
   const env = options.env ?? process.env
   const print = options.print ?? ((line: string) => console.log(line))
-  const logger = quietLogger(createConsoleLogger('warn'))
+  const logger = quietLogger(createConsoleLogger()) // TIDEPOOL_LOG sets the level (default warn)
   const cleanup: (() => Promise<unknown>)[] = []
   const close = async () => {
     for (const step of cleanup.splice(0).reverse()) await step().catch((err: unknown) => logger.error('shutdown step failed', { error: (err as Error)?.message }))
@@ -108,8 +108,8 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
     const load = new LoadGenerator({ baseUrl: () => base, ...(options.loadPhases ? { phases: options.loadPhases } : {}) })
     const dashboard = createDashboard({ snapshot: () => observer.snapshot(), title: 'Tidepool reference service', logger, load })
     mountDashboard(app, dashboard)
-    await app.listen({ port, host })
     cleanup.push(() => app.close())
+    await app.listen({ port, host })
     cleanup.push(async () => {
       load.stop()
       await load.done()

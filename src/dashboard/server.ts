@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../config/logger.js'
 import { defaultLogger } from '../config/logger.js'
+import { redactUrl } from '../config/redact.js'
 import { ConfigError } from '../errors/index.js'
 import type { ObserverSnapshot } from '../observe/observer.js'
 import { PointMaker, type Point } from './points.js'
@@ -68,6 +69,8 @@ export interface Dashboard {
 interface Asset {
   type: string
   file: string
+  /** Read on first use and kept: a few small files. */
+  body?: Buffer
 }
 
 function assetsDir(): string {
@@ -144,11 +147,18 @@ export function createDashboard(options: DashboardOptions): Dashboard {
   const handle = (req: IncomingMessage, res: ServerResponse): boolean => {
     const path = (req.url ?? '').split('?')[0]!
     if (path !== basePath && !path.startsWith(basePath + '/')) return false
+    if (path === basePath) {
+      // The page's assets are relative URLs: they resolve under the base only with the slash.
+      res.writeHead(302, { location: basePath + '/' })
+      res.end()
+      return true
+    }
     const rest = path.slice(basePath.length).replace(/^\/$/, '')
     const asset = req.method === 'GET' ? files.get(rest) : undefined
     if (asset) {
+      asset.body ??= readFileSync(asset.file)
       res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'no-cache' })
-      res.end(readFileSync(asset.file))
+      res.end(asset.body)
     } else if (req.method === 'GET' && rest === '/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
       send(res, 'hello', { title: options.title ?? 'Tidepool', history: points, snapshot: latest ?? null, load: options.load?.status() ?? null, hasLoad: !!options.load })
@@ -238,7 +248,7 @@ export async function serveDashboard(options: DashboardOptions & { port?: number
 export function fetchSnapshots(url: string, timeoutMs = 2_000): () => Promise<ObserverSnapshot> {
   return async () => {
     const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
-    if (!res.ok) throw new Error(`GET ${url} answered ${res.status}`)
+    if (!res.ok) throw new Error(`GET ${redactUrl(url)} answered ${res.status}`)
     return (await res.json()) as ObserverSnapshot
   }
 }

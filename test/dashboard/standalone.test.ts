@@ -22,6 +22,9 @@ afterAll(async () => {
 
 describe('standalone dashboard', () => {
   it('serves the page, uPlot from the package, and the watched app figures', async () => {
+    const bare = await fetch(served.url.replace(/\/$/, ''), { redirect: 'manual' })
+    expect(bare.status).toBe(302)
+    expect(bare.headers.get('location')).toBe('/dashboard/')
     const page = await fetch(served.url)
     expect(page.status).toBe(200)
     expect(await page.text()).toContain('<script src="uPlot.iife.min.js">')
