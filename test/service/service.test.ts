@@ -5,19 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startApp, type RunningApp } from '../../examples/service/start.js'
 import { useDatabase } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
+import { sharedReplicaUrl } from '../replicas/helpers.js'
 
 const testDb = await useDatabase()
 let running: RunningApp
 let base: string
 
-function onReplica(url: string, database: string): string {
-  const u = new URL(url)
-  u.pathname = `/${database}`
-  return u.toString()
-}
-
 beforeAll(async () => {
-  const replicas = testCluster().replicaUrls.map((url) => onReplica(url, testDb.name))
+  const replicas = testCluster().replicaUrls.length ? [await sharedReplicaUrl(testDb.name)] : []
   running = await startApp({ port: 0, env: { DATABASE_URL: testDb.url, DATABASE_REPLICA_URLS: replicas.join(',') }, print: () => {} })
   base = running.urls.service
 })
