@@ -140,6 +140,8 @@ export {
   publishToPromRegistry,
   serverStatements,
   advisePoolSize,
+  replicaMetrics,
+  cacheMetrics,
   PROMETHEUS_CONTENT_TYPE,
   type ObserverOptions,
   type ObserverSnapshot,
@@ -193,6 +195,21 @@ export {
   type Severity,
   type StepReport,
 } from './ops/index.js'
+
+// Dashboard: the live page over an Observer's snapshot (SSE, uPlot), mountable or standalone.
+export {
+  createDashboard,
+  mountDashboard,
+  serveDashboard,
+  fetchSnapshots,
+  type Dashboard,
+  type DashboardOptions,
+  type ServedDashboard,
+  type LoadControl,
+  type LoadStatus,
+  type Point,
+  type PoolPoint,
+} from './dashboard/index.js'
 
 // Behind PgBouncer: detection from its admin console, its figures as metrics, the session-state guard.
 export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
