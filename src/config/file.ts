@@ -149,15 +149,20 @@ export interface LoadedConfigFile {
   environment: string | undefined
 }
 
-/** Read a config file, substitute `${VAR}` / `${VAR:-default}` and apply the chosen environment. */
+/**
+ * Read a config file, apply the chosen environment, then substitute `${VAR}` / `${VAR:-default}`
+ * (in YAML and JSON; a TypeScript config reads process.env itself). Substituting after choosing
+ * means a variable only another environment uses need not be set.
+ */
 export async function loadConfigFile(path: string, options: LoadConfigOptions = {}): Promise<LoadedConfigFile> {
   const file = resolve(path)
   const env = options.env ?? process.env
-  const substituted = substituteVariables(await readConfigFile(file), env, file) as Record<string, unknown>
   const name = environmentName(options.environment, env)
   const explicit = options.environment !== undefined || !!env.TIDEPOOL_ENV
-  const { raw, environment } = selectEnvironment(substituted, name, file, explicit)
-  return { file, raw, environment }
+  const selected = selectEnvironment(await readConfigFile(file), name, file, explicit)
+  const data = /\.(ya?ml|json)$/.test(file)
+  const raw = data ? (substituteVariables(selected.raw, env, file) as Record<string, unknown>) : selected.raw
+  return { file, raw, environment: selected.environment }
 }
 
 /**

@@ -49,6 +49,10 @@ describe('YAML config files', () => {
     // NODE_ENV=test names no block: the top-level values apply. An explicit unknown name is an error.
     expect((await loadConfigFile(file, { env: { DB_PASSWORD: 'x', NODE_ENV: 'test' } })).raw.size).toBe(4)
     await expect(loadConfigFile(file, { env, environment: 'staging' })).rejects.toThrow(/no environment "staging"; allowed: development, production/)
+    // A variable only another environment uses need not be set.
+    const scoped = folder({ 'tidepool.config.yaml': 'url: postgres://app@db/x\nenvironments:\n  production:\n    password: ${PROD_PASSWORD}\n' })
+    expect((await loadConfigFile(join(scoped, 'tidepool.config.yaml'), { env: { NODE_ENV: 'development' } })).raw).toEqual({ url: 'postgres://app@db/x' })
+    await expect(loadConfigFile(join(scoped, 'tidepool.config.yaml'), { env: {}, environment: 'production' })).rejects.toThrow(/password uses \$\{PROD_PASSWORD\}, which is not set/)
   })
 
   it('a missing variable without a default is an error naming the file, the key and the variable, never a value', async () => {
