@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, ViewRefreshMetrics, createPool, scheduleRefresh, serveDashboard, type Pool, type RefreshSchedule } from '../../src/index.js'
+import { Database, Observer, ViewRefreshMetrics, createPool, scheduleRefresh, serveDashboard, type ObserverSnapshot, type Pool, type RefreshSchedule } from '../../src/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { skipWithoutPgBouncer } from '../helpers/pgbouncer.js'
@@ -40,14 +40,14 @@ describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', a
   afterAll(async () => {
     for (const close of closers.reverse()) await close().catch(() => {})
     await browser?.close()
-    schedule?.stop()
+    await schedule?.stop()
     observer?.close()
     await pool?.close()
     await direct?.close()
     await bouncer?.stop()
   })
 
-  async function open(snapshot: () => unknown): Promise<Page> {
+  async function open(snapshot: () => ObserverSnapshot): Promise<Page> {
     const served = await serveDashboard({ snapshot, intervalMs: 200 })
     closers.push(() => served.close())
     const page = await browser.newPage()
