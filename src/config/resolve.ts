@@ -327,6 +327,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     maxUses: pick('maxUses'),
     idleTimeoutMs: pick('idleTimeoutMs'),
     leakWarningMs: pick('leakWarningMs'),
+    leakReclaimMs: pick('leakReclaimMs'),
     housekeepingIntervalMs: pick('housekeepingIntervalMs'),
     closeTimeoutMs: pick('closeTimeoutMs'),
     resetQuery: pick('resetQuery'),

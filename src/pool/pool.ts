@@ -64,6 +64,8 @@ export interface PoolStats {
   resets: number
   /** Checkouts held longer than leakWarningMs (reported once each). */
   leaksDetected: number
+  /** Checkouts held longer than leakReclaimMs, closed under their holders to free the slot. */
+  reclaimed: number
   /** Connections destroyed on release (mid-query, poisoned, failed reset). */
   discarded: number
   /** Connections retired by drain(), or because their server no longer matched targetSessionAttrs. */
@@ -137,6 +139,7 @@ export class Pool {
     recycled: 0,
     resets: 0,
     leaksDetected: 0,
+    reclaimed: 0,
     discarded: 0,
     drained: 0,
   }
@@ -246,7 +249,7 @@ export class Pool {
     conn.acquiredAt = t
     conn.uses++
     conn.leakReported = false
-    if (this.config.leakWarningMs > 0) {
+    if (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0) {
       // Capturing is cheap; V8 formats the stack only if a leak is actually reported.
       const site: { stack?: string } = {}
       Error.captureStackTrace(site, this.acquire)
@@ -550,8 +553,8 @@ export class Pool {
   // ---------------------------------------------------------------- housekeeping
 
   private startHousekeeping(): void {
-    const leak = this.config.leakWarningMs
-    const interval = leak > 0 ? Math.max(10, Math.min(this.config.housekeepingIntervalMs, Math.floor(leak / 2))) : this.config.housekeepingIntervalMs
+    const leak = Math.min(...[this.config.leakWarningMs, this.config.leakReclaimMs].filter((ms) => ms > 0))
+    const interval = leak !== Infinity ? Math.max(10, Math.min(this.config.housekeepingIntervalMs, Math.floor(leak / 2))) : this.config.housekeepingIntervalMs
     this.housekeeping = setInterval(() => this.sweep(), interval)
     this.housekeeping.unref()
   }
@@ -590,6 +593,28 @@ export class Pool {
         })
         if (this.events.has('leak')) this.events.emit('leak', { connection: conn, heldMs, stack })
       }
+    }
+    this.reclaimLeaks(t)
+  }
+
+  /**
+   * A checkout held past leakReclaimMs is taken to be forgotten: its socket is closed under the
+   * holder (whose next statement fails; its eventual release() is accepted) and a new connection
+   * can take the slot, so one leak per request cannot exhaust the pool for good.
+   */
+  private reclaimLeaks(t: number): void {
+    const reclaimMs = this.config.leakReclaimMs
+    if (reclaimMs <= 0) return
+    for (const conn of [...this.all]) {
+      if (conn.state !== 'acquired' || t - conn.acquiredAt < reclaimMs) continue
+      this.counters.reclaimed++
+      const stack = conn.acquireSite?.stack?.split('\n').slice(1).join('\n')
+      this.logger.warn(`reclaimed a connection held for ${Math.round(t - conn.acquiredAt)} ms (leakReclaimMs ${reclaimMs}); acquired at:\n${stack ?? '(no stack)'}`, {
+        pool: this.name,
+        pid: conn.pid,
+      })
+      conn.abortSocket()
+      this.discard(conn, 'reclaimed (held past leakReclaimMs)')
     }
   }
 

@@ -289,6 +289,20 @@ describe('leak detection', () => {
     expect(leaks.text()).toMatch(/reported as leaked was returned/)
     await p.close()
   })
+
+  it('reclaims a checkout held past leakReclaimMs: the slot serves others, the late release is accepted', async () => {
+    const leaks = recordingLogger()
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 200, acquireTimeoutMs: 5_000 }, { logger: leaks })
+    const forgotten = await p.acquire()
+    const next = await p.acquire() // would time out without the reclaim: the pool has one slot
+    expect(next).not.toBe(forgotten)
+    expect(p.stats().reclaimed).toBe(1)
+    expect(leaks.lines.find((l) => /reclaimed a connection held for \d+ ms/.test(l.message))?.message).toContain('pool.test.ts')
+    expect(() => p.release(forgotten)).not.toThrow()
+    p.release(next)
+    expect(p.stats()).toMatchObject({ checkedOut: 0, total: 1 })
+    await p.close()
+  })
 })
 
 describe('closing', () => {
