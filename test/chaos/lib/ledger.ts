@@ -2,7 +2,7 @@
 // must be found afterwards. A write whose caller got an error is either definitely not applied
 // (the statement never reached the server) or of unknown outcome (the connection died while it
 // ran); only the second may show up in the table.
-import { ConnectError, PoolTimeoutError, type Database } from '../../../src/index.js'
+import { ConnectError, PoolTimeoutError, type Queryable } from '../../../src/index.js'
 
 export interface LedgerCheck {
   acknowledged: number
@@ -20,7 +20,7 @@ export class Ledger {
   private readonly failed = new Map<number, Error>()
 
   constructor(
-    private readonly db: Database,
+    private readonly db: Queryable,
     private readonly table = 'chaos_ledger',
   ) {}
 
@@ -33,7 +33,7 @@ export class Ledger {
   }
 
   /** One write: resolves when the database acknowledged it. */
-  async write(worker: number, timeoutMs: number, db: Database = this.db): Promise<void> {
+  async write(worker: number, timeoutMs: number, db: Queryable = this.db): Promise<void> {
     const id = this.next++
     try {
       await db.execute(`INSERT INTO ${this.table} (id, worker) VALUES ($1, $2)`, [id, worker], { timeoutMs })
@@ -44,7 +44,7 @@ export class Ledger {
     }
   }
 
-  async check(db: Database = this.db): Promise<LedgerCheck> {
+  async check(db: Queryable = this.db): Promise<LedgerCheck> {
     const present = new Set((await db.fetchAll<{ id: number }>(`SELECT id FROM ${this.table}`)).map((r) => Number(r.id)))
     const lost = [...this.acked].filter((id) => !present.has(id))
     let committedDespiteError = 0
