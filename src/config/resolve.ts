@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs'
 import type { z } from 'zod'
 import { ConfigError } from '../errors/index.js'
+import { REDACTED, scrubSecrets } from './redact.js'
 import {
   configInputSchema,
   DEFAULTS,
@@ -191,7 +192,7 @@ export function parseDatabaseUrl(url: string): ParsedUrl {
   return out
 }
 
-function describeValue(path: string, value: unknown): string {
+function describeValue(path: string, value: unknown, password: string | undefined): string {
   const last = path.split('.').pop() ?? ''
   if (SECRET_KEYS.has(last)) return ''
   if (value === undefined) return ''
@@ -201,6 +202,10 @@ function describeValue(path: string, value: unknown): string {
   } catch {
     shown = String(value)
   }
+  // A connection string pasted into the wrong key carries its password: scrub before shortening,
+  // which could cut the URL in the middle of it.
+  shown = scrubSecrets(shown)
+  if (password) shown = shown.split(password).join(REDACTED)
   if (shown.length > 60) shown = shown.slice(0, 57) + '...'
   return ` (got ${shown})`
 }
@@ -216,13 +221,15 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
 
 /** Format zod issues as one readable ConfigError naming every bad key. */
 export function configErrorFromZod(error: z.ZodError, input: unknown, source = 'config'): ConfigError {
+  const given = input && typeof input === 'object' ? (input as { password?: unknown }).password : undefined
+  const password = typeof given === 'string' && given.length > 0 ? given : undefined
   const lines = error.issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? issue.path.join('.') + '.' : ''
       return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => where + k).join(', ')} (check the spelling; see the configuration reference in the README)`
     }
     const path = issue.path.map(String).join('.')
-    return `${path || 'value'}: ${issue.message}${describeValue(path, valueAt(input, issue.path))}`
+    return `${path || 'value'}: ${issue.message}${describeValue(path, valueAt(input, issue.path), password)}`
   })
   const first = error.issues[0]
   const key = first ? first.path.map(String).join('.') || undefined : undefined
