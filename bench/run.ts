@@ -1,168 +1,318 @@
 // Benchmark suite: every peer measured in the same run, on the same server, in its own process,
 // with the peers' order rotated between repetitions so drift on a noisy machine does not favour
-// one of them. Prints a Markdown table of medians (min–max) and the ratios against each peer.
+// one of them. Prints a Markdown table of medians (min–max), the ratios against each peer and the
+// issue's targets; optionally JSON and an SVG chart.
 //
-//   npm run bench -- [--reps 3] [--seconds 10] [--only w1,w2,w3] [--url postgres://…] [--json out.json]
-import { execFileSync, spawn } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+//   npm run bench -- [--reps 3] [--seconds 10] [--only w1,w2,…] [--url postgres://…]
+//                    [--markdown bench/RESULTS.md] [--svg out.svg] [--json out.json]
+//
+// Worker contract (bench/workers/<name>.ts, one per workload family): arguments
+// `--driver <peer> --url <url> --seconds N [--replica-url <url>] [--via pgbouncer]` plus the
+// workload's own; prints one JSON RunResult line on stdout. A workload whose worker is not in
+// this build (W6, W7 until the cache and replica layers land) is listed as not run.
+import { spawn } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
-import pg from 'pg'
-import { startCluster } from '../src/testing/index.js'
+import { basename, dirname, extname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { findSystemTool, startCluster } from '../src/testing/index.js'
 import { arg, numArg } from './lib/args.js'
-import { median, type RunResult } from './lib/measure.js'
+import { ACCOUNTS, SCALE, ensureData, serverVersion } from './lib/data.js'
+import type { RunResult } from './lib/measure.js'
+import { POINT_SELECT_SCRIPT, TPCB_SCRIPT, pgbenchVersion, runPgbench } from './lib/pgbench.js'
+import { findPgBouncer, pgbouncerVersion, startPgBouncer, type RunningPgBouncer } from './lib/pgbouncer.js'
+import { chartSvg, targetsMarkdown, workloadMarkdown, type Ratio, type Target, type WorkloadReport } from './lib/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
+const repoRoot = join(here, here.includes(`${join('dist', 'bench')}`) ? '../..' : '..')
+// Compiled (dist/bench/*.js) or from source under tsx (bench/*.ts): workers run the same way.
+const ext = extname(fileURLToPath(import.meta.url))
 const reps = numArg('reps', 3)
 const seconds = numArg('seconds', 10)
-const only = new Set(arg('only', 'w1,w2,w3').split(','))
+const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7']
+const only = new Set(arg('only', WORKLOAD_IDS.join(',')).split(','))
+
+interface Peer {
+  name: string
+  /** --driver for the worker script (default: the name). */
+  driver?: string
+  via?: 'pgbouncer'
+  pgbench?: { clients: number; mode: 'prepared' | 'extended'; script: string }
+}
 
 interface Workload {
   id: string
   title: string
+  /** Node worker script, relative to this file, without extension. */
   script: string
-  peers: string[]
   args: string[]
-  /** The metric compared in the ratio table. */
-  metric: 'opsPerSec'
+  peers: Peer[]
+  ratios: Ratio[]
+  /** Seconds per run when the workload needs fewer than the suite's (W3). */
+  seconds?: number
+  overload?: boolean
+  /** Reads the pgbench tables (loaded once, reused while intact). */
+  needsData?: boolean
+  needsReplica?: boolean
 }
+
+const POINT = POINT_SELECT_SCRIPT(ACCOUNTS)
+const TPCB = TPCB_SCRIPT(SCALE)
+const viaBouncer = (name: string, driver: string): Peer => ({ name: `${name}@pgbouncer`, driver, via: 'pgbouncer' })
 
 const WORKLOADS: Workload[] = [
   {
     id: 'w1',
+    needsData: true,
     title: 'W1 point select, 64 workers, pool 10',
-    script: 'workers/point-select.js',
-    peers: ['tidepool', 'pg-named', 'pg-unnamed', 'postgresjs'],
+    script: 'workers/point-select',
     args: ['--workers', '64', '--max', '10'],
-    metric: 'opsPerSec',
+    peers: [
+      { name: 'tidepool' },
+      { name: 'tidepool+features' },
+      { name: 'tidepool/pg-driver' },
+      { name: 'pg-named' },
+      { name: 'pg-unnamed' },
+      { name: 'postgresjs' },
+      { name: 'pgbench', pgbench: { clients: 10, mode: 'prepared', script: POINT } },
+      viaBouncer('tidepool', 'tidepool'),
+      viaBouncer('pg-unnamed', 'pg-unnamed'),
+      viaBouncer('postgresjs', 'postgresjs'),
+      { name: 'pgbench@pgbouncer', via: 'pgbouncer', pgbench: { clients: 64, mode: 'extended', script: POINT } },
+    ],
+    ratios: [
+      { of: 'tidepool', to: 'pg-named' },
+      { of: 'tidepool', to: 'pg-unnamed' },
+      { of: 'tidepool', to: 'postgresjs' },
+      { of: 'tidepool', to: 'pgbench' },
+      { of: 'tidepool+features', to: 'tidepool' },
+      { of: 'tidepool/pg-driver', to: 'pg-named' },
+      { of: 'tidepool@pgbouncer', to: 'pg-unnamed@pgbouncer' },
+      { of: 'tidepool@pgbouncer', to: 'postgresjs@pgbouncer' },
+      { of: 'tidepool@pgbouncer', to: 'pgbench@pgbouncer' },
+    ],
   },
   {
     id: 'w2',
-    title: 'W2 point select, 1 worker',
-    script: 'workers/point-select.js',
-    peers: ['tidepool', 'pg-named', 'pg-unnamed', 'postgresjs'],
+    needsData: true,
+    title: 'W2 point select, 1 worker (latency)',
+    script: 'workers/point-select',
     args: ['--workers', '1', '--max', '10'],
-    metric: 'opsPerSec',
+    peers: [
+      { name: 'tidepool' },
+      { name: 'pg-named' },
+      { name: 'pg-unnamed' },
+      { name: 'postgresjs' },
+      { name: 'pgbench', pgbench: { clients: 1, mode: 'prepared', script: POINT } },
+    ],
+    ratios: [
+      { of: 'tidepool', to: 'pg-named' },
+      { of: 'tidepool', to: 'postgresjs' },
+      { of: 'tidepool', to: 'postgresjs', metric: 'p50' },
+      { of: 'tidepool', to: 'pg-named', metric: 'p50' },
+    ],
   },
   {
     id: 'w3',
     title: 'W3 pool acquire + release, no I/O, 64 callers, pool 10',
-    script: 'workers/pool-cycle.js',
-    peers: ['tidepool', 'generic-pool', 'tarn', 'pg.Pool'],
-    args: ['--workers', '64', '--max', '10', '--seconds', '3'],
-    metric: 'opsPerSec',
+    script: 'workers/pool-cycle',
+    args: ['--workers', '64', '--max', '10'],
+    seconds: 3,
+    peers: [{ name: 'tidepool' }, { name: 'generic-pool' }, { name: 'tarn' }, { name: 'pg.Pool' }],
+    ratios: [
+      { of: 'tidepool', to: 'generic-pool' },
+      { of: 'tidepool', to: 'tarn' },
+      { of: 'tidepool', to: 'pg.Pool' },
+    ],
   },
+  {
+    id: 'w4',
+    title: 'W4 overload: 2,000 callers, pool 10 + overflow 5, acquire timeout 2 s, 20 ms statements',
+    script: 'workers/overload',
+    args: ['--workers', '2000', '--max', '10', '--overflow', '5', '--acquire-timeout-ms', '2000', '--warmup', '3'],
+    overload: true,
+    peers: [{ name: 'tidepool' }, { name: 'pg.Pool' }, { name: 'postgresjs' }],
+    ratios: [
+      { of: 'tidepool', to: 'pg.Pool' },
+      { of: 'tidepool', to: 'postgresjs' },
+    ],
+  },
+  {
+    id: 'w5',
+    needsData: true,
+    title: 'W5 TPC-B-like transaction, 10 workers, pool 10',
+    script: 'workers/tpcb',
+    args: ['--workers', '10', '--max', '10'],
+    peers: [
+      { name: 'tidepool' },
+      { name: 'tidepool/pg-driver' },
+      { name: 'pg' },
+      { name: 'postgresjs' },
+      { name: 'pgbench', pgbench: { clients: 10, mode: 'prepared', script: TPCB } },
+    ],
+    ratios: [
+      { of: 'tidepool', to: 'pg' },
+      { of: 'tidepool', to: 'postgresjs' },
+      { of: 'tidepool', to: 'pgbench' },
+      { of: 'tidepool/pg-driver', to: 'pg' },
+    ],
+  },
+  {
+    id: 'w6',
+    title: 'W6 cache hit from the memory tier, no I/O, 64 callers (per get)',
+    script: 'workers/cache-hit',
+    args: ['--workers', '64'],
+    seconds: 3,
+    peers: [{ name: 'tidepool' }, { name: 'map' }],
+    ratios: [{ of: 'tidepool', to: 'map' }],
+  },
+  {
+    id: 'w7',
+    needsData: true,
+    title: 'W7 replica read routing: point select, 64 workers, pool 10 on the replica',
+    script: 'workers/replica-routing',
+    args: ['--workers', '64', '--max', '10'],
+    peers: [{ name: 'direct' }, { name: 'reader' }, { name: 'token' }],
+    ratios: [
+      { of: 'reader', to: 'direct' },
+      { of: 'token', to: 'direct' },
+    ],
+    needsReplica: true,
+  },
+]
+
+const TARGETS: Target[] = [
+  { workload: 'w1', of: 'tidepool', to: 'pg-named', threshold: 1.3, label: 'W1 throughput ≥ 1.3 × pg.Pool (named prepared)' },
+  { workload: 'w1', of: 'tidepool', to: 'postgresjs', threshold: 1.2, label: 'W1 throughput ≥ 1.2 × postgres.js' },
+  { workload: 'w2', of: 'tidepool', to: 'postgresjs', metric: 'p50', threshold: 1, label: 'W2 p50 ≤ postgres.js' },
+  { workload: 'w3', of: 'tidepool', to: 'generic-pool', threshold: 2, label: 'W3 ≥ 2 × generic-pool' },
+  { workload: 'w1', of: 'tidepool+features', to: 'tidepool', threshold: 0.95, label: 'W1 with leak detection, a query listener and stats every second: cost ≤ 5 %' },
 ]
 
 function runWorker(script: string, args: string[]): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(here, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, [...process.execArgv, join(here, script + ext), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
+    let err = ''
     child.stdout.on('data', (d: Buffer) => (out += d))
+    child.stderr.on('data', (d: Buffer) => (err += d))
     child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`${script} ${args.join(' ')} exited with ${code}`))
+      if (code !== 0) return reject(new Error(`exited with ${code}: ${err.trim().split('\n').slice(-3).join(' ') || 'no output'}`))
       try {
         resolve(JSON.parse(out.trim().split('\n').pop()!) as RunResult)
-      } catch (err) {
-        reject(err as Error)
+      } catch (e) {
+        reject(e as Error)
       }
     })
   })
 }
 
-async function ensureData(url: string): Promise<void> {
-  const client = new pg.Client(url)
-  await client.connect()
+/** Version of an installed package, or of Tidepool itself (`.`). */
+function packageVersion(name: string): string {
   try {
-    const have = await client.query("SELECT to_regclass('pgbench_accounts') IS NOT NULL AS ok")
-    if (have.rows[0].ok && (await client.query('SELECT count(*)::int AS n FROM pgbench_accounts')).rows[0].n === 1_000_000) return
-    process.stderr.write('loading pgbench_accounts (scale 10, 1M rows)…\n')
-    await client.query('DROP TABLE IF EXISTS pgbench_accounts')
-    await client.query('CREATE TABLE pgbench_accounts (aid int NOT NULL, bid int, abalance int, filler char(84)) WITH (fillfactor = 100)')
-    await client.query("INSERT INTO pgbench_accounts SELECT g, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, 1000000) g")
-    await client.query('ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid)')
-    await client.query('VACUUM ANALYZE pgbench_accounts')
-    await client.query('CHECKPOINT')
-  } finally {
-    await client.end()
+    const file = name === '.' ? join(repoRoot, 'package.json') : join(repoRoot, 'node_modules', name, 'package.json')
+    return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version
+  } catch {
+    return '?'
   }
 }
 
-function fmt(n: number, digits = 0): string {
-  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
-}
+const loadAverage = () => os.loadavg().map((l) => l.toFixed(2)).join(' ')
 
 async function main(): Promise<void> {
-  let url = process.env.BENCH_URL ?? arg('url', '')
-  let stop: (() => Promise<void>) | undefined
+  const selected = WORKLOADS.filter((w) => only.has(w.id))
+  const available = (w: Workload) => existsSync(join(here, w.script + ext))
+  let url = process.env.BENCH_URL || arg('url', '')
+  let replicaUrl = arg('replica-url', '')
+  let stopCluster: (() => Promise<void>) | undefined
   if (!url) {
-    const cluster = await startCluster({ durable: true, settings: { max_connections: '200', shared_buffers: '256MB' } })
+    const replicas = selected.some((w) => w.needsReplica && available(w)) ? 1 : 0
+    const cluster = await startCluster({ durable: true, replicas, settings: { max_connections: '300', shared_buffers: '256MB' } })
     url = cluster.primary.urlFor('postgres')
-    stop = () => cluster.stop()
+    replicaUrl = cluster.replicas[0]?.urlFor('postgres') ?? ''
+    stopCluster = () => cluster.stop()
   }
-  await ensureData(url)
-  const server = await (async () => {
-    const c = new pg.Client(url)
-    await c.connect()
-    const v = (await c.query('SHOW server_version')).rows[0].server_version as string
-    await c.end()
-    return v
-  })()
+  if (selected.some((w) => w.needsData && available(w))) await ensureData(url)
+  const server = await serverVersion(url)
+  const pgbench = findSystemTool('pgbench', Number(server.split('.')[0]))
+  const pgbouncerBinary = findPgBouncer()
+  let bouncer: RunningPgBouncer | undefined
+  if (pgbouncerBinary && selected.some((w) => w.peers.some((p) => p.via === 'pgbouncer'))) bouncer = await startPgBouncer(pgbouncerBinary, url, 10)
 
   const lines: string[] = []
-  const say = (line = '') => {
-    lines.push(line)
-    process.stdout.write(line + '\n')
-  }
-  const versions = (name: string) => {
-    try {
-      return JSON.parse(execFileSync('npm', ['ls', name, '--json', '--depth=0'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })).dependencies?.[name]?.version ?? '?'
-    } catch {
-      return '?'
+  const say = (...text: string[]) => {
+    for (const line of text) {
+      lines.push(line)
+      process.stdout.write(line + '\n')
     }
   }
-  say(`# Tidepool benchmarks`)
-  say()
-  say(`${new Date().toISOString()} · ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'} · node ${process.version} · PostgreSQL ${server}`)
-  say(`pg ${versions('pg')} · postgres.js ${versions('postgres')} · generic-pool ${versions('generic-pool')} · tarn ${versions('tarn')} · ${reps} repetitions × ${seconds} s, medians (min–max); peers run in separate processes, order rotated each repetition`)
-  const json: Record<string, Record<string, RunResult[]>> = {}
+  const cpu = os.cpus()
+  say('# Tidepool benchmarks', '')
+  say(`${new Date().toISOString()} · ${cpu.length} × ${cpu[0]?.model ?? 'cpu'} · load average at start ${loadAverage()} · node ${process.version} · PostgreSQL ${server}`)
+  say(
+    `tidepool ${packageVersion('.')} · pg ${packageVersion('pg')} · pg-protocol ${packageVersion('pg-protocol')} · postgres.js ${packageVersion('postgres')} · generic-pool ${packageVersion('generic-pool')} · tarn ${packageVersion('tarn')} · pgbench ${pgbench ? pgbenchVersion(pgbench) : 'not installed'} · PgBouncer ${pgbouncerBinary ? pgbouncerVersion(pgbouncerBinary) : 'not installed'}`,
+  )
+  say(`${reps} repetitions × ${seconds} s (W3: ${Math.min(3, seconds)} s), medians (min–max); each peer in its own process, order rotated each repetition; client and server share the machine.`)
 
-  for (const w of WORKLOADS.filter((w) => only.has(w.id))) {
-    const results: Record<string, RunResult[]> = Object.fromEntries(w.peers.map((p) => [p, []]))
+  const reports: WorkloadReport[] = []
+  for (const w of selected) {
+    const report: WorkloadReport = { id: w.id, title: w.title, peers: w.peers.map((p) => p.name), results: {}, notRun: {}, ratios: w.ratios, overload: w.overload }
+    reports.push(report)
+    if (!available(w)) {
+      report.skipped = `${w.script}${ext} is missing`
+    } else if (w.needsReplica && !replicaUrl) {
+      report.skipped = 'it needs a replica: pass --replica-url with --url / BENCH_URL'
+    }
+    if (report.skipped) {
+      say('', ...workloadMarkdown(report))
+      continue
+    }
+    const runnable = w.peers.filter((p) => {
+      if (p.pgbench && !pgbench) report.notRun[p.name] = `pgbench ${server.split('.')[0]} is not installed (Debian: postgresql-${server.split('.')[0]})`
+      else if (p.via === 'pgbouncer' && !bouncer) report.notRun[p.name] = 'pgbouncer is not installed'
+      else return true
+      return false
+    })
+    for (const p of runnable) report.results[p.name] = []
+    const runSeconds = Math.min(w.seconds ?? seconds, seconds)
     for (let rep = 0; rep < reps; rep++) {
-      const order = w.peers.map((_, i) => w.peers[(i + rep) % w.peers.length]!)
+      const order = runnable.map((_, i) => runnable[(i + rep) % runnable.length]!)
       for (const peer of order) {
-        // Workload arguments come first so a workload's own --seconds wins (W3 needs only a few).
-        const args = [...w.args, '--driver', peer, '--url', url, '--seconds', String(seconds)]
-        const r = await runWorker(w.script, args)
-        results[peer]!.push(r)
-        process.stderr.write(`${w.id} rep ${rep + 1} ${peer}: ${fmt(r.opsPerSec)} ops/s\n`)
+        const target = peer.via === 'pgbouncer' ? bouncer!.url : url
+        try {
+          const r = peer.pgbench
+            ? await runPgbench(pgbench!, { url: target, seconds: runSeconds, ...peer.pgbench }, 2)
+            : await runWorker(w.script, [
+                ...w.args,
+                '--driver', peer.driver ?? peer.name,
+                '--url', target,
+                '--seconds', String(runSeconds),
+                ...(peer.via ? ['--via', peer.via] : []),
+                ...(replicaUrl ? ['--replica-url', replicaUrl] : []),
+              ])
+          report.results[peer.name]!.push(r)
+          process.stderr.write(`${w.id} rep ${rep + 1}/${reps} ${peer.name}: ${Math.round(r.opsPerSec).toLocaleString('en-US')} ops/s\n`)
+        } catch (err) {
+          report.notRun[peer.name] = `failed: ${(err as Error).message}`
+          process.stderr.write(`${w.id} rep ${rep + 1}/${reps} ${peer.name}: FAILED ${(err as Error).message}\n`)
+        }
       }
     }
-    json[w.id] = results
-    say()
-    say(`## ${w.title}`)
-    say()
-    say('| peer | ops/s | p50 ms | p99 ms | client CPU µs/op | errors |')
-    say('|---|---|---|---|---|---|')
-    const med: Record<string, number> = {}
-    for (const peer of w.peers) {
-      const rs = results[peer]!
-      const ops = rs.map((r) => r.opsPerSec)
-      med[peer] = median(ops)
-      say(
-        `| ${peer} | **${fmt(median(ops))}** (${fmt(Math.min(...ops))}–${fmt(Math.max(...ops))}) | ${fmt(median(rs.map((r) => r.p50Ms)), 3)} | ${fmt(median(rs.map((r) => r.p99Ms)), 3)} | ${fmt(median(rs.map((r) => r.cpuUsPerOp)), 1)} | ${rs.reduce((a, r) => a + r.errors, 0)} |`,
-      )
-    }
-    say()
-    say(w.peers.slice(1).map((p) => `tidepool / ${p}: **${(med.tidepool! / med[p]!).toFixed(2)}×**`).join(' · '))
+    say('', ...workloadMarkdown(report))
   }
-  const out = arg('json', '')
-  if (out) writeFileSync(out, JSON.stringify(json, null, 2))
+  say('', ...targetsMarkdown(TARGETS, reports), '', `Load average at the end: ${loadAverage()}. Differences under ~15 % are within this machine's run-to-run noise.`)
+
   const md = arg('markdown', '')
+  const svg = arg('svg', md ? join(dirname(md), basename(md, extname(md)) + '.svg') : '')
+  if (svg) {
+    writeFileSync(svg, chartSvg(reports, `Tidepool vs peers: median ops/s (${new Date().toISOString().slice(0, 10)}, ${cpu.length} cores)`))
+    if (md) lines.splice(5, 0, '', `![median ops/s per workload](${basename(svg)})`)
+  }
   if (md) writeFileSync(md, lines.join('\n') + '\n')
-  await stop?.()
+  const json = arg('json', '')
+  if (json) writeFileSync(json, JSON.stringify({ server, reps, seconds, workloads: reports }, null, 2))
+  await bouncer?.stop()
+  await stopCluster?.()
 }
 
 await main()

@@ -16,11 +16,12 @@ export {
   type PrePingMode,
   type SslMode,
   type StatementMode,
+  type Driver,
   type TargetSessionAttrs,
   type Logger,
   type LogLevel,
 } from './config/index.js'
-export { Pool, createPool, PooledConnection, type PoolOptions, type PoolStats, type PoolEvents, type AcquireOptions, type Percentiles } from './pool/index.js'
+export { Pool, createPool, PooledConnection, type PoolOptions, type PoolStats, type PoolEvents, type AcquireOptions, type Percentiles, type Notice } from './pool/index.js'
 export { isSafeIdentifier, assertIdentifier, quoteIdentifier, qualifiedName, renderTemplate, normalizeSql, statementShape } from './sql/index.js'
 export {
   Database,

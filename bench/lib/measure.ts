@@ -11,12 +11,24 @@ export interface RunResult {
   cpuUsPerOp: number
   errors: number
   errorKinds: Record<string, number>
+  /** Peak resident set size of the worker process during the measured window, MB. */
+  peakRssMb?: number
+  /** How to read the row when it is not a closed-loop measurement (e.g. pgbench's average latency). */
+  note?: string
 }
 
 export interface LoopOptions {
   workers: number
   seconds: number
   warmupSeconds: number
+}
+
+/** Error classes as the table shows them: the class name, or the message for a bare Error. */
+function errorKind(err: unknown): string {
+  const e = err as Error | undefined
+  const name = e?.name ?? 'Error'
+  if (name !== 'Error' || !e?.message) return name
+  return `Error: ${e.message.replace(/\d+/g, 'N').slice(0, 60)}`
 }
 
 function percentile(sorted: Float64Array, q: number): number {
@@ -45,7 +57,7 @@ export async function closedLoop(op: (i: number) => Promise<unknown>, options: L
       } catch (err) {
         if (recording) {
           errors++
-          const kind = (err as Error)?.name ?? 'Error'
+          const kind = errorKind(err)
           errorKinds[kind] = (errorKinds[kind] ?? 0) + 1
         }
       }
@@ -62,12 +74,15 @@ export async function closedLoop(op: (i: number) => Promise<unknown>, options: L
   }
   if (warmupSeconds > 0) await Promise.all(Array.from({ length: workers }, (_, w) => worker(w)))
   recording = true
+  let peakRss = process.memoryUsage.rss()
+  const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 100)
   const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   stopAt = t0 + seconds * 1000
   await Promise.all(Array.from({ length: workers }, (_, w) => worker(w)))
   const elapsed = (performance.now() - t0) / 1000
   const cpu = process.cpuUsage(cpu0)
+  clearInterval(rssTimer)
   const sorted = samples.subarray(0, count).sort()
   return {
     ops: count,
@@ -78,6 +93,7 @@ export async function closedLoop(op: (i: number) => Promise<unknown>, options: L
     cpuUsPerOp: count ? (cpu.user + cpu.system) / count : 0,
     errors,
     errorKinds,
+    peakRssMb: Math.round(peakRss / (1 << 20)),
   }
 }
 
@@ -86,4 +102,11 @@ export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b)
   const mid = s.length >> 1
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/** A worker's last step: measure, close the driver, print the one JSON line the suite reads. */
+export async function measureAndReport(op: (i: number) => Promise<unknown>, close: () => Promise<unknown>, options: LoopOptions): Promise<void> {
+  const result = await closedLoop(op, options)
+  await close()
+  process.stdout.write(JSON.stringify(result) + '\n')
 }

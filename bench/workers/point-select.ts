@@ -1,11 +1,14 @@
 // W1/W2: point select on pgbench_accounts through one driver, in its own process so peers do not
 // share a JIT, a heap or an event loop. Prints one JSON line with the RunResult.
+//
+//   --driver tidepool | tidepool+features | tidepool/pg-driver | pg-named | pg-unnamed | postgresjs
+//   --via pgbouncer   the URL is a PgBouncer in transaction mode: no named prepared statements
 import pg from 'pg'
 import postgres from 'postgres'
 import { Database, createPool, silentLogger } from '../../src/index.js'
-import { closedLoop } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
-import { pointIds } from '../lib/ids.js'
+import { accountIds } from '../lib/data.js'
+import { measureAndReport } from '../lib/measure.js'
 
 const SQL = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'
 const driver = arg('driver')
@@ -14,18 +17,44 @@ const workers = numArg('workers', 64)
 const max = numArg('max', 10)
 const seconds = numArg('seconds', 10)
 const warmup = numArg('warmup', 2)
-const rows = numArg('rows', 1_000_000)
+const viaPgBouncer = arg('via', '') === 'pgbouncer'
 
-const id = pointIds(rows)
+const ids = accountIds()
+const id = (i: number) => ids[i & 0xffff]!
 
 let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
-  case 'tidepool': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max }, { logger: silentLogger })
+  case 'tidepool':
+  case 'tidepool/pg-driver':
+  case 'tidepool+features': {
+    const features = driver === 'tidepool+features'
+    const pool = await createPool(
+      {
+        url,
+        size: max,
+        maxOverflow: 0,
+        minIdle: max,
+        driver: driver === 'tidepool/pg-driver' ? 'pg' : 'tidepool',
+        statementMode: viaPgBouncer ? 'unnamed' : 'named',
+        // What a production service would turn on: leak detection with call sites, a query-event
+        // listener (as the observability layer attaches), and stats read every second.
+        ...(features ? { leakWarningMs: 10_000 } : {}),
+      },
+      { logger: silentLogger },
+    )
     const db = new Database(pool)
+    let statsTimer: NodeJS.Timeout | undefined
+    if (features) {
+      let observed = 0
+      db.on('query', (e) => (observed += e.durationMs > 0 ? 1 : 0))
+      statsTimer = setInterval(() => pool.stats(), 1_000)
+    }
     op = (i) => db.fetchVal(SQL, [id(i)])
-    close = () => pool.close()
+    close = async () => {
+      clearInterval(statsTimer)
+      await pool.close()
+    }
     break
   }
   case 'pg-unnamed': {
@@ -41,8 +70,8 @@ switch (driver) {
     break
   }
   case 'postgresjs': {
-    const sql = postgres(url, { max, prepare: true, onnotice: () => {} })
-    op = (i) => sql.unsafe(SQL, [id(i)], { prepare: true })
+    const sql = postgres(url, { max, prepare: !viaPgBouncer, onnotice: () => {} })
+    op = (i) => sql.unsafe(SQL, [id(i)], { prepare: !viaPgBouncer })
     close = () => sql.end()
     break
   }
@@ -50,6 +79,4 @@ switch (driver) {
     throw new Error(`unknown driver ${driver}`)
 }
 
-const result = await closedLoop(op, { workers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(op, close, { workers, seconds, warmupSeconds: warmup })

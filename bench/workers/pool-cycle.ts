@@ -4,7 +4,7 @@ import genericPool from 'generic-pool'
 import pg from 'pg'
 import tarn from 'tarn'
 import { createPool, silentLogger } from '../../src/index.js'
-import { closedLoop } from '../lib/measure.js'
+import { measureAndReport } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
 
 const driver = arg('driver')
@@ -51,6 +51,4 @@ switch (driver) {
     throw new Error(`unknown pool ${driver}`)
 }
 
-const result = await closedLoop(() => op(), { workers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(() => op(), close, { workers, seconds, warmupSeconds: warmup })

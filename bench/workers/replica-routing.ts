@@ -6,9 +6,9 @@
 // pgbench_accounts loaded on the primary (it reaches the replica by replication).
 // Prints one JSON line with the RunResult.
 import { Database, createCluster, createPool, silentLogger } from '../../src/index.js'
-import { closedLoop } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
-import { pointIds } from '../lib/ids.js'
+import { accountIds } from '../lib/data.js'
+import { measureAndReport } from '../lib/measure.js'
 
 const SQL = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'
 const driver = arg('driver')
@@ -18,9 +18,8 @@ const workers = numArg('workers', 64)
 const max = numArg('max', 10)
 const seconds = numArg('seconds', 10)
 const warmup = numArg('warmup', 2)
-const rows = numArg('rows', 1_000_000)
-
-const id = pointIds(rows)
+const ids = accountIds()
+const id = (i: number) => ids[i & 0xffff]!
 const replicaPool = { url: replicaUrl, size: max, maxOverflow: 0, minIdle: max }
 
 let op: (i: number) => Promise<unknown>
@@ -45,6 +44,4 @@ if (driver === 'direct') {
   throw new Error(`unknown driver ${driver}`)
 }
 
-const result = await closedLoop(op, { workers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(op, close, { workers, seconds, warmupSeconds: warmup })

@@ -13,6 +13,7 @@ import { registerAdvise } from './commands/advise.js'
 import { registerBackup } from './commands/backup.js'
 import { registerCheck } from './commands/check.js'
 import { registerRestore } from './commands/restore.js'
+import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
 
@@ -46,6 +47,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerRestore(program)
   registerCheck(program)
   registerAdvise(program)
+  registerBench(program)
   return program
 }
 

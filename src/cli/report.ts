@@ -1,13 +1,15 @@
 // Shared by the ops commands: connecting from --url / DATABASE_URL, repeatable options, and
 // printing a check/advise report for people (or as JSON).
+import type { Command } from 'commander'
 import { Database } from '../db/database.js'
 import { ConfigError } from '../errors/index.js'
 import type { Report, Severity } from '../ops/findings.js'
-import { printJson } from './output.js'
+import { withPool } from './context.js'
+import { ioOf, printJson } from './output.js'
 
-/** A small pool for one command; the config loader (#3) may later supply more than the URL. */
-export function connect(url: string | undefined): Promise<Database> {
-  return Database.connect({ ...(url ? { url } : {}), size: 2, maxOverflow: 0, applicationName: 'tidepool-cli' })
+/** Run `fn` with a Database on a small pool from --url / DATABASE_URL / the config file. */
+export function withDatabase<T>(cmd: Command, fn: (db: Database) => Promise<T>): Promise<T> {
+  return withPool(cmd, 2, (pool) => fn(new Database(pool)))
 }
 
 /** For repeatable options: `--schema a --schema b`. */
@@ -39,8 +41,9 @@ export function failLevel(value: string): FailLevel {
 
 const LABEL: Record<Severity, string> = { error: 'ERROR  ', warning: 'WARNING', info: 'INFO   ' }
 
-export function printReport(title: string, report: Report, json: boolean): void {
-  if (json) return printJson(report)
+export function printReport(cmd: Command, title: string, report: Report, json: boolean): void {
+  const io = ioOf(cmd)
+  if (json) return printJson(report, io)
   const count = (s: Severity) => report.findings.filter((f) => f.severity === s).length
   const out: string[] = [
     `${title} ${report.database}: ${report.findings.length} findings (${count('error')} errors, ${count('warning')} warnings, ${count('info')} info) in ${(report.durationMs / 1000).toFixed(1)} s`,
@@ -48,5 +51,5 @@ export function printReport(title: string, report: Report, json: boolean): void 
   for (const f of report.findings) out.push('', `${LABEL[f.severity]} ${f.kind}  ${f.object}`, `        ${f.message}`)
   const skipped = report.steps.filter((s) => s.skipped)
   if (skipped.length > 0) out.push('', ...skipped.map((s) => `skipped: ${s.name}: ${s.skipped}`))
-  process.stdout.write(out.join('\n') + '\n')
+  io.out(out.join('\n') + '\n')
 }

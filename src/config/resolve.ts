@@ -8,6 +8,8 @@ import { REDACTED, scrubSecrets } from './redact.js'
 import {
   configInputSchema,
   DEFAULTS,
+  DRIVERS,
+  type Driver,
   PRESETS,
   SSL_MODES,
   TARGET_SESSION_ATTRS,
@@ -310,6 +312,11 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
   const password = input.password ?? fromUrl.password ?? env.PGPASSWORD ?? undefined
   const ssl = resolveSsl(input.ssl, fromUrl.ssl, env.PGSSLMODE || undefined)
 
+  const envDriver = env.TIDEPOOL_DRIVER || undefined
+  if (envDriver !== undefined && !(DRIVERS as readonly string[]).includes(envDriver)) {
+    throw new ConfigError(`TIDEPOOL_DRIVER must be one of ${DRIVERS.join(', ')} (got ${JSON.stringify(envDriver)})`, { key: 'driver' })
+  }
+
   const preset = input.preset ? PRESETS[input.preset] : {}
   const pick = <K extends keyof typeof DEFAULTS>(key: K, fromSource?: (typeof DEFAULTS)[K]): (typeof DEFAULTS)[K] =>
     (input[key as keyof typeof input] as (typeof DEFAULTS)[K] | undefined) ?? fromSource ?? (preset[key] as (typeof DEFAULTS)[K] | undefined) ?? DEFAULTS[key]
@@ -343,6 +350,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     lockTimeoutMs: pick('lockTimeoutMs'),
     idleInTransactionTimeoutMs: pick('idleInTransactionTimeoutMs'),
     serverSettings: { ...preset.serverSettings, ...fromUrl.serverSettings, ...input.serverSettings },
+    driver: pick('driver', envDriver as Driver | undefined),
     statementMode: pick('statementMode'),
     statementCacheSize: pick('statementCacheSize'),
     keepAlive: pick('keepAlive'),

@@ -15,6 +15,10 @@ export type SslMode = (typeof SSL_MODES)[number]
 export const STATEMENT_MODES = ['named', 'unnamed'] as const
 export type StatementMode = (typeof STATEMENT_MODES)[number]
 
+/** `tidepool`: our own connection over pg-protocol; `pg`: node-postgres's Client (the fallback). */
+export const DRIVERS = ['tidepool', 'pg'] as const
+export type Driver = (typeof DRIVERS)[number]
+
 export const TARGET_SESSION_ATTRS = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'] as const
 export type TargetSessionAttrs = (typeof TARGET_SESSION_ATTRS)[number]
 
@@ -90,6 +94,7 @@ export const configInputSchema = z
     idleInTransactionTimeoutMs: nonNegMs('idleInTransactionTimeoutMs').optional(),
     serverSettings: z.record(z.string().regex(/^[a-z_][a-z0-9_.]*$/i, 'serverSettings keys must be GUC names'), z.string()).optional(),
 
+    driver: z.enum(DRIVERS, { error: `driver must be one of ${DRIVERS.join(', ')}` }).optional(),
     statementMode: z.enum(STATEMENT_MODES, { error: `statementMode must be one of ${STATEMENT_MODES.join(', ')}` }).optional(),
     statementCacheSize: count('statementCacheSize', 0).optional(),
     keepAlive: z.boolean().optional(),
@@ -149,6 +154,7 @@ export interface DatabaseConfig {
   idleInTransactionTimeoutMs: number | undefined
   serverSettings: Record<string, string>
 
+  driver: Driver
   statementMode: StatementMode
   statementCacheSize: number
   keepAlive: boolean
@@ -180,6 +186,7 @@ export const DEFAULTS: Tunables = {
   lockTimeoutMs: undefined,
   idleInTransactionTimeoutMs: undefined,
   serverSettings: {},
+  driver: 'tidepool',
   statementMode: 'named',
   statementCacheSize: 100,
   keepAlive: true,

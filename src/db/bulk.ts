@@ -1,11 +1,8 @@
 // Streaming reads through a server-side cursor (bounded memory whatever the result size) and
 // bulk writes through COPY (the fastest way to load rows into PostgreSQL).
-import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
-import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
-import type pg from 'pg'
 import { AbortError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
+import { isServerError, toQueryError } from './errors.js'
 import { runOn } from './execute.js'
 
 export interface StreamOptions {
@@ -108,13 +105,11 @@ export async function copyRowsIn(
   const sql = `COPY ${target} (${columns.join(', ')}) FROM STDIN`
   conn.inFlight++
   try {
-    const sink = conn.client.query(copyFromStdin(sql))
-    await pipeline(Readable.from(encodeRows(rows, columns.length)), sink)
-    return Number((sink as unknown as { rowCount: number }).rowCount ?? 0)
+    return await conn.client.copyFrom(sql, encodeRows(rows, columns.length))
   } catch (err) {
     // The COPY sub-protocol may still be open on the wire; never reuse such a session.
     conn.poisoned = true
-    throw err
+    throw isServerError(err) ? toQueryError(err, sql) : err
   } finally {
     conn.inFlight--
   }
@@ -124,10 +119,9 @@ export async function copyRowsIn(
 export async function* copyChunksOut(conn: PooledConnection, sql: string): AsyncGenerator<Buffer> {
   conn.inFlight++
   try {
-    const source = conn.client.query(copyToStdout(sql)) as unknown as Readable
     let finished = false
     try {
-      for await (const chunk of source) yield chunk as Buffer
+      yield* conn.client.copyTo(sql)
       finished = true
     } finally {
       // Stopped early or failed: the rest of the COPY output is still coming; retire the session.
@@ -137,5 +131,3 @@ export async function* copyChunksOut(conn: PooledConnection, sql: string): Async
     conn.inFlight--
   }
 }
-
-export type { pg }

@@ -2,17 +2,17 @@
 // pool (one per tenant schema, one per module); isolation comes from rendering `{{tables.x}}` to
 // schema-qualified names, never from `search_path`, so nothing leaks between them through a
 // reused connection.
-import type pg from 'pg'
 import type { Logger } from '../config/logger.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
+import type { SessionResult } from '../pool/session.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
-import { backoffBeforeRetry, ConnectionScope, copyTarget, nodeOf, runTransactionOn, type DbContext, type Transaction } from './scope.js'
+import { backoffBeforeRetry, ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
 import { isRetryable, retryLimit, type TransactionOptions } from './transaction.js'
 
 export interface DatabaseOptions {
@@ -71,15 +71,19 @@ export class Database extends Queryable {
     return this.hooks.hub.on(event, listener)
   }
 
-  protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult> {
+  protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     const budget = options?.timeoutMs
     const deadline = budget === undefined ? undefined : performance.now() + budget
+    // One statement and straight back: a leak report names the statement rather than a stack.
+    const holder = this.pool.config.leakWarningMs > 0 ? `statement: ${sql}` : undefined
     const conn = await this.pool.acquire(
-      options === undefined ? undefined : { signal: options.signal, timeoutMs: budget === undefined ? undefined : Math.min(budget, this.pool.config.acquireTimeoutMs) },
+      options === undefined && holder === undefined
+        ? undefined
+        : { signal: options?.signal, timeoutMs: budget === undefined ? undefined : Math.min(budget, this.pool.config.acquireTimeoutMs), holder },
     )
-    if (probe) probe.node = nodeOf(conn)
+    if (probe) probe.node = conn.node
     try {
-      return await runOn(conn, sql, params, options, rowMode, deadline)
+      return await runOn(conn, sql, params, options, { rowMode, deadline })
     } finally {
       this.pool.release(conn)
     }

@@ -2,9 +2,9 @@
 // once per connection (a named statement from the connection's LRU) unless the pool says
 // `statementMode: 'unnamed'` (PgBouncer transaction mode); statements without parameters use the
 // simple protocol, which also allows several statements in one text.
-import type pg from 'pg'
 import { AbortError, QueryTimeoutError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
+import type { SessionResult, Statement } from '../pool/session.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
 
 export interface QueryOptions {
@@ -33,28 +33,21 @@ const READY_TIMEOUT_MS = 5_000
  */
 const CANCEL_GRACE_MS = 1_000
 
-type PgQueryConfig = pg.QueryConfig & { rowMode?: 'array' }
+/** How a statement is run, beyond what the caller's QueryOptions say. */
+export interface RunExtras {
+  rowMode?: 'array' | undefined
+  /** performance.now() by which the whole call (acquire included) must be done. */
+  deadline?: number | undefined
+  /** A statement without parameters to run first in the same round trip (a transaction's BEGIN). */
+  prelude?: string | undefined
+}
 
-function buildConfig(
-  conn: PooledConnection,
-  sql: string,
-  params: readonly unknown[] | undefined,
-  options: QueryOptions | undefined,
-  rowMode: 'array' | undefined,
-  named: boolean,
-): PgQueryConfig | string {
+function statementFor(conn: PooledConnection, sql: string, params: readonly unknown[] | undefined, options: QueryOptions | undefined, extras: RunExtras | undefined): Statement {
+  const statement: Statement = { text: sql, values: params, name: undefined, rowMode: extras?.rowMode, prelude: extras?.prelude }
   const hasParams = params !== undefined && params.length > 0
   const prepare = options?.prepare
-  if (!hasParams && prepare !== true) {
-    return rowMode ? { text: sql, rowMode } : sql
-  }
-  const config: PgQueryConfig = { text: sql, values: params as unknown[] }
-  if (named && prepare !== false) {
-    const name = conn.statementName(sql)
-    if (name !== undefined) config.name = name
-  }
-  if (rowMode) config.rowMode = rowMode
-  return config
+  if ((hasParams || prepare === true) && conn.namedStatements && prepare !== false) statement.name = conn.statementName(sql)
+  return statement
 }
 
 /**
@@ -67,24 +60,22 @@ export async function runOn(
   sql: string,
   params: readonly unknown[] | undefined,
   options: QueryOptions | undefined,
-  rowMode?: 'array',
-  deadline?: number,
-): Promise<pg.QueryResult> {
-  const named = conn.namedStatements
+  extras?: RunExtras,
+): Promise<SessionResult> {
   const cancellable = options !== undefined && (options.signal !== undefined || options.timeoutMs !== undefined)
-  let config = buildConfig(conn, sql, params, options, rowMode, named)
-  const idleBefore = conn.transactionStatus() === 'I'
+  let statement = statementFor(conn, sql, params, options, extras)
+  const idleBefore = conn.transactionStatus() === 'I' && statement.prelude === undefined
   conn.inFlight++
   try {
     try {
-      return cancellable ? await runCancellable(conn, config, sql, options, deadline) : await conn.client.query(config as pg.QueryConfig)
+      return cancellable ? await runCancellable(conn, statement, options, extras?.deadline) : await conn.client.run(statement)
     } catch (err) {
-      const stale = typeof config === 'object' && config.name !== undefined ? isStaleStatement(err) : undefined
+      const stale = statement.name !== undefined ? isStaleStatement(err) : undefined
       if (!stale || !idleBefore) throw err
       if (stale === 'missing') conn.forgetAllStatements()
       else conn.forgetStatement(sql)
-      config = buildConfig(conn, sql, params, options, rowMode, named)
-      return cancellable ? await runCancellable(conn, config, sql, options, deadline) : await conn.client.query(config as pg.QueryConfig)
+      statement = statementFor(conn, sql, params, options, extras)
+      return cancellable ? await runCancellable(conn, statement, options, extras?.deadline) : await conn.client.run(statement)
     }
   } catch (err) {
     // Let the session settle so the caller (commit check, release) sees the real status.
@@ -95,13 +86,7 @@ export async function runOn(
   }
 }
 
-async function runCancellable(
-  conn: PooledConnection,
-  config: PgQueryConfig | string,
-  sql: string,
-  options: QueryOptions,
-  deadline: number | undefined,
-): Promise<pg.QueryResult> {
+async function runCancellable(conn: PooledConnection, statement: Statement, options: QueryOptions, deadline: number | undefined): Promise<SessionResult> {
   const { signal } = options
   if (signal?.aborted) throw new AbortError()
   let reason: 'timeout' | 'abort' | undefined
@@ -119,7 +104,7 @@ async function runCancellable(
   const onAbort = () => cancel('abort')
   signal?.addEventListener('abort', onAbort, { once: true })
   try {
-    const result = await conn.client.query(config as pg.QueryConfig)
+    const result = await conn.client.run(statement)
     // Finished before the cancel landed. A late cancel could hit this session's next statement,
     // so the connection is retired on release.
     if (reason) conn.poisoned = true
@@ -129,8 +114,8 @@ async function runCancellable(
     const ok = await acknowledged
     // Only a clean 57014 after an acknowledged cancel leaves the session in a known state.
     if (!ok || !isServerError(err) || err.code !== '57014') conn.poisoned = true
-    const cause: TidepoolError = toQueryError(err, sql)
-    if (reason === 'timeout') throw new QueryTimeoutError(options.timeoutMs!, sql, { cause })
+    const cause: TidepoolError = toQueryError(err, statement.text)
+    if (reason === 'timeout') throw new QueryTimeoutError(options.timeoutMs!, statement.text, { cause })
     throw new AbortError('the statement was aborted by its AbortSignal and cancelled on the server', { cause })
   } finally {
     if (timer) clearTimeout(timer)

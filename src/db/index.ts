@@ -1,5 +1,5 @@
 export { Database, type DatabaseOptions } from './database.js'
-export { ConnectionScope, Transaction, nodeOf, type DbContext } from './scope.js'
+export { ConnectionScope, Transaction, type DbContext } from './scope.js'
 export { Queryable, type Params, type Row } from './queryable.js'
 export { runOn, type QueryOptions, type QueryResult } from './execute.js'
 export { QueryHooks, type QueryEvents, type QueryStartEvent, type QueryEndEvent, type TransactionRetryEvent } from './hooks.js'

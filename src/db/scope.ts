@@ -1,15 +1,15 @@
 // Query scopes bound to one held connection: `withConnection(fn)` hands out a ConnectionScope and
 // `transaction(fn)` a Transaction. Both stop working once fn has returned, so a reference that
 // escapes the callback cannot run statements outside the scope it was meant for.
-import type pg from 'pg'
 import type { Logger } from '../config/logger.js'
-import { TransactionError, type TidepoolError } from '../errors/index.js'
+import { QueryError, TransactionError, type TidepoolError } from '../errors/index.js'
 import type { Pool } from '../pool/pool.js'
 import type { PooledConnection } from '../pool/connection.js'
+import type { SessionResult } from '../pool/session.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import type { TemplateCache } from '../sql/template.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
-import { runOn, type QueryOptions } from './execute.js'
+import { runOn, type QueryOptions, type RunExtras } from './execute.js'
 import type { QueryHooks } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import {
@@ -40,10 +40,6 @@ export async function backoffBeforeRetry(ctx: DbContext, attempt: number, err: u
     ctx.hooks.hub.emit('retry', { schema: ctx.schema, pool: ctx.pool.name, attempt: attempt + 1, error: err as TidepoolError, delayMs })
   }
   await sleep(delayMs)
-}
-
-export function nodeOf(conn: PooledConnection): string {
-  return `${conn.host.host}:${conn.host.port}`
 }
 
 /** `"schema"."table"` for a bare table name, or the rendered template if one is given. */
@@ -106,33 +102,52 @@ export class ConnectionScope extends Queryable {
     return 'connection scope'
   }
 
-  protected runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult> {
+  protected runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     try {
       this.assertOpen()
     } catch (err) {
       return Promise.reject(err)
     }
-    if (probe) probe.node = nodeOf(this.conn)
-    return runOn(this.conn, sql, params, options, rowMode)
+    if (probe) probe.node = this.conn.node
+    return this.runHere(sql, params, options, { rowMode })
   }
+
+  /** Run a statement on the held connection (a Transaction sends its BEGIN along with it). */
+  protected runHere(sql: string, params: Params | undefined, options: QueryOptions | undefined, extras?: RunExtras): Promise<SessionResult> {
+    return runOn(this.conn, sql, params, options, extras)
+  }
+
+  /** Before streaming or COPY, which talk to the connection directly. */
+  protected async ready(): Promise<void> {}
 
   /** Stream rows through a cursor on this connection (inside a transaction of its own if needed). */
   stream<R = Row>(sql: string, params?: Params, options?: StreamOptions): AsyncGenerator<R> {
     this.assertOpen()
-    return cursorRows<R>(this.conn, this.render(sql), params, options, this.inTransaction || this.conn.transactionStatus() !== 'I')
+    return this.streamRendered<R>(this.render(sql), params, options)
+  }
+
+  private async *streamRendered<R>(sql: string, params: Params | undefined, options: StreamOptions | undefined): AsyncGenerator<R> {
+    await this.ready()
+    yield* cursorRows<R>(this.conn, sql, params, options, this.inTransaction || this.conn.transactionStatus() !== 'I')
   }
 
   /** COPY rows into a table of this schema; returns the number of rows written. */
-  copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
+  async copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
     this.assertOpen()
     const { target, cols } = copyTarget(this.ctx, table, columns)
+    await this.ready()
     return copyRowsIn(this.conn, target, cols, rows)
   }
 
   /** Run `COPY … TO STDOUT` and yield the output chunks. */
   copyTo(sql: string): AsyncGenerator<Buffer> {
     this.assertOpen()
-    return copyChunksOut(this.conn, this.render(sql))
+    return this.copyRendered(this.render(sql))
+  }
+
+  private async *copyRendered(sql: string): AsyncGenerator<Buffer> {
+    await this.ready()
+    yield* copyChunksOut(this.conn, sql)
   }
 
   /** Run fn in a transaction on this held connection (retried on serialization failure). */
@@ -161,14 +176,71 @@ export class ConnectionScope extends Queryable {
 export class Transaction extends ConnectionScope {
   readonly callbacks = new TransactionCallbacks()
   private savepointSeq = 0
+  /** BEGIN not sent yet: it travels with the first statement, saving a round trip. */
+  private begin: string | undefined
+  /** The statement carrying BEGIN, while in flight: later statements wait until BEGIN is known to hold. */
+  private beginning: Promise<unknown> | undefined
+  /** The server refused BEGIN: nothing in this transaction may run. */
+  private beginError: Error | undefined
 
   constructor(
     ctx: DbContext,
     conn: PooledConnection,
     /** 0 for the outermost transaction, 1+ for savepoints. */
     readonly depth: number,
+    begin?: string,
   ) {
     super(ctx, conn)
+    this.begin = begin
+  }
+
+  protected override async runHere(sql: string, params: Params | undefined, options: QueryOptions | undefined, extras?: RunExtras): Promise<SessionResult> {
+    while (this.beginning) await this.beginning.catch(() => {})
+    if (this.beginError) throw new TransactionError(`the transaction could not begin: ${this.beginError.message}`, { cause: this.beginError })
+    const begin = this.begin
+    if (begin === undefined) return runOn(this.conn, sql, params, options, extras)
+    this.begin = undefined
+    const running = runOn(this.conn, sql, params, options, { rowMode: extras?.rowMode, deadline: extras?.deadline, prelude: begin })
+    this.beginning = running
+    try {
+      return await running
+    } catch (err) {
+      this.beginFailed(begin, err)
+      throw err
+    } finally {
+      if (this.beginning === running) this.beginning = undefined
+    }
+  }
+
+  /** Streaming and COPY talk to the connection directly: BEGIN goes first, in a round trip of its own. */
+  protected override async ready(): Promise<void> {
+    while (this.beginning) await this.beginning.catch(() => {})
+    const begin = this.begin
+    if (begin === undefined) return
+    this.begin = undefined
+    try {
+      await runOn(this.conn, begin, undefined, undefined)
+    } catch (err) {
+      this.beginFailed(begin, err)
+      throw err
+    }
+  }
+
+  /**
+   * A call carrying BEGIN failed. If the session is still idle BEGIN did not take effect: either
+   * the server refused it (the transaction cannot run), or nothing was sent (a bind value could
+   * not be encoded) and the next statement carries it again.
+   */
+  private beginFailed(begin: string, err: unknown): void {
+    if (this.conn.transactionStatus() !== 'I') return
+    if (err instanceof QueryError) this.beginError = err
+    else this.begin = begin
+  }
+
+  /** Whether BEGIN reached the server (once the statement carrying it has settled). */
+  async begun(): Promise<boolean> {
+    while (this.beginning) await this.beginning.catch(() => {})
+    return this.begin === undefined && this.beginError === undefined
   }
 
   protected override get inTransaction(): boolean {
@@ -195,7 +267,7 @@ export class Transaction extends ConnectionScope {
   override async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
     this.assertOpen()
     const name = `tp_sp_${this.depth + 1}_${++this.savepointSeq}`
-    await runOn(this.conn, `SAVEPOINT ${name}`, undefined, undefined)
+    await this.runHere(`SAVEPOINT ${name}`, undefined, undefined)
     const inner = new Transaction(this.ctx, this.conn, this.depth + 1)
     try {
       const value = await fn(inner)
@@ -226,14 +298,13 @@ export async function runTransactionOn<T>(
   if (conn.transactionStatus() !== 'I') {
     throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
   }
-  await runOn(conn, beginStatement(options), undefined, undefined)
-  const tx = new Transaction(ctx, conn, 0)
+  const tx = new Transaction(ctx, conn, 0, beginStatement(options))
   let value: T
   try {
     value = await fn(tx)
   } catch (err) {
     tx.end('been rolled back')
-    if (!conn.broken) {
+    if (!conn.broken && (await tx.begun())) {
       await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => {
         conn.poisoned = true
       })
@@ -242,6 +313,11 @@ export async function runTransactionOn<T>(
     throw err
   }
   tx.end('been committed')
+  if (!(await tx.begun())) {
+    // No statement ran, so there is nothing to commit (and no BEGIN was ever sent).
+    after.push(() => TransactionCallbacks.run(tx.callbacks.onCommit, ctx.logger, 'afterCommit'))
+    return value
+  }
   if (conn.transactionStatus() === 'E') {
     // COMMIT of an aborted transaction "succeeds" as a ROLLBACK; never let that pass silently.
     await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => (conn.poisoned = true))
@@ -252,9 +328,13 @@ export async function runTransactionOn<T>(
   }
   const withCommit = options?.withCommit
   try {
-    const res = await runOn(conn, withCommit ? `COMMIT; ${withCommit.sql}` : 'COMMIT', undefined, undefined)
-    // Several statements in one simple query come back as one result each.
-    if (withCommit) withCommit.onRow((res as unknown as pg.QueryResult[])[1]?.rows[0] as Record<string, unknown> | undefined)
+    if (withCommit) {
+      // COMMIT as the prelude: one round trip, and a failed COMMIT keeps the follow-up from running.
+      const res = await runOn(conn, withCommit.sql, undefined, undefined, { prelude: 'COMMIT' })
+      withCommit.onRow(res.rows[0] as Record<string, unknown> | undefined)
+    } else {
+      await runOn(conn, 'COMMIT', undefined, undefined)
+    }
   } catch (err) {
     const unknown = commitOutcomeUnknown(err)
     if (unknown) {

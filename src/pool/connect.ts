@@ -6,10 +6,13 @@ import { describeTarget, scrubSecrets } from '../config/redact.js'
 import type { DatabaseConfig, HostPort, TargetSessionAttrs } from '../config/schema.js'
 import { tlsOptionsFor } from '../config/tls.js'
 import { ConnectError, type ConnectFailure } from '../errors/index.js'
+import { PgSession } from './pg-session.js'
+import type { Session } from './session.js'
 import { typeParsers } from './types.js'
+import { openWireSession } from './wire/connect.js'
 
 export interface OpenedClient {
-  client: pg.Client
+  client: Session
   host: HostPort
   /** True when the server is a standby (in recovery). Only known when we had to ask. */
   inRecovery: boolean | undefined
@@ -60,6 +63,7 @@ export function classifyConnectError(err: unknown, target: string): ConnectError
     if (code === 'ECONNREFUSED') reason = 'refused'
     else if (code === 'ETIMEDOUT' || /timeout/i.test(message)) reason = 'timeout'
     else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') reason = 'dns'
+    else if (/password|SASL|SCRAM/i.test(message)) reason = 'auth'
     else if (code.startsWith('ERR_TLS') || /SSL|TLS|certificate|self.signed/i.test(message + code)) reason = 'tls'
   }
   const sqlstate = /^[0-9A-Z]{5}$/.test(code) ? code : undefined
@@ -71,8 +75,20 @@ async function resolvePassword(config: DatabaseConfig): Promise<string | undefin
   return typeof p === 'function' ? await p() : p
 }
 
-function clientFor(config: DatabaseConfig, host: HostPort, password: string | undefined): pg.Client {
-  return new pg.Client({
+/** Startup settings both drivers send (pg sends client_encoding itself). */
+function startupParams(config: DatabaseConfig): Record<string, string> {
+  const params: Record<string, string> = { user: config.user, database: config.database, application_name: config.applicationName }
+  if (config.statementTimeoutMs !== undefined) params.statement_timeout = String(config.statementTimeoutMs)
+  if (config.lockTimeoutMs !== undefined) params.lock_timeout = String(config.lockTimeoutMs)
+  if (config.idleInTransactionTimeoutMs !== undefined) params.idle_in_transaction_session_timeout = String(config.idleInTransactionTimeoutMs)
+  const options = startupOptions(config.serverSettings)
+  if (options !== undefined) params.options = options
+  return params
+}
+
+async function openPgSession(config: DatabaseConfig, host: HostPort, password: string | undefined): Promise<Session> {
+  const params = startupParams(config)
+  const client = new pg.Client({
     host: host.host,
     port: host.port,
     user: config.user,
@@ -82,13 +98,36 @@ function clientFor(config: DatabaseConfig, host: HostPort, password: string | un
     connectionTimeoutMillis: config.connectTimeoutMs,
     keepAlive: config.keepAlive,
     keepAliveInitialDelayMillis: config.keepAliveInitialDelayMs,
-    application_name: config.applicationName,
+    application_name: params.application_name,
     statement_timeout: config.statementTimeoutMs,
     lock_timeout: config.lockTimeoutMs,
     idle_in_transaction_session_timeout: config.idleInTransactionTimeoutMs,
-    options: startupOptions(config.serverSettings),
+    options: params.options,
     types: typeParsers,
   } as pg.ClientConfig)
+  const session = new PgSession(client)
+  try {
+    await client.connect()
+    return session
+  } catch (err) {
+    client.end().catch(() => {})
+    throw err
+  }
+}
+
+function openSession(config: DatabaseConfig, host: HostPort, password: string | undefined): Promise<Session> {
+  if (config.driver === 'pg') return openPgSession(config, host, password)
+  return openWireSession(
+    {
+      host: host.host,
+      port: host.port,
+      tls: tlsOptionsFor(config.ssl, host.host),
+      connectTimeoutMs: config.connectTimeoutMs,
+      keepAlive: config.keepAlive,
+      keepAliveInitialDelayMs: config.keepAliveInitialDelayMs,
+    },
+    { user: config.user, password, params: { ...startupParams(config), client_encoding: 'UTF8' } },
+  )
 }
 
 /** Asks a server what libpq's target_session_attrs checks look at. */
@@ -111,15 +150,10 @@ export function matchesTargetSessionAttrs(attrs: TargetSessionAttrs, inRecovery:
   }
 }
 
-async function openOn(config: DatabaseConfig, host: HostPort, password: string | undefined): Promise<pg.Client> {
-  const client = clientFor(config, host, password)
-  // Until the pool attaches its own handler, an 'error' after connect must not crash the process.
-  client.on('error', () => {})
+async function openOn(config: DatabaseConfig, host: HostPort, password: string | undefined): Promise<Session> {
   try {
-    await client.connect()
-    return client
+    return await openSession(config, host, password)
   } catch (err) {
-    client.end().catch(() => {})
     throw classifyConnectError(err, describeTarget(config, host))
   }
 }
@@ -135,7 +169,7 @@ export async function openClient(config: DatabaseConfig): Promise<OpenedClient> 
   const passes: TargetSessionAttrs[] = attrs === 'prefer-standby' ? ['prefer-standby', 'any'] : [attrs]
   for (const want of passes) {
     for (const host of config.hosts) {
-      let client: pg.Client
+      let client: Session
       try {
         client = await openOn(config, host, password)
       } catch (err) {

@@ -1,13 +1,13 @@
-// One server connection as the pool sees it: a pg.Client plus the bookkeeping that production
+// One server connection as the pool sees it: a Session plus the bookkeeping that production
 // semantics need (lifetime, uses, state, leak tracking, prepared statements, cancellation).
-import type pg from 'pg'
 import type { DatabaseConfig, HostPort, TargetSessionAttrs } from '../config/schema.js'
 import { tlsOptionsFor } from '../config/tls.js'
 import { sendCancelRequest } from './cancel.js'
 import { matchesTargetSessionAttrs, ROLE_QUERY } from './connect.js'
+import type { Session, TransactionStatus } from './session.js'
 
 export type ConnectionState = 'idle' | 'acquired' | 'returning' | 'closed'
-export type TransactionStatus = 'I' | 'T' | 'E'
+export type { TransactionStatus }
 
 let nextId = 1
 
@@ -20,10 +20,13 @@ export class PooledConnection {
   /** Set by release(), cleared by checkout: catches a double release. */
   released = false
   uses = 0
+  /** When it was last returned to the pool (or opened): pre-ping and idle timeouts count from here. */
   idleSince = 0
   acquiredAt = 0
   /** Stack of whoever holds it, captured only when leak detection is on. */
   acquireSite: { stack?: string } | undefined
+  /** What holds it, when the acquirer said (AcquireOptions.holder); then there is no stack. */
+  holder: string | undefined
   leakReported = false
   /** The socket failed; never hand this connection out again. */
   broken = false
@@ -44,24 +47,29 @@ export class PooledConnection {
   readonly pendingDeallocate: string[] = []
 
   constructor(
-    readonly client: pg.Client,
+    /** The server session: run statements through the query layer (Database), not directly. */
+    readonly client: Session,
     readonly host: HostPort,
     private readonly config: DatabaseConfig,
     now: number,
   ) {
     this.createdAt = now
     this.verifiedAt = now
+    this.node = `${host.host}:${host.port}`
     this.namedStatements = config.statementMode === 'named' && config.statementCacheSize > 0
     this.expiresAt = config.recycleMs > 0 ? now + config.recycleMs * (0.9 + Math.random() * 0.2) : Infinity
   }
 
+  /** `host:port`, as query events report the node that ran a statement. */
+  readonly node: string
+
   /** Server process id of this session (as in pg_stat_activity.pid). */
   get pid(): number {
-    return (this.client as unknown as { processID: number }).processID
+    return this.client.pid
   }
 
   transactionStatus(): TransactionStatus | null {
-    return (this.client as unknown as { getTransactionStatus(): TransactionStatus | null }).getTransactionStatus()
+    return this.client.transactionStatus()
   }
 
   /**
@@ -103,55 +111,28 @@ export class PooledConnection {
   forgetAllStatements(): void {
     this.statements.clear()
     this.pendingDeallocate.length = 0
-    const connection = (this.client as unknown as { connection?: { parsedStatements?: Record<string, string> } }).connection
-    if (connection?.parsedStatements) connection.parsedStatements = {}
+    this.client.forgetStatements()
   }
 
   get statementCount(): number {
     return this.statements.size
   }
 
-  /** Run DEALLOCATE for evicted statements. Only valid outside an aborted transaction. */
+  /** Deallocate statements evicted from the cache. Only valid outside an aborted transaction. */
   async deallocatePending(): Promise<void> {
     if (this.pendingDeallocate.length === 0) return
-    const names = this.pendingDeallocate.splice(0)
-    await this.client.query(names.map((n) => `DEALLOCATE "${n}"`).join('; '))
-    const parsed = (this.client as unknown as { connection?: { parsedStatements?: Record<string, string> } }).connection?.parsedStatements
-    if (parsed) for (const n of names) delete parsed[n]
+    await this.client.deallocate(this.pendingDeallocate.splice(0))
   }
 
-  /**
-   * pg rejects a failed statement on ErrorResponse, before the ReadyForQuery that carries the new
-   * transaction status; until that arrives, transactionStatus() is stale.
-   */
+  /** A statement's ReadyForQuery (which carries the transaction status) is still to come. */
   get awaitingReady(): boolean {
-    return (this.client as unknown as { readyForQuery: boolean }).readyForQuery === false
+    return this.client.awaitingReady
   }
 
   /** Resolve true once the server's ReadyForQuery has been processed (false on timeout). */
   whenReady(timeoutMs: number): Promise<boolean> {
-    if (!this.awaitingReady || this.broken) return Promise.resolve(!this.broken)
-    const connection = (this.client as unknown as { connection: import('node:events').EventEmitter }).connection
-    return new Promise((resolve) => {
-      const onReady = () => {
-        clearTimeout(timer)
-        connection.off('end', onEnd)
-        resolve(true)
-      }
-      const onEnd = () => {
-        clearTimeout(timer)
-        connection.off('readyForQuery', onReady)
-        resolve(false)
-      }
-      const timer = setTimeout(() => {
-        connection.off('readyForQuery', onReady)
-        connection.off('end', onEnd)
-        resolve(false)
-      }, timeoutMs)
-      // pg's own listener was attached first, so the status is updated when ours runs.
-      connection.once('readyForQuery', onReady)
-      connection.once('end', onEnd)
-    })
+    if (this.broken) return Promise.resolve(false)
+    return this.client.whenReady(timeoutMs)
   }
 
   /** `SELECT 1` with a deadline. Resolves false (never rejects) when the connection is unusable. */
@@ -195,15 +176,13 @@ export class PooledConnection {
 
   /** Ask the server to cancel whatever this session is running. Resolves true when acknowledged. */
   cancel(timeoutMs = 5_000): Promise<boolean> {
-    const secret = (this.client as unknown as { secretKey: number }).secretKey
-    return sendCancelRequest(this.host.host, this.host.port, this.pid, secret, tlsOptionsFor(this.config.ssl, this.host.host), timeoutMs)
+    return sendCancelRequest(this.host.host, this.host.port, this.pid, this.client.secretKey, tlsOptionsFor(this.config.ssl, this.host.host), timeoutMs)
   }
 
   /** Force the socket closed: pending statements reject at once. */
   abortSocket(): void {
     this.broken = true
-    const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream
-    stream?.destroy()
+    this.client.destroy()
   }
 
   /** Close politely (Terminate), or force the socket shut after `graceMs`. Never rejects. */

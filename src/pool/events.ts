@@ -10,8 +10,10 @@ export class EventHub<Events extends Record<string, unknown>> {
 
   constructor(private readonly logger: Logger) {}
 
+  // Lists are replaced, never mutated, so emit() can walk the current one without copying it
+  // even when a listener subscribes or unsubscribes while being called.
   on<K extends keyof Events>(name: K, listener: Listener<Events[K]>): () => void {
-    ;(this.listeners[name] ??= []).push(listener)
+    this.listeners[name] = [...(this.listeners[name] ?? []), listener]
     return () => this.off(name, listener)
   }
 
@@ -19,7 +21,7 @@ export class EventHub<Events extends Record<string, unknown>> {
     const list = this.listeners[name]
     if (!list) return
     const at = list.indexOf(listener)
-    if (at >= 0) list.splice(at, 1)
+    if (at >= 0) this.listeners[name] = [...list.slice(0, at), ...list.slice(at + 1)]
   }
 
   has<K extends keyof Events>(name: K): boolean {
@@ -30,7 +32,7 @@ export class EventHub<Events extends Record<string, unknown>> {
   emit<K extends keyof Events>(name: K, event: Events[K]): void {
     const list = this.listeners[name]
     if (!list || list.length === 0) return
-    for (const listener of list.slice()) {
+    for (const listener of list) {
       try {
         listener(event)
       } catch (err) {

@@ -3,7 +3,7 @@
 // transactions and connection scopes pick one node up front and hand out the foundation's
 // Transaction / ConnectionScope, which are bound to one connection, so nothing inside them can
 // reach another node.
-import type pg from 'pg'
+import type { SessionResult } from '../pool/session.js'
 import type { Logger } from '../config/logger.js'
 import { Database, copyChunksOut, cursorRows, type ConnectionScope, type QueryEvents, type StreamOptions, type Transaction } from '../db/index.js'
 import type { QueryHooks } from '../db/hooks.js'
@@ -66,7 +66,7 @@ export class ClusterDatabase extends Queryable {
     return this.hooks.hub.on(event, listener)
   }
 
-  protected runRendered(sql: string, params: Params | undefined, options: ClusterQueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult> {
+  protected runRendered(sql: string, params: Params | undefined, options: ClusterQueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     return this.router.run(this.mode, sql, params, options, rowMode, probe)
   }
 

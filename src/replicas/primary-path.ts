@@ -4,9 +4,9 @@
 // connection. A write refused as read-only (25006) means a failover: the pool re-checks its
 // connections, drains those to the old primary, and the work runs once more.
 import type { AsyncLocalStorage } from 'node:async_hooks'
-import type pg from 'pg'
+import type { SessionResult } from '../pool/session.js'
 import type { ConnectionScope, Database, Transaction } from '../db/index.js'
-import { nodeOf, runOn, type QueryOptions } from '../db/index.js'
+import { runOn, type QueryOptions } from '../db/index.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { QueryError } from '../errors/index.js'
@@ -43,17 +43,17 @@ export class PrimaryPath {
   ) {}
 
   /** One statement; with `capture`, the LSN after it raises that session's token. */
-  run(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined, capture: ConsistencySession | undefined): Promise<pg.QueryResult> {
+  run(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined, capture: ConsistencySession | undefined): Promise<SessionResult> {
     return this.followingFailover(async () => {
       const pool = this.node.pool
       const deadline = deadlineOf(options)
       const conn = await pool.acquire(acquireOptions(options, deadline, pool))
       try {
         if (probe) {
-          probe.node = nodeOf(conn)
+          probe.node = conn.node
           probe.pool = this.node.name
         }
-        const result = await runOn(conn, sql, params, options, rowMode, deadline)
+        const result = await runOn(conn, sql, params, options, { rowMode, deadline })
         if (capture) await this.capture(capture, async () => (await runOn(conn, COMMIT_LSN_SQL, undefined, undefined)).rows[0]?.lsn)
         return result
       } finally {

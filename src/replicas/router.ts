@@ -6,9 +6,9 @@
 // read runs on another node: reads on a standby cannot have written anything, so running them
 // again is safe.
 import { AsyncLocalStorage } from 'node:async_hooks'
-import type pg from 'pg'
+import type { SessionResult } from '../pool/session.js'
 import type { ConnectionScope, Database } from '../db/index.js'
-import { nodeOf, runOn, type QueryOptions } from '../db/index.js'
+import { runOn, type QueryOptions } from '../db/index.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import { AbortError, ConnectError, ConnectionLostError, PoolTimeoutError, QueryError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
@@ -114,7 +114,7 @@ export class Router {
   }
 
   /** Run one statement where it belongs. */
-  run(view: ViewMode, sql: string, params: Params | undefined, options: ClusterQueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<pg.QueryResult> {
+  run(view: ViewMode, sql: string, params: Params | undefined, options: ClusterQueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     if (this.wantsReplica(view, sql, options)) {
       const deadline = deadlineOf(options)
       return this.onReplica(
@@ -206,15 +206,15 @@ export class Router {
     rowMode: 'array' | undefined,
     deadline: number | undefined,
     probe: RunProbe | undefined,
-  ): Promise<pg.QueryResult | typeof BEHIND> {
+  ): Promise<SessionResult | typeof BEHIND> {
     const conn = await this.acquireVouched(node, token, acquireOptions(options, deadline, node.pool))
     if (conn === BEHIND) return BEHIND
     try {
       if (probe) {
-        probe.node = nodeOf(conn)
+        probe.node = conn.node
         probe.pool = node.name
       }
-      return await runOn(conn, sql, params, options, rowMode, deadline)
+      return await runOn(conn, sql, params, options, { rowMode, deadline })
     } finally {
       node.pool.release(conn)
     }

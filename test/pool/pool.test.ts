@@ -223,7 +223,8 @@ describe('connection health', () => {
 
 describe('reset on return', () => {
   it('rolls back a connection returned inside an aborted transaction and reuses it', async () => {
-    const p = await pool({ size: 1 })
+    // No overflow: the next acquire must wait for this connection, not race it with a new one.
+    const p = await pool({ size: 1, maxOverflow: 0 })
     const c = await p.acquire()
     await c.client.query('BEGIN')
     await c.client.query('SELECT 1/0').catch(() => {})

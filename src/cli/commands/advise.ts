@@ -2,11 +2,10 @@
 import type { Command } from 'commander'
 import { adviseDatabase } from '../../ops/advise.js'
 import { hasAtLeast } from '../../ops/findings.js'
-import { EXIT } from '../output.js'
-import { collect, connect, failLevel, parseBytes, positiveInt, printReport } from '../report.js'
+import { EXIT, ExitWith } from '../output.js'
+import { collect, withDatabase, failLevel, parseBytes, positiveInt, printReport } from '../report.js'
 
 interface AdviseFlags {
-  url?: string
   schema?: string[]
   statements: string
   memory?: string
@@ -19,27 +18,23 @@ export function registerAdvise(program: Command): void {
   program
     .command('advise')
     .description('advice: foreign keys without an index, unused and duplicate indexes, costliest statements (pg_stat_statements), server settings')
-    .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .option('--schema <name>', 'only this schema (repeatable)', collect)
     .option('--statements <n>', 'how many of the costliest statements to show', '10')
     .option('--memory <size>', "the server's memory (e.g. 16GB), to size memory settings")
     .option('--timeout <ms>', 'deadline per statement', '30000')
     .option('--fail-on <level>', 'exit 1 when a finding is at least error, warning or info; never', 'never')
     .option('--json', 'print the report as JSON')
-    .action(async (flags: AdviseFlags) => {
+    .action(async (flags: AdviseFlags, cmd: Command) => {
       const fail = failLevel(flags.failOn)
-      const db = await connect(flags.url)
-      try {
+      await withDatabase(cmd, async (db) => {
         const report = await adviseDatabase(db, {
           ...(flags.schema ? { schemas: flags.schema } : {}),
           statements: positiveInt(flags.statements, '--statements'),
           statementTimeoutMs: positiveInt(flags.timeout, '--timeout'),
           ...(flags.memory ? { serverMemoryBytes: parseBytes(flags.memory, '--memory') } : {}),
         })
-        printReport('tidepool advise', report, flags.json ?? false)
-        if (fail !== 'never' && hasAtLeast(report, fail)) process.exitCode = EXIT.failure
-      } finally {
-        await db.close()
-      }
+        printReport(cmd, 'tidepool advise', report, flags.json ?? false)
+        if (fail !== 'never' && hasAtLeast(report, fail)) throw new ExitWith(EXIT.failure)
+      })
     })
 }

@@ -2,11 +2,10 @@
 // scratch database, and retention.
 import type { Command } from 'commander'
 import { backup, type BackupProgress } from '../../ops/backup.js'
-import { printJson } from '../output.js'
-import { collect, connect, positiveInt } from '../report.js'
+import { ioOf, printJson, type Io } from '../output.js'
+import { collect, withDatabase, positiveInt } from '../report.js'
 
 interface BackupFlags {
-  url?: string
   dir: string
   prefix?: string
   schema?: string[]
@@ -19,19 +18,18 @@ interface BackupFlags {
 
 const mb = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MB`
 
-function showProgress(p: BackupProgress): void {
+function showProgress(io: Io, p: BackupProgress): void {
   const text =
     p.phase === 'dump'
       ? `dumping ${p.tablesDone}/${p.tablesTotal} tables${p.table ? ` (${p.table})` : ''}, ${mb(p.bytes)}`
       : { checksum: 'computing the checksum', verify: 'verifying in a scratch database', retention: 'applying retention' }[p.phase]
-  process.stderr.write(`tidepool backup: ${text}\n`)
+  io.err(`tidepool backup: ${text}\n`)
 }
 
 export function registerBackup(program: Command): void {
   program
     .command('backup')
     .description('dump the database with pg_dump (custom format) into --dir, with a checksum manifest; --verify restores it into a scratch database and compares row counts')
-    .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .requiredOption('--dir <dir>', 'directory for backups (created if missing)')
     .option('--prefix <name>', 'file name prefix (default: the database name)')
     .option('--schema <name>', 'only this schema (repeatable)', collect)
@@ -40,9 +38,9 @@ export function registerBackup(program: Command): void {
     .option('--no-count', 'skip counting rows in the dump snapshot (faster; nothing to verify against)')
     .option('--bin-dir <dir>', 'directory holding pg_dump/pg_restore (default: PG_BIN, /usr/lib/postgresql/*/bin, PATH)')
     .option('--json', 'print the result as JSON')
-    .action(async (flags: BackupFlags) => {
-      const db = await connect(flags.url)
-      try {
+    .action(async (flags: BackupFlags, cmd: Command) => {
+      const io = ioOf(cmd)
+      await withDatabase(cmd, async (db) => {
         const result = await backup(db, {
           dir: flags.dir,
           ...(flags.prefix ? { prefix: flags.prefix } : {}),
@@ -51,18 +49,16 @@ export function registerBackup(program: Command): void {
           ...(flags.binDir ? { binDir: flags.binDir } : {}),
           verify: flags.verify ?? false,
           countRows: flags.count,
-          onProgress: flags.json ? undefined : throttled(showProgress),
+          onProgress: flags.json ? undefined : throttled((p) => showProgress(io, p)),
         })
-        if (flags.json) return printJson(result)
+        if (flags.json) return printJson(result, io)
         const m = result.manifest
-        process.stdout.write(
+        io.out(
           `${result.file}\n  ${mb(m.bytes)}, sha256 ${m.sha256}, ${m.tables?.length ?? '?'} tables, ${m.durationMs} ms (${m.tool.name} ${m.tool.version}, server ${m.server.version})\n` +
             (result.verified ? `  verified: ${result.verified.tables} tables, ${result.verified.rows} rows match after a restore\n` : '') +
             result.removed.map((f) => `  removed by retention: ${f}\n`).join(''),
         )
-      } finally {
-        await db.close()
-      }
+      })
     })
 }
 

@@ -4,11 +4,10 @@ import { ConfigError } from '../../errors/index.js'
 import { checkIntegrity } from '../../ops/check.js'
 import { parseColumnsRef } from '../../ops/catalog.js'
 import { hasAtLeast } from '../../ops/findings.js'
-import { EXIT } from '../output.js'
-import { collect, connect, failLevel, positiveInt, printReport } from '../report.js'
+import { EXIT, ExitWith } from '../output.js'
+import { collect, withDatabase, failLevel, positiveInt, printReport } from '../report.js'
 
 interface CheckFlags {
-  url?: string
   schema?: string[]
   relation?: string[]
   unique?: string[]
@@ -23,7 +22,6 @@ export function registerCheck(program: Command): void {
   program
     .command('check')
     .description('integrity checks: unvalidated constraints, invalid indexes, orphaned rows, duplicates, sequences near exhaustion, vacuum/analyze, bloat')
-    .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .option('--schema <name>', 'only this schema (repeatable)', collect)
     .option('--relation <child=parent>', 'an undeclared relationship to check for orphans, e.g. app.payments.order_id=app.orders.id or app.t(a,b)=app.u(x,y) (repeatable)', collect)
     .option('--unique <columns>', 'columns meant to be unique, e.g. app.users.email or app.users(tenant_id,email) (repeatable)', collect)
@@ -32,7 +30,7 @@ export function registerCheck(program: Command): void {
     .option('--show-values', 'show a few duplicate key values (they may be personal data)')
     .option('--fail-on <level>', 'exit 1 when a finding is at least error, warning or info; never', 'error')
     .option('--json', 'print the report as JSON')
-    .action(async (flags: CheckFlags) => {
+    .action(async (flags: CheckFlags, cmd: Command) => {
       const fail = failLevel(flags.failOn)
       const relationships = (flags.relation ?? []).map((text) => {
         const [child, parent, extra] = text.split('=')
@@ -40,8 +38,7 @@ export function registerCheck(program: Command): void {
         return { ...parseColumnsRef(child, 'relation'), references: parseColumnsRef(parent, 'relation') }
       })
       const unique = (flags.unique ?? []).map((text) => parseColumnsRef(text, 'unique'))
-      const db = await connect(flags.url)
-      try {
+      await withDatabase(cmd, async (db) => {
         const report = await checkIntegrity(db, {
           ...(flags.schema ? { schemas: flags.schema } : {}),
           relationships,
@@ -50,10 +47,8 @@ export function registerCheck(program: Command): void {
           statementTimeoutMs: positiveInt(flags.timeout ?? '60000', '--timeout'),
           showValues: flags.showValues ?? false,
         })
-        printReport('tidepool check', report, flags.json ?? false)
-        if (fail !== 'never' && hasAtLeast(report, fail)) process.exitCode = EXIT.failure
-      } finally {
-        await db.close()
-      }
+        printReport(cmd, 'tidepool check', report, flags.json ?? false)
+        if (fail !== 'never' && hasAtLeast(report, fail)) throw new ExitWith(EXIT.failure)
+      })
     })
 }

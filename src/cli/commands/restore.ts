@@ -1,11 +1,10 @@
 // `tidepool restore`: pg_restore a backup after checking its checksum, then compare row counts.
 import type { Command } from 'commander'
 import { restore, verifyBackup } from '../../ops/restore.js'
-import { printJson } from '../output.js'
-import { connect, positiveInt } from '../report.js'
+import { ioOf, printJson } from '../output.js'
+import { positiveInt, withDatabase } from '../report.js'
 
 interface RestoreFlags {
-  url?: string
   clean?: boolean
   owner: boolean
   jobs?: string
@@ -19,7 +18,6 @@ export function registerRestore(program: Command): void {
   program
     .command('restore <file>')
     .description('restore a backup made by tidepool backup into the database (checksum first, row counts after); --verify-only restores into a scratch database instead')
-    .option('--url <url>', 'database URL (default: DATABASE_URL)')
     .option('--clean', 'drop the backed-up objects first (otherwise the target must not have them)')
     .option('--no-owner', 'do not restore owners and privileges (the original roles do not exist here)')
     .option('--jobs <n>', 'parallel pg_restore jobs')
@@ -27,15 +25,15 @@ export function registerRestore(program: Command): void {
     .option('--verify-only', 'prove the backup restores, in a scratch database; the target is not touched')
     .option('--bin-dir <dir>', 'directory holding pg_restore (default: PG_BIN, /usr/lib/postgresql/*/bin, PATH)')
     .option('--json', 'print the result as JSON')
-    .action(async (file: string, flags: RestoreFlags) => {
-      const db = await connect(flags.url)
+    .action(async (file: string, flags: RestoreFlags, cmd: Command) => {
+      const io = ioOf(cmd)
       const jobs = flags.jobs ? { jobs: positiveInt(flags.jobs, '--jobs') } : {}
       const binDir = flags.binDir ? { binDir: flags.binDir } : {}
-      try {
+      await withDatabase(cmd, async (db) => {
         if (flags.verifyOnly) {
           const verified = await verifyBackup(db, file, { ...jobs, ...binDir })
-          if (flags.json) return printJson(verified)
-          process.stdout.write(`${file}: restores cleanly; ${verified.tables} tables, ${verified.rows} rows match the manifest (${verified.durationMs} ms)\n`)
+          if (flags.json) return printJson(verified, io)
+          io.out(`${file}: restores cleanly; ${verified.tables} tables, ${verified.rows} rows match the manifest (${verified.durationMs} ms)\n`)
           return
         }
         const result = await restore(db, file, {
@@ -44,15 +42,13 @@ export function registerRestore(program: Command): void {
           clean: flags.clean ?? false,
           noOwner: !flags.owner,
           verify: flags.verify,
-          onProgress: flags.json ? undefined : (p) => process.stderr.write(`tidepool restore: ${p.tablesDone}/${p.tablesTotal} tables (${p.table})\n`),
+          onProgress: flags.json ? undefined : (p) => io.err(`tidepool restore: ${p.tablesDone}/${p.tablesTotal} tables (${p.table})\n`),
         })
-        if (flags.json) return printJson(result)
-        process.stdout.write(
+        if (flags.json) return printJson(result, io)
+        io.out(
           `restored ${file} into ${result.database} in ${result.durationMs} ms` +
             (result.verified ? `; ${result.verified.tables} tables, ${result.verified.rows} rows match the manifest\n` : '\n'),
         )
-      } finally {
-        await db.close()
-      }
+      })
     })
 }

@@ -1,0 +1,87 @@
+// The seam between the pool and the wire: one server session, whatever speaks the protocol
+// underneath. Two implementations: WireSession (ours, over pg-protocol; the default) and
+// PgSession (node-postgres's Client; `driver: 'pg'`). Everything above the pool talks to this
+// interface only, so the driver can change without touching the query layer.
+
+export type TransactionStatus = 'I' | 'T' | 'E'
+
+export interface FieldInfo {
+  name: string
+  dataTypeID: number
+}
+
+export interface SessionResult<R = any> {
+  rows: R[]
+  /** Rows returned or affected, from the command tag; null for commands without a count (BEGIN, CREATE …). */
+  rowCount: number | null
+  command: string
+  fields: FieldInfo[]
+}
+
+export interface Statement {
+  text: string
+  /** Bind values; with any, the extended protocol is used. */
+  values?: readonly unknown[] | undefined
+  /** A named prepared statement: parsed (and its row description kept) on first use per session. */
+  name?: string | undefined
+  /** Use the extended protocol (an unnamed statement) even without values. */
+  extended?: boolean | undefined
+  rowMode?: 'array' | undefined
+  /**
+   * A statement without parameters (e.g. BEGIN) that runs just before this one, in the same round
+   * trip where the driver can. If the prelude fails, this statement does not run and the call
+   * rejects with the prelude's error.
+   */
+  prelude?: string | undefined
+}
+
+export interface Notice {
+  severity: string | undefined
+  code: string | undefined
+  message: string
+  detail?: string | undefined
+  hint?: string | undefined
+}
+
+export interface Session {
+  readonly driver: 'tidepool' | 'pg'
+  /** Server process id (pg_stat_activity.pid). */
+  readonly pid: number
+  /** Secret for CancelRequest (from BackendKeyData). */
+  readonly secretKey: number
+  /** From the last ReadyForQuery: idle, in a transaction, or in a failed transaction. */
+  transactionStatus(): TransactionStatus | null
+  /** A statement was sent and its ReadyForQuery has not been processed yet. */
+  readonly awaitingReady: boolean
+  /** Resolve true once no ReadyForQuery is outstanding (false on timeout or a closed session). */
+  whenReady(timeoutMs: number): Promise<boolean>
+  /** Run one statement. Server errors reject with the server's fields (code, detail, constraint, …). */
+  run(statement: Statement): Promise<SessionResult>
+  /** Convenience: `run({ text, values })`, rows as objects. */
+  query<R = any>(text: string, values?: readonly unknown[]): Promise<SessionResult<R>>
+  /** DEALLOCATE these prepared statements and forget what we knew about them. */
+  deallocate(names: readonly string[]): Promise<void>
+  /** The server no longer has our prepared statements (DISCARD ALL, a pooler swap): forget them. */
+  forgetStatements(): void
+  /** `COPY … FROM STDIN`, fed with text chunks; resolves to the row count. */
+  copyFrom(sql: string, chunks: AsyncIterable<string | Buffer>): Promise<number>
+  /** `COPY … TO STDOUT`; yields the server's output. Stopping early leaves the session unusable. */
+  copyTo(sql: string): AsyncGenerator<Buffer>
+  /** Called once when the socket fails or the server ends the session. */
+  onFailure(listener: (error: Error) => void): void
+  onNotice(listener: (notice: Notice) => void): void
+  /** Close the socket at once; statements in flight reject. */
+  destroy(): void
+  /** Terminate politely; resolves once the socket is closed. */
+  end(): Promise<void>
+}
+
+/** Parse a command tag (`INSERT 0 3`, `UPDATE 2`, `SELECT 5`, `BEGIN`) into command and row count. */
+export function parseCommandTag(tag: string): { command: string; rowCount: number | null } {
+  const space = tag.indexOf(' ')
+  if (space < 0) return { command: tag, rowCount: null }
+  const command = tag.slice(0, space)
+  const last = tag.lastIndexOf(' ')
+  const n = Number(tag.slice(last + 1))
+  return { command, rowCount: Number.isInteger(n) ? n : null }
+}

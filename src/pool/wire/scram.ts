@@ -1,0 +1,69 @@
+// SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL speaks it: no channel binding, the user name
+// left empty in the client-first message (the server takes it from the startup packet).
+import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto'
+import { promisify } from 'node:util'
+
+const pbkdf2Async = promisify(pbkdf2)
+
+export const SCRAM_MECHANISM = 'SCRAM-SHA-256'
+
+const hmac = (key: Buffer, data: string) => createHmac('sha256', key).update(data).digest()
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest()
+
+function attributes(message: string): Map<string, string> {
+  const map = new Map<string, string>()
+  for (const part of message.split(',')) {
+    const eq = part.indexOf('=')
+    if (eq > 0) map.set(part.slice(0, eq), part.slice(eq + 1))
+  }
+  return map
+}
+
+export class ScramClient {
+  private readonly clientNonce = randomBytes(18).toString('base64')
+  private readonly clientFirstBare = `n=*,r=${this.clientNonce}`
+  private expectedServerSignature: Buffer | undefined
+
+  constructor(private readonly password: string) {}
+
+  /** The client-first message, sent in SASLInitialResponse. */
+  initialResponse(): string {
+    return `n,,${this.clientFirstBare}`
+  }
+
+  /** Answer the server-first message with the client-final message (the proof). */
+  async respond(serverFirst: string): Promise<string> {
+    const attrs = attributes(serverFirst)
+    const nonce = attrs.get('r')
+    const salt = attrs.get('s')
+    const iterations = Number(attrs.get('i'))
+    if (!nonce || !nonce.startsWith(this.clientNonce) || nonce.length === this.clientNonce.length) {
+      throw new Error('SCRAM: the server nonce does not extend ours')
+    }
+    if (!salt || !Number.isInteger(iterations) || iterations < 1) throw new Error('SCRAM: malformed server-first message')
+    const salted = await pbkdf2Async(this.password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256')
+    const clientKey = hmac(salted, 'Client Key')
+    const withoutProof = `c=biws,r=${nonce}`
+    const authMessage = `${this.clientFirstBare},${serverFirst},${withoutProof}`
+    const signature = hmac(sha256(clientKey), authMessage)
+    const proof = Buffer.alloc(clientKey.length)
+    for (let i = 0; i < proof.length; i++) proof[i] = clientKey[i]! ^ signature[i]!
+    this.expectedServerSignature = hmac(hmac(salted, 'Server Key'), authMessage)
+    return `${withoutProof},p=${proof.toString('base64')}`
+  }
+
+  /** Check the server-final message: the server proves it knew the password too. */
+  verify(serverFinal: string): void {
+    const v = attributes(serverFinal).get('v')
+    const expected = this.expectedServerSignature
+    if (!v || !expected) throw new Error('SCRAM: malformed server-final message')
+    const got = Buffer.from(v, 'base64')
+    if (got.length !== expected.length || !timingSafeEqual(got, expected)) throw new Error('SCRAM: the server signature does not match')
+  }
+}
+
+/** The md5 password response: 'md5' + md5(md5(password + user) + salt). */
+export function md5Response(user: string, password: string, salt: Buffer): string {
+  const inner = createHash('md5').update(password + user).digest('hex')
+  return 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex')
+}

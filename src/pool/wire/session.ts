@@ -1,0 +1,553 @@
+// Tidepool's own PostgreSQL session over pg-protocol's message parser: the default driver.
+//
+// Why not pg.Client: on the hot path (a prepared statement, one row back) pg clones every query
+// config, builds an EventEmitter per query, asks the server to describe the portal every time and
+// writes four buffers per statement. Here a statement we already prepared is Bind + Execute + Sync
+// in one buffer, its row description is kept from the first Describe, and the promise settles on
+// ReadyForQuery, so whoever awaits it already sees the session's true transaction status.
+import type { Socket } from 'node:net'
+import { Parser } from 'pg-protocol/dist/parser.js'
+import type {
+  BackendMessage,
+  CommandCompleteMessage,
+  CopyDataMessage,
+  DataRowMessage,
+  NoticeMessage,
+  ParameterStatusMessage,
+  ReadyForQueryMessage,
+  RowDescriptionMessage,
+} from 'pg-protocol/dist/messages.js'
+import { typeParsers } from '../types.js'
+import { parseCommandTag, type FieldInfo, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
+import { authenticate, type WireStartup } from './auth.js'
+import { copyDataHeader, FrameWriter } from './frames.js'
+
+type TextParser = (text: string) => unknown
+
+/** What a statement returns: kept per prepared statement so it is described only once. */
+interface Shape {
+  fields: FieldInfo[]
+  names: string[]
+  parsers: TextParser[]
+}
+
+const EMPTY_SHAPE: Shape = { fields: [], names: [], parsers: [] }
+const EMPTY_RESULT = (): SessionResult => ({ rows: [], rowCount: null, command: '', fields: [] })
+
+function shapeOf(msg: RowDescriptionMessage): Shape {
+  const n = msg.fields.length
+  const shape: Shape = { fields: new Array(n), names: new Array(n), parsers: new Array(n) }
+  for (let i = 0; i < n; i++) {
+    const f = msg.fields[i]!
+    shape.fields[i] = { name: f.name, dataTypeID: f.dataTypeID }
+    shape.names[i] = f.name
+    shape.parsers[i] = typeParsers.getTypeParser(f.dataTypeID, 'text') as TextParser
+  }
+  return shape
+}
+
+/** A prepared statement on the server: 'parsing' until ParseComplete, then its shape once described. */
+type PreparedState = 'parsing' | 'parsed' | Shape
+
+/** One round trip: everything the server sends up to its ReadyForQuery. */
+class Request {
+  rows: unknown[] = []
+  shape: Shape = EMPTY_SHAPE
+  result: SessionResult | undefined = undefined
+  error: Error | undefined = undefined
+  /** The prelude's CommandComplete (and, in the extended protocol, ParseComplete) are not ours. */
+  preludePending = false
+  preludeParsePending = false
+  /** Named statement this request parses and describes. */
+  parsing: string | undefined = undefined
+  copyIn: AsyncIterable<string | Buffer> | undefined = undefined
+  copyOut: CopyOutQueue | undefined = undefined
+  /** The COPY source failed: that error, not the server's "COPY from stdin failed", is reported. */
+  copyError: Error | undefined = undefined
+
+  constructor(
+    readonly resolve: (result: SessionResult) => void,
+    readonly reject: (error: Error) => void,
+    readonly arrays: boolean,
+  ) {}
+}
+
+/** Chunks of a COPY TO STDOUT, with backpressure: the socket is paused while the consumer lags. */
+class CopyOutQueue {
+  private static readonly HIGH_WATER = 1 << 20
+  private readonly chunks: Buffer[] = []
+  private bytes = 0
+  private paused = false
+  private waiter: { resolve: (c: Buffer | undefined) => void; reject: (e: Error) => void } | undefined
+  private error: Error | undefined
+  settled = false
+
+  constructor(private readonly socket: Socket) {}
+
+  push(chunk: Buffer): void {
+    if (this.waiter) {
+      const w = this.waiter
+      this.waiter = undefined
+      w.resolve(chunk)
+      return
+    }
+    this.chunks.push(chunk)
+    this.bytes += chunk.length
+    if (!this.paused && this.bytes > CopyOutQueue.HIGH_WATER) {
+      this.paused = true
+      this.socket.pause()
+    }
+  }
+
+  finish(error?: Error): void {
+    this.settled = true
+    this.error = error
+    const w = this.waiter
+    this.waiter = undefined
+    if (w && error) w.reject(error)
+    else if (w) w.resolve(undefined)
+  }
+
+  next(): Promise<Buffer | undefined> {
+    const chunk = this.chunks.shift()
+    if (chunk) {
+      this.bytes -= chunk.length
+      if (this.paused && this.bytes < CopyOutQueue.HIGH_WATER / 4) {
+        this.paused = false
+        this.socket.resume()
+      }
+      return Promise.resolve(chunk)
+    }
+    if (this.settled) return this.error ? Promise.reject(this.error) : Promise.resolve(undefined)
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }))
+  }
+}
+
+const isFatal = (error: Error) => {
+  const severity = (error as { severity?: string }).severity
+  return severity === 'FATAL' || severity === 'PANIC'
+}
+
+/** An error about the connection itself (lost, closed, out of step); never a server error. */
+function connectionError(message: string, cause?: unknown): Error {
+  return new Error(message, cause === undefined ? undefined : { cause })
+}
+
+export class WireSession implements Session {
+  readonly driver = 'tidepool' as const
+  pid = 0
+  secretKey = 0
+  /** ParameterStatus values reported by the server (server_version, TimeZone, …). */
+  readonly serverParams = new Map<string, string>()
+  private status: TransactionStatus = 'I'
+  private readonly parser = new Parser()
+  private readonly writer = new FrameWriter()
+  private readonly queue: Request[] = []
+  private readonly prepared = new Map<string, PreparedState>()
+  private failure: Error | undefined
+  /** Why the server is about to close us (a FATAL ErrorResponse outside any request). */
+  private fatal: Error | undefined
+  private ending = false
+  private readonly failureListeners: ((error: Error) => void)[] = []
+  private readonly noticeListeners: ((notice: Notice) => void)[] = []
+  private readonly drainWaiters: ((ok: boolean) => void)[] = []
+  private readonly closed: Promise<void>
+  /** Where parsed messages go: the authentication exchange first, then dispatch(). */
+  private handle: (msg: BackendMessage) => void
+
+  constructor(private readonly socket: Socket) {
+    this.handle = (msg) => this.dispatch(msg)
+    const onMessage = (msg: BackendMessage) => this.handle(msg)
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.parser.parse(chunk, onMessage)
+      } catch (err) {
+        // Never let a malformed message escape into the event loop: give the session up.
+        this.fail(connectionError(`could not process a server message: ${(err as Error)?.message}`, err))
+        socket.destroy()
+      }
+    })
+    socket.on('error', (err) => this.fail(connectionError(`connection error: ${err.message}`, err)))
+    this.closed = new Promise((resolve) => {
+      socket.once('close', () => {
+        this.fail(this.fatal ?? connectionError(this.ending ? 'connection closed' : 'connection ended by the server'))
+        resolve()
+      })
+    })
+  }
+
+  /** Send the startup packet and authenticate; resolves at the first ReadyForQuery. */
+  async startup(options: WireStartup): Promise<void> {
+    let reject!: (err: Error) => void
+    const failed = new Promise<never>((_, r) => (reject = r))
+    this.failureListeners.push(reject)
+    try {
+      const session = await Promise.race([
+        failed,
+        authenticate(options, {
+          write: (data) => this.socket.write(data),
+          receive: (handler) => (this.handle = handler),
+          frames: this.writer,
+          notice: (msg) => this.notice(msg),
+        }),
+      ])
+      this.pid = session.pid
+      this.secretKey = session.secretKey
+      this.status = session.status
+      for (const [k, v] of session.params) this.serverParams.set(k, v)
+    } catch (err) {
+      this.socket.destroy()
+      throw err
+    } finally {
+      this.failureListeners.splice(this.failureListeners.indexOf(reject), 1)
+      this.handle = (msg) => this.dispatch(msg)
+    }
+  }
+
+  // ---------------------------------------------------------------- Session
+
+  transactionStatus(): TransactionStatus | null {
+    return this.status
+  }
+
+  get awaitingReady(): boolean {
+    return this.queue.length > 0
+  }
+
+  whenReady(timeoutMs: number): Promise<boolean> {
+    if (this.failure) return Promise.resolve(false)
+    if (this.queue.length === 0) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer)
+        resolve(ok)
+      }
+      const timer = setTimeout(() => {
+        const at = this.drainWaiters.indexOf(done)
+        if (at >= 0) this.drainWaiters.splice(at, 1)
+        resolve(false)
+      }, timeoutMs)
+      this.drainWaiters.push(done)
+    })
+  }
+
+  run(statement: Statement): Promise<SessionResult> {
+    return new Promise<SessionResult>((resolve, reject) => {
+      if (this.failure) return reject(this.closedError())
+      const request = new Request(resolve, reject, statement.rowMode === 'array')
+      const w = this.writer
+      try {
+        const { text, values, name, prelude } = statement
+        if ((values === undefined || values.length === 0) && !statement.extended && name === undefined) {
+          // Simple protocol, which also allows several statements in one text. A prelude joins
+          // the same Query message, so if it fails the rest is not run.
+          request.preludePending = prelude !== undefined
+          w.query(prelude === undefined ? text : `${prelude};\n${text}`)
+        } else {
+          if (prelude !== undefined) {
+            // No Sync between the prelude and the statement: a failed prelude skips the statement.
+            w.parse('', prelude).bind('', undefined).execute()
+            request.preludePending = request.preludeParsePending = true
+          }
+          this.writeExtended(request, text, values, name)
+          w.sync()
+        }
+      } catch (err) {
+        // A bind value could not be encoded: nothing was sent.
+        w.reset()
+        return reject(err as Error)
+      }
+      this.send(request)
+    })
+  }
+
+  private writeExtended(request: Request, text: string, values: readonly unknown[] | undefined, name: string | undefined): void {
+    const w = this.writer
+    if (name === undefined || name === '') {
+      w.parse('', text).bind('', values).describe('P', '').execute()
+      return
+    }
+    const state = this.prepared.get(name)
+    if (state === undefined) {
+      // First use on this session: parse it and keep its row description.
+      w.parse(name, text).describe('S', name).bind(name, values).execute()
+      this.prepared.set(name, 'parsing')
+      request.parsing = name
+    } else if (typeof state === 'object') {
+      w.bind(name, values).execute()
+      request.shape = state
+    } else {
+      // Parsed by a request still in flight: describe this portal instead.
+      w.bind(name, values).describe('P', '').execute()
+    }
+  }
+
+  private send(request: Request): void {
+    this.queue.push(request)
+    this.socket.write(this.writer.take())
+  }
+
+  private closedError(): Error {
+    return connectionError(`the connection is closed (${this.failure?.message})`, this.failure)
+  }
+
+  query<R = any>(text: string, values?: readonly unknown[]): Promise<SessionResult<R>> {
+    return this.run({ text, values }) as Promise<SessionResult<R>>
+  }
+
+  async deallocate(names: readonly string[]): Promise<void> {
+    if (names.length === 0) return
+    // Close messages rather than DEALLOCATE text: nothing to parse, and closing a statement that
+    // does not exist is not an error.
+    await new Promise<SessionResult>((resolve, reject) => {
+      if (this.failure) return reject(this.closedError())
+      for (const n of names) this.writer.close('S', n)
+      this.writer.sync()
+      this.send(new Request(resolve, reject, false))
+    })
+    for (const n of names) this.prepared.delete(n)
+  }
+
+  forgetStatements(): void {
+    this.prepared.clear()
+  }
+
+  async copyFrom(sql: string, chunks: AsyncIterable<string | Buffer>): Promise<number> {
+    const result = await new Promise<SessionResult>((resolve, reject) => {
+      if (this.failure) return reject(this.closedError())
+      const request = new Request(resolve, reject, false)
+      request.copyIn = chunks
+      this.writer.query(sql)
+      this.send(request)
+    })
+    return result.rowCount ?? 0
+  }
+
+  async *copyTo(sql: string): AsyncGenerator<Buffer> {
+    const out = new CopyOutQueue(this.socket)
+    new Promise<SessionResult>((resolve, reject) => {
+      if (this.failure) return reject(this.closedError())
+      const request = new Request(resolve, reject, false)
+      request.copyOut = out
+      this.writer.query(sql)
+      this.send(request)
+    }).then(
+      () => out.finish(),
+      (err: Error) => out.finish(err),
+    )
+    try {
+      for (let chunk = await out.next(); chunk !== undefined; chunk = await out.next()) yield chunk
+    } finally {
+      // The consumer stopped while the server was still sending: the session is mid-COPY.
+      if (!out.settled) this.destroy()
+    }
+  }
+
+  onFailure(listener: (error: Error) => void): void {
+    this.failureListeners.push(listener)
+  }
+
+  onNotice(listener: (notice: Notice) => void): void {
+    this.noticeListeners.push(listener)
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  end(): Promise<void> {
+    if (!this.failure && !this.ending) {
+      this.ending = true
+      this.socket.end(this.writer.terminate().take())
+    }
+    return this.closed
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private dispatch(msg: BackendMessage): void {
+    const request = this.queue[0]
+    switch (msg.name) {
+      case 'dataRow':
+        if (!request) break
+        if (request.error) return
+        try {
+          this.addRow(request, (msg as DataRowMessage).fields as (string | null)[])
+        } catch (err) {
+          // A type parser threw: this statement fails; the session itself is fine.
+          request.error = err as Error
+        }
+        return
+      case 'readyForQuery':
+        this.status = (msg as ReadyForQueryMessage).status as TransactionStatus
+        if (!request) break
+        this.queue.shift()
+        this.settle(request)
+        if (this.queue.length === 0 && this.drainWaiters.length > 0) for (const w of this.drainWaiters.splice(0)) w(true)
+        return
+      case 'commandComplete':
+      case 'emptyQuery':
+        if (!request) break
+        if (request.preludePending) {
+          request.preludePending = false
+          return
+        }
+        if (msg.name === 'commandComplete') {
+          const { command, rowCount } = parseCommandTag((msg as CommandCompleteMessage).text)
+          request.result = { rows: request.rows, rowCount, command, fields: request.shape.fields }
+        } else {
+          request.result = EMPTY_RESULT()
+        }
+        // Several statements in one simple Query: each result starts afresh; the last one wins.
+        request.rows = []
+        request.shape = EMPTY_SHAPE
+        return
+      case 'rowDescription':
+        if (!request) break
+        request.shape = shapeOf(msg as RowDescriptionMessage)
+        this.described(request, request.shape)
+        return
+      case 'noData':
+        if (!request) break
+        this.described(request, EMPTY_SHAPE)
+        return
+      case 'parseComplete':
+        if (!request) break
+        if (request.preludeParsePending) request.preludeParsePending = false
+        else if (request.parsing !== undefined && this.prepared.get(request.parsing) === 'parsing') this.prepared.set(request.parsing, 'parsed')
+        return
+      case 'bindComplete':
+      case 'parameterDescription':
+      case 'closeComplete':
+      case 'copyOutResponse':
+      case 'copyDone':
+      case 'notification':
+        return
+      case 'error': {
+        const error = msg as unknown as Error
+        if (!request) {
+          // Outside any statement the server only sends FATALs (e.g. terminated by an admin).
+          this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
+          return
+        }
+        request.error ??= error
+        if (isFatal(error)) this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
+        // A statement whose Parse failed (or was skipped) does not exist on the server.
+        if (request.parsing !== undefined && this.prepared.get(request.parsing) === 'parsing') this.prepared.delete(request.parsing)
+        request.parsing = undefined
+        return
+      }
+      case 'copyInResponse':
+        if (!request) break
+        if (request.copyIn) void this.pumpCopyIn(request, request.copyIn)
+        else this.socket.write(this.writer.copyFail('COPY FROM STDIN is supported through copyFrom() only').take())
+        return
+      case 'copyData':
+        if (!request) break
+        // The parser reuses its buffer for later reads: keep a copy.
+        request.copyOut?.push(Buffer.from((msg as CopyDataMessage).chunk))
+        return
+      case 'notice':
+        this.notice(msg as NoticeMessage)
+        return
+      case 'parameterStatus':
+        this.serverParams.set((msg as ParameterStatusMessage).parameterName, (msg as ParameterStatusMessage).parameterValue)
+        return
+    }
+    // A message we cannot place: the session is out of step with the server; do not guess.
+    this.fail(connectionError(`protocol out of sync: unexpected ${msg.name} message`))
+    this.socket.destroy()
+  }
+
+  /** A statement Describe answered: remember the shape of the statement this request prepares. */
+  private described(request: Request, shape: Shape): void {
+    const name = request.parsing
+    if (name === undefined) return
+    request.parsing = undefined
+    if (this.prepared.get(name) === 'parsed') this.prepared.set(name, shape)
+  }
+
+  private addRow(request: Request, values: (string | null)[]): void {
+    const { parsers, names } = request.shape
+    if (parsers.length !== values.length) throw new Error(`a row has ${values.length} columns but its description has ${parsers.length}`)
+    if (request.arrays) {
+      const row = new Array(values.length)
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!
+        row[i] = v === null ? null : parsers[i]!(v)
+      }
+      request.rows.push(row)
+    } else {
+      const row: Record<string, unknown> = {}
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!
+        row[names[i]!] = v === null ? null : parsers[i]!(v)
+      }
+      request.rows.push(row)
+    }
+  }
+
+  private settle(request: Request): void {
+    if (request.copyError) request.reject(request.copyError)
+    else if (request.error) request.reject(request.error)
+    else request.resolve(request.result ?? EMPTY_RESULT())
+  }
+
+  private async pumpCopyIn(request: Request, chunks: AsyncIterable<string | Buffer>): Promise<void> {
+    const socket = this.socket
+    try {
+      for await (const chunk of chunks) {
+        // The server rejected the data (it drops anything more we send) or the socket is gone.
+        if (request.error || this.failure) return
+        const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+        if (data.length === 0) continue
+        socket.cork()
+        socket.write(copyDataHeader(data.length))
+        const more = socket.write(data)
+        socket.uncork()
+        if (!more) await this.drained()
+      }
+      if (!request.error && !this.failure) socket.write(this.writer.copyDone().take())
+    } catch (err) {
+      request.copyError = err as Error
+      if (!this.failure) socket.write(this.writer.copyFail(`the COPY source failed: ${(err as Error)?.message ?? err}`).take())
+    }
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done)
+        this.socket.off('close', done)
+        resolve()
+      }
+      this.socket.on('drain', done)
+      this.socket.on('close', done)
+    })
+  }
+
+  private notice(msg: NoticeMessage): void {
+    if (this.noticeListeners.length === 0) return
+    const notice: Notice = { severity: msg.severity, code: msg.code, message: msg.message ?? '', detail: msg.detail, hint: msg.hint }
+    for (const listener of this.noticeListeners) listener(notice)
+  }
+
+  /** The socket is gone: every statement in flight rejects, listeners hear it once. */
+  private fail(error: Error): void {
+    if (this.failure) return
+    this.failure = error
+    for (const request of this.queue.splice(0)) {
+      request.copyOut?.finish(error)
+      // A statement the server already failed (e.g. FATAL: terminating connection) keeps that error.
+      request.reject(request.error ?? connectionError(`the connection was lost while a statement was running (${error.message})`, error))
+    }
+    for (const w of this.drainWaiters.splice(0)) w(false)
+    for (const listener of this.failureListeners.splice(0)) {
+      try {
+        listener(error)
+      } catch {
+        // one listener's mistake must not stop the others
+      }
+    }
+  }
+}
