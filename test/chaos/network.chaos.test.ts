@@ -2,6 +2,7 @@
 // latency, a black hole (stall), resets and refused connections, one after the other. A tenth of
 // the calls are statements cancelled by their timeout, so cancellation happens during every fault.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DRIVERS } from '../../src/config/schema.js'
 import { Database, createPool, type Pool } from '../../src/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
@@ -19,18 +20,10 @@ const PHASE_MS = scaled(1_500, 5_000)
 
 const testDb = await useDatabase()
 let proxy: FaultProxy
-let pool: Pool
-let db: Database
+let pool: Pool | undefined
 
 beforeAll(async () => {
   proxy = await startFaultProxy(testCluster().primaryPort)
-  const url = new URL(testDb.url)
-  url.port = String(proxy.port)
-  pool = await createPool(
-    { url: url.toString(), size: 10, maxOverflow: 0, acquireTimeoutMs: DEADLINE_MS, connectTimeoutMs: 1_000, applicationName: 'chaos-net' },
-    { logger: recordingLogger() },
-  )
-  db = new Database(pool)
 })
 afterAll(async () => {
   await pool?.close()
@@ -43,7 +36,16 @@ async function activeSleeps(): Promise<number> {
 }
 
 describe('network faults under load', () => {
-  it('latency, stall, reset and refusal: timeouts fire, the pool never stalls, cancelled connections stay sound', async () => {
+  it.each(DRIVERS)('latency, stall, reset and refusal: timeouts fire, the pool never stalls, cancelled connections stay sound (driver %s)', async (driver) => {
+    proxy.mode = 'pass'
+    const url = new URL(testDb.url)
+    url.port = String(proxy.port)
+    await pool?.close()
+    pool = await createPool(
+      { url: url.toString(), driver, size: 10, maxOverflow: 0, acquireTimeoutMs: DEADLINE_MS, connectTimeoutMs: 1_000, applicationName: 'chaos-net' },
+      { logger: recordingLogger() },
+    )
+    const db = new Database(pool)
     let value = 0
     const load = runLoad({ workers: WORKERS, pauseMs: 5 }, (_worker, call) =>
       call % 10 === 9
@@ -108,8 +110,8 @@ describe('network faults under load', () => {
     expect(cancelled.ok).toBe(0)
     const stats = pool.stats()
     recordFigures({
-      id: 'network',
-      title: 'Network faults: latency, stall, reset, refusal',
+      id: `network-${driver}`,
+      title: `Network faults: latency, stall, reset, refusal, driver '${driver}'`,
       guarantee: 'Through latency, a black hole, connection resets and refusals, every call ends by its deadline with a typed error or the right answer; cancelled statements are stopped on the server and never leave a connection answering the wrong statement.',
       method: `${WORKERS} workers send echo SELECTs (1.5 s deadline; the reply must carry the call's own value) through the TCP fault proxy, one in ten a 3 s pg_sleep cancelled by a 200 ms timeout; ${PHASE_MS} ms of each fault in turn, then clean again.`,
       figures: {

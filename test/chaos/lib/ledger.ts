@@ -20,12 +20,17 @@ export class Ledger {
   private readonly failed = new Map<number, Error>()
 
   constructor(
-    private readonly db: Queryable,
+    private db: Queryable,
     private readonly table = 'chaos_ledger',
   ) {}
 
   async create(): Promise<void> {
     await this.db.execute(`CREATE TABLE IF NOT EXISTS ${this.table} (id bigint PRIMARY KEY, worker int NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
+  }
+
+  /** Write and check through another Database from now on (a new pool, another driver). */
+  use(db: Queryable): void {
+    this.db = db
   }
 
   get acknowledged(): number {
