@@ -7,8 +7,8 @@ import { Database, createPool, type Driver, type Pool } from '../../src/index.js
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'
-import { Ledger } from './lib/ledger.js'
-import { describeErrors, runLoad, type Load } from './lib/load.js'
+import { Ledger, type LedgerCheck } from './lib/ledger.js'
+import { describeErrors, runLoad, type Load, type Outcomes } from './lib/load.js'
 import { echo, expectPoolSettled, firstSuccessAfter, stopAndCheck } from './lib/invariants.js'
 import { scaled } from './lib/scale.js'
 import { chaosCluster, crash } from './lib/servers.js'
@@ -62,6 +62,16 @@ async function recovered(load: Load, since: number): Promise<void> {
   await sleep(AFTER_MS)
 }
 
+/** Stop the load and check every call, the pool, and the ledger (nothing acknowledged lost, nothing refused written). */
+async function settle(load: Load, allowed: string[]): Promise<{ result: Outcomes; check: LedgerCheck }> {
+  const result = await stopAndCheck(load, { deadlineMs: DEADLINE_MS, graceMs: GRACE_MS, allowed })
+  await expectPoolSettled(pool)
+  const check = await ledger.check()
+  expect(check.lost).toEqual([])
+  expect(check.phantom).toEqual([])
+  return { result, check }
+}
+
 describe('primary faults under load', () => {
   it.each(DRIVERS)('SIGKILL of the whole server mid-load, restarted later: no hang, typed errors, no acknowledged write lost (driver %s)', async (driver) => {
     await usePool(driver)
@@ -74,16 +84,8 @@ describe('primary faults under load', () => {
     await servers.primary.start()
     const restartedAt = performance.now()
     await recovered(load, restartedAt)
-    const result = await stopAndCheck(load, {
-      deadlineMs: DEADLINE_MS,
-      graceMs: GRACE_MS,
-      // 57P: a backend that outlived the postmaster by a moment says so before it exits.
-      allowed: ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P'],
-    })
-    await expectPoolSettled(pool)
-    const check = await ledger.check()
-    expect(check.lost).toEqual([])
-    expect(check.phantom).toEqual([])
+    // 57P: a backend that outlived the postmaster by a moment says so before it exits.
+    const { result, check } = await settle(load, ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P'])
     expect(result.errors.ConnectError ?? 0).toBeGreaterThan(0) // the outage was seen
     recordFigures({
       id: `primary-kill-${driver}`,
@@ -115,15 +117,7 @@ describe('primary faults under load', () => {
     await servers.primary.restart({ mode: 'fast' })
     const restartedAt = performance.now()
     await recovered(load, restartedAt)
-    const result = await stopAndCheck(load, {
-      deadlineMs: DEADLINE_MS,
-      graceMs: GRACE_MS,
-      allowed: ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P01'],
-    })
-    await expectPoolSettled(pool)
-    const check = await ledger.check()
-    expect(check.lost).toEqual([])
-    expect(check.phantom).toEqual([])
+    const { result, check } = await settle(load, ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P01'])
     expect(ledger.acknowledged).toBeGreaterThan(before)
     recordFigures({
       id: 'primary-restart',
@@ -156,14 +150,7 @@ describe('primary faults under load', () => {
       await sleep(200)
     }
     await recovered(load, performance.now())
-    const result = await stopAndCheck(load, {
-      deadlineMs: DEADLINE_MS,
-      graceMs: GRACE_MS,
-      allowed: ['ConnectionLostError', 'QueryError 57P01', 'PoolTimeoutError', 'QueryTimeoutError'],
-    })
-    await expectPoolSettled(pool)
-    const check = await ledger.check()
-    expect(check.lost).toEqual([])
+    const { result, check } = await settle(load, ['ConnectionLostError', 'QueryError 57P01', 'PoolTimeoutError', 'QueryTimeoutError'])
     expect(terminated).toBeGreaterThan(0)
     recordFigures({
       id: 'terminate-backend',
