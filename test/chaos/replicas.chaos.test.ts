@@ -14,7 +14,7 @@ import { chaosCluster, crash } from './lib/servers.js'
 
 const WORKERS = scaled(10, 30)
 const DEADLINE_MS = 3_000
-const PHASE_MS = scaled(1_500, 5_000)
+const PHASE_MS = scaled(1_000, 5_000)
 
 let servers: PgCluster
 let cluster: Cluster

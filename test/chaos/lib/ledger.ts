@@ -38,10 +38,10 @@ export class Ledger {
   }
 
   /** One write: resolves when the database acknowledged it. */
-  async write(worker: number, timeoutMs: number, db: Queryable = this.db): Promise<void> {
+  async write(worker: number, timeoutMs: number): Promise<void> {
     const id = this.next++
     try {
-      await db.execute(`INSERT INTO ${this.table} (id, worker) VALUES ($1, $2)`, [id, worker], { timeoutMs })
+      await this.db.execute(`INSERT INTO ${this.table} (id, worker) VALUES ($1, $2)`, [id, worker], { timeoutMs })
       this.acked.add(id)
     } catch (err) {
       this.failed.set(id, err as Error)

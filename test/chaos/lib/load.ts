@@ -21,9 +21,7 @@ export interface LoadOptions {
 
 export interface Load {
   readonly calls: Call[]
-  /** Calls started and not yet settled. */
-  pending(): number
-  /** Resolves once `count` calls of `kind` (any kind by default) have succeeded since `since`. */
+  /** The successful calls (of `kind`, or any) that started at or after `since`. */
   successesSince(since: number, kind?: string): Call[]
   /** Every worker finishes its current call; calls unsettled after `hangBoundMs` are returned as hung. */
   stop(hangBoundMs: number): Promise<{ hung: { kind: string; startedAt: number }[] }>
@@ -58,7 +56,6 @@ export function runLoad(options: LoadOptions, operation: Operation): Load {
   const loops = Promise.all(Array.from({ length: options.workers }, (_, w) => loop(w))).then(() => undefined)
   return {
     calls,
-    pending: () => inFlight.size,
     successesSince: (since, kind) => calls.filter((c) => !c.error && c.startedAt >= since && (kind === undefined || c.kind === kind)),
     finished: loops,
     async stop(hangBoundMs) {
@@ -82,7 +79,6 @@ export interface Outcomes {
   untyped: string[]
   maxMs: number
   p50Ms: number
-  p99Ms: number
 }
 
 export function outcomes(calls: Call[]): Outcomes {
@@ -106,7 +102,6 @@ export function outcomes(calls: Call[]): Outcomes {
     untyped,
     maxMs: Math.round(sorted[sorted.length - 1] ?? 0),
     p50Ms: at(0.5),
-    p99Ms: at(0.99),
   }
 }
 
