@@ -43,13 +43,15 @@ beforeAll(async () => {
 }, 60_000)
 afterAll(() => pool?.close())
 
-/** Writes (ledgered) and echo reads, alternating, each with the call deadline. */
+/** Ledgered writes (single statements and transactions) and echo reads, in turn, each with the call deadline. */
 function mixedLoad(): Load {
   let value = 0
   return runLoad({ workers: WORKERS, pauseMs: 5 }, (worker, call) =>
-    call % 2 === 0
+    call % 3 === 0
       ? { kind: 'write', run: () => ledger.write(worker, DEADLINE_MS) }
-      : { kind: 'read', run: () => echo(db, ++value, { timeoutMs: DEADLINE_MS }) },
+      : call % 3 === 1
+        ? { kind: 'write', run: () => ledger.write(worker, DEADLINE_MS, 'transaction') }
+        : { kind: 'read', run: () => echo(db, ++value, { timeoutMs: DEADLINE_MS }) },
   )
 }
 
@@ -85,13 +87,13 @@ describe('primary faults under load', () => {
     const restartedAt = performance.now()
     await recovered(load, restartedAt)
     // 57P: a backend that outlived the postmaster by a moment says so before it exits.
-    const { result, check } = await settle(load, ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P'])
+    const { result, check } = await settle(load, ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P', 'TransactionError'])
     expect(result.errors.ConnectError ?? 0).toBeGreaterThan(0) // the outage was seen
     recordFigures({
       id: `primary-kill-${driver}`,
       title: `Primary crash (SIGKILL) and restart, driver '${driver}'`,
       guarantee: 'When the primary crashes mid-load, every call ends by its deadline in success or a typed error, no acknowledged write is lost, and the pool serves again as soon as the server is back.',
-      method: `${WORKERS} workers alternate ledgered INSERTs and echo SELECTs (2 s deadline each) on a pool of 10; the postmaster and every backend get SIGKILL together, the server is restarted after ${OUTAGE_MS} ms (synchronous_commit on, fsync off: a process crash, not a power cut).`,
+      method: `${WORKERS} workers take turns at a ledgered INSERT, a ledgered INSERT in a transaction and an echo SELECT (2 s deadline per statement) on a pool of 10; the postmaster and every backend get SIGKILL together, the server is restarted after ${OUTAGE_MS} ms (synchronous_commit on, fsync off: a process crash, not a power cut).`,
       figures: {
         calls: result.calls,
         ok: result.ok,
@@ -117,7 +119,7 @@ describe('primary faults under load', () => {
     await servers.primary.restart({ mode: 'fast' })
     const restartedAt = performance.now()
     await recovered(load, restartedAt)
-    const { result, check } = await settle(load, ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P01'])
+    const { result, check } = await settle(load, ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P01', 'TransactionError'])
     expect(ledger.acknowledged).toBeGreaterThan(before)
     recordFigures({
       id: 'primary-restart',
@@ -150,7 +152,7 @@ describe('primary faults under load', () => {
       await sleep(200)
     }
     await recovered(load, performance.now())
-    const { result, check } = await settle(load, ['ConnectionLostError', 'QueryError 57P01', 'PoolTimeoutError', 'QueryTimeoutError'])
+    const { result, check } = await settle(load, ['ConnectionLostError', 'QueryError 57P01', 'PoolTimeoutError', 'QueryTimeoutError', 'TransactionError'])
     expect(terminated).toBeGreaterThan(0)
     recordFigures({
       id: 'terminate-backend',

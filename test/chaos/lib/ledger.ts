@@ -2,7 +2,10 @@
 // must be found afterwards. A write whose caller got an error is either definitely not applied
 // (the statement never reached the server) or of unknown outcome (the connection died while it
 // ran); only the second may show up in the table.
-import { ConnectError, PoolTimeoutError, type Queryable } from '../../../src/index.js'
+import { ConnectError, PoolTimeoutError, type Database } from '../../../src/index.js'
+
+/** What the ledger needs of a Database (a Cluster's `db` will do). */
+export type LedgerDb = Pick<Database, 'execute' | 'fetchAll' | 'transaction'>
 
 export interface LedgerCheck {
   acknowledged: number
@@ -20,7 +23,7 @@ export class Ledger {
   private readonly failed = new Map<number, Error>()
 
   constructor(
-    private db: Queryable,
+    private db: LedgerDb,
     private readonly table = 'chaos_ledger',
   ) {}
 
@@ -29,7 +32,7 @@ export class Ledger {
   }
 
   /** Write and check through another Database from now on (a new pool, another driver). */
-  use(db: Queryable): void {
+  use(db: LedgerDb): void {
     this.db = db
   }
 
@@ -37,11 +40,13 @@ export class Ledger {
     return this.acked.size
   }
 
-  /** One write: resolves when the database acknowledged it. */
-  async write(worker: number, timeoutMs: number): Promise<void> {
+  /** One write, alone or in a transaction (whose COMMIT may die in flight): resolves when acknowledged. */
+  async write(worker: number, timeoutMs: number, mode: 'statement' | 'transaction' = 'statement'): Promise<void> {
     const id = this.next++
+    const insert = `INSERT INTO ${this.table} (id, worker) VALUES ($1, $2)`
     try {
-      await this.db.execute(`INSERT INTO ${this.table} (id, worker) VALUES ($1, $2)`, [id, worker], { timeoutMs })
+      if (mode === 'statement') await this.db.execute(insert, [id, worker], { timeoutMs })
+      else await this.db.transaction((tx) => tx.execute(insert, [id, worker], { timeoutMs }), { retries: 0 })
       this.acked.add(id)
     } catch (err) {
       this.failed.set(id, err as Error)
@@ -49,7 +54,7 @@ export class Ledger {
     }
   }
 
-  async check(db: Queryable = this.db): Promise<LedgerCheck> {
+  async check(db: LedgerDb = this.db): Promise<LedgerCheck> {
     const present = new Set((await db.fetchAll<{ id: number }>(`SELECT id FROM ${this.table}`)).map((r) => Number(r.id)))
     const lost = [...this.acked].filter((id) => !present.has(id))
     let committedDespiteError = 0
