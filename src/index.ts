@@ -138,6 +138,8 @@ export {
   publishToPromRegistry,
   serverStatements,
   advisePoolSize,
+  replicaMetrics,
+  cacheMetrics,
   PROMETHEUS_CONTENT_TYPE,
   type ObserverOptions,
   type ObserverSnapshot,
@@ -191,3 +193,18 @@ export {
   type Severity,
   type StepReport,
 } from './ops/index.js'
+
+// Dashboard: the live page over an Observer's snapshot (SSE, uPlot), mountable or standalone.
+export {
+  createDashboard,
+  mountDashboard,
+  serveDashboard,
+  fetchSnapshots,
+  type Dashboard,
+  type DashboardOptions,
+  type ServedDashboard,
+  type LoadControl,
+  type LoadStatus,
+  type Point,
+  type PoolPoint,
+} from './dashboard/index.js'

@@ -12,6 +12,7 @@ import { registerTenants } from './commands/tenants.js'
 import { registerAdvise } from './commands/advise.js'
 import { registerBackup } from './commands/backup.js'
 import { registerCheck } from './commands/check.js'
+import { registerDashboard } from './commands/dashboard.js'
 import { registerRestore } from './commands/restore.js'
 import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
@@ -48,6 +49,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerCheck(program)
   registerAdvise(program)
   registerBench(program)
+  registerDashboard(program)
   return program
 }
 

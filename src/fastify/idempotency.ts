@@ -4,7 +4,10 @@
 // header, fingerprints the request, and hands both to that function with the handler to run.
 import { createHash } from 'node:crypto'
 import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import type { Transaction } from '../db/scope.js'
 import { ConfigError, TidepoolError } from '../errors/index.js'
+import { IdempotencyInProgressError } from '../safety/errors.js'
+import { idempotent, type IdempotencyOptions, type TransactionalDatabase } from '../safety/idempotency.js'
 
 export interface IdempotentRequest {
   /** The Idempotency-Key header. */
@@ -76,5 +79,57 @@ export function idempotentRoutes(hook: IdempotencyHook | undefined): (route: Rou
         .digest('hex')
       return hook({ key, route: routeName, requestHash, request, reply }, run)
     }
+  }
+}
+
+export interface StoredIdempotencyOptions extends Omit<IdempotencyOptions, 'fingerprint' | 'scope'> {
+  /** Whose key it is (the authenticated user or API client): keys of different scopes never collide. */
+  scope?: (request: FastifyRequest) => string | undefined
+}
+
+/**
+ * The safety layer's idempotency keys as the plugin's `idempotency` function: the key is claimed
+ * in a transaction on `db`, and the handler's writes belong in that same transaction
+ * (`request.tidepool.tx`), so the work and the key commit together or not at all. The reply's
+ * status and body (returned, or given to reply.send()) are stored and sent after the commit; a retry gets them back with `Idempotent-Replayed: true`. A duplicate
+ * still running is 409 with Retry-After, a key reused with another body 422.
+ */
+export function storedIdempotency(db: TransactionalDatabase, options: StoredIdempotencyOptions = {}): IdempotencyHook {
+  const { scope, ...rest } = options
+  return async ({ key, route, requestHash, request, reply }, handler) => {
+    let stored: { statusCode: number; body: unknown; replayed: boolean }
+    try {
+      const { value, replayed } = await idempotent(
+        db,
+        key,
+        async (tx: Transaction) => {
+          request.tidepool.tx = tx
+          // A handler that calls reply.send() must not answer before the key's transaction
+          // commits: hold its payload back, to be stored and sent after the commit.
+          // (A reply is a thenable that settles when the response is finished, so it must not be
+          // one while the handler's result, possibly the reply itself, is awaited.)
+          let sent: { payload: unknown } | undefined
+          const held = reply as unknown as Record<'send' | 'then', unknown>
+          held.send = (payload?: unknown) => ((sent = { payload }), reply)
+          held.then = undefined
+          try {
+            const body = await handler()
+            return { statusCode: reply.statusCode, body: sent ? sent.payload : body }
+          } finally {
+            delete held.send
+            delete held.then
+            request.tidepool.tx = undefined
+          }
+        },
+        { ...rest, fingerprint: requestHash, scope: `${route} ${scope?.(request) ?? ''}` },
+      )
+      stored = { ...value, replayed }
+    } catch (err) {
+      if (err instanceof IdempotencyInProgressError) reply.header('retry-after', String(err.retryAfterSeconds))
+      throw err
+    }
+    if (stored.replayed) reply.header('idempotent-replayed', 'true')
+    reply.code(stored.statusCode)
+    return stored.body
   }
 }

@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyReply, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Database } from '../db/database.js'
+import type { Transaction } from '../db/scope.js'
 import { ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, TidepoolError } from '../errors/index.js'
 import { PROMETHEUS_CONTENT_TYPE } from '../observe/exposition.js'
 import { Observer, type ObserverOptions } from '../observe/observer.js'
@@ -55,6 +56,8 @@ export interface TidepoolRequest {
   /** The main Database (throws if the plugin was given none). */
   readonly db: Database
   databases: Record<string, Database>
+  /** In a route run by storedIdempotency(): the transaction that claimed the key. Write through it. */
+  tx: Transaction | undefined
 }
 
 declare module 'fastify' {
@@ -99,6 +102,7 @@ async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptio
         return main
       },
       databases,
+      tx: undefined,
     }
     runInScope(scope, done)
   })

@@ -12,3 +12,4 @@ export { SlowQueryLog, type SlowQuery, type SlowQueryOptions } from './slow-log.
 export { NPlusOneDetector, type NPlusOneWarning, type NPlusOneOptions } from './n-plus-one.js'
 export { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
 export { serverStatements, type ServerStatement, type ServerStatements, type ServerStatementOrder, type ServerStatementOptions } from './pg-stat-statements.js'
+export { replicaMetrics, cacheMetrics } from './sources.js'

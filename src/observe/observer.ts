@@ -2,10 +2,12 @@
 // per-statement statistics, N+1 detection, Prometheus families, health and the dashboard
 // snapshot. Other layers plug in through MetricsSource and HealthCheck.
 import { defaultLogger, type Logger, type LogFields } from '../config/logger.js'
+import type { Cache } from '../cache/index.js'
 import type { Database } from '../db/database.js'
 import { ConfigError } from '../errors/index.js'
 import type { QueryEndEvent, QueryStartEvent } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
+import type { Cluster } from '../replicas/index.js'
 import { Sampler, type Percentiles } from '../pool/sampler.js'
 import { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
 import { renderExposition } from './exposition.js'
@@ -17,6 +19,7 @@ import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
 import { RateWindow } from './recent.js'
 import { runInScope, type RequestScope } from './scope.js'
 import { SlowQueryLog, type SlowQuery } from './slow-log.js'
+import { cacheMetrics, replicaMetrics } from './sources.js'
 import { StatementStatistics, type StatementOrder, type StatementStats } from './statements.js'
 import type { HealthCheck, MetricFamily, MetricsSource } from './types.js'
 
@@ -66,7 +69,7 @@ export class Observer {
   readonly nPlusOne: NPlusOneDetector | undefined
   private readonly pools = new PoolMetrics()
   private readonly samplers = new Map<Pool, DemandSampler>()
-  private readonly databases = new Map<Database, () => void>()
+  private readonly databases = new Map<object, () => void>()
   private readonly sources: MetricsSource[] = []
   private readonly checks: HealthCheck[] = []
   private readonly process = new ProcessHealth()
@@ -121,6 +124,29 @@ export class Observer {
   watch(db: Database): this {
     if (this.databases.has(db)) return this
     this.watchPool(db.pool)
+    return this.listen(db, db)
+  }
+
+  /**
+   * Watch a replicas Cluster: the statements of all its views, the primary's pool (critical for
+   * readiness), each replica's pool (not critical: reads fall back to the primary), and the
+   * `replicas` source (lag, state, ejections per replica).
+   */
+  watchCluster(cluster: Cluster): this {
+    if (this.databases.has(cluster)) return this
+    const { primary, replicas } = cluster.pools()
+    this.watchPool(primary)
+    for (const pool of replicas) this.watchPool(pool, { critical: false })
+    this.addSource(replicaMetrics(cluster))
+    return this.listen(cluster, cluster.db)
+  }
+
+  /** Add the `cache` source (hits and misses per tier, hit ratio on the dashboard). */
+  watchCache(cache: Cache): this {
+    return this.addSource(cacheMetrics(cache))
+  }
+
+  private listen(owner: object, db: Pick<Database, 'on'>): this {
     const offs = [
       db.on('queryStart', (e) => this.onQueryStart(e)),
       db.on('query', (e) => this.onQuery(e)),
@@ -130,7 +156,7 @@ export class Observer {
         this.retryCounts.inc([e.pool])
       }),
     ]
-    this.databases.set(db, () => offs.forEach((off) => off()))
+    this.databases.set(owner, () => offs.forEach((off) => off()))
     return this
   }
 

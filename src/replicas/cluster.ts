@@ -5,7 +5,7 @@
 // read-your-writes tokens through the async context.
 import { defaultLogger, type Logger } from '../config/logger.js'
 import { QueryHooks } from '../db/hooks.js'
-import type { PoolStats } from '../pool/pool.js'
+import type { Pool, PoolStats } from '../pool/pool.js'
 import { EventHub } from '../pool/events.js'
 import { ClusterDatabase } from './facade.js'
 import type { ClusterEvents, FallbackReason } from './events.js'
@@ -131,6 +131,11 @@ export class Cluster implements NodeHost {
 
   on<K extends keyof ClusterEvents>(event: K, listener: (e: ClusterEvents[K]) => void): () => void {
     return this.events.on(event, listener)
+  }
+
+  /** Each server's query pool (not the probes'), for an observer's gauges and readiness. */
+  pools(): { primary: Pool; replicas: Pool[] } {
+    return { primary: this.router.primary.pool, replicas: this.router.replicas.map((n) => n.pool) }
   }
 
   stats(): ClusterStats {

@@ -3,9 +3,8 @@
 // the header, the fingerprint from method + URL + body, and the stored result is the reply
 // (status, body, headers), so a retry gets the same answer, error statuses included.
 // Missing key → 400, same key still running → 409, same key with another body → 422.
-import type { Database } from '../db/database.js'
 import type { Transaction } from '../db/scope.js'
-import { assertIdempotencyKey, idempotent, requestFingerprint, type IdempotencyOptions } from './idempotency.js'
+import { assertIdempotencyKey, idempotent, requestFingerprint, type IdempotencyOptions, type TransactionalDatabase } from './idempotency.js'
 
 export interface IdempotentRequest {
   method: string
@@ -49,7 +48,7 @@ export function idempotencyKeyOf(headers: IdempotentRequest['headers'], header =
  * with the same key and body gets the stored reply with `replayed: true`.
  */
 export async function idempotentRequest(
-  db: Database,
+  db: TransactionalDatabase,
   request: IdempotentRequest,
   handler: (tx: Transaction) => Promise<IdempotentReply>,
   options?: RequestIdempotencyOptions,

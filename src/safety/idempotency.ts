@@ -101,7 +101,10 @@ interface KeyRow {
   response: string | null
 }
 
-function tableOf(db: Database, options: { table?: string | undefined } | undefined): string {
+/** What idempotent() needs: a Database, or a replicas Cluster's view (its commits raise the session's token). */
+export type TransactionalDatabase = Pick<Database, 'schema' | 'transaction'>
+
+function tableOf(db: TransactionalDatabase, options: { table?: string | undefined } | undefined): string {
   return `${quoteIdentifier(db.schema, 'schema')}.${quoteIdentifier(options?.table ?? DEFAULT_IDEMPOTENCY_TABLE, 'table')}`
 }
 
@@ -118,7 +121,7 @@ function missingTable(err: unknown, table: string): unknown {
  * claim of the key and stores its result; later calls with the key get that result
  * (`replayed: true`), whatever instance they reach, including after a crash of the first.
  */
-export async function idempotent<T>(db: Database, key: string, fn: (tx: Transaction) => Promise<T>, options?: IdempotencyOptions): Promise<IdempotentResult<T>> {
+export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: (tx: Transaction) => Promise<T>, options?: IdempotencyOptions): Promise<IdempotentResult<T>> {
   assertIdempotencyKey(key)
   const table = tableOf(db, options)
   const scope = options?.scope ?? ''

@@ -22,6 +22,7 @@ export {
   MAX_IDEMPOTENCY_KEY_LENGTH,
   type IdempotencyOptions,
   type IdempotentResult,
+  type TransactionalDatabase,
   type Sweeper,
 } from './idempotency.js'
 export { idempotentRequest, idempotencyKeyOf, type IdempotentRequest, type IdempotentReply, type RequestIdempotencyOptions } from './http.js'

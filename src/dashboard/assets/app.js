@@ -1,0 +1,236 @@
+// The dashboard page: one EventSource, a few uPlot charts, tables and the load panel.
+// Plain browser JavaScript, no build step. Figures come from the server's points (one a second).
+/* global uPlot */
+'use strict'
+
+const base = location.pathname.replace(/\/+$/, '')
+const COLORS = ['#2563eb', '#0d9488', '#d97706', '#dc2626', '#7c3aed', '#64748b', '#db2777']
+const MAX_POINTS = 300
+const $ = (id) => document.getElementById(id)
+
+let points = []
+let snapshot = null
+const charts = {}
+
+// ------------------------------------------------------------------ charts
+
+/** A chart whose series are given by `series(points)` → [{ label, color, values, fill? }]. */
+function chart(id, seriesOf, opts = {}) {
+  return { id, seriesOf, opts, plot: null, labels: '' }
+}
+
+function widthOf(el) {
+  return Math.max(300, el.clientWidth)
+}
+
+function render(c) {
+  const el = $(c.id)
+  const series = c.seriesOf(points)
+  const labels = series.map((s) => s.label).join('|')
+  const data = [points.map((p) => p.t), ...series.map((s) => s.values)]
+  if (c.plot && labels === c.labels) {
+    c.plot.setData(data)
+    return
+  }
+  if (c.plot) c.plot.destroy()
+  c.labels = labels
+  c.plot = new uPlot(
+    {
+      width: widthOf(el),
+      height: 200,
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(c.opts.minMax ?? 1, (max ?? 0) * 1.1)] } },
+      axes: [{ stroke: '#6b7280', grid: { stroke: '#f1f5f9' } }, { stroke: '#6b7280', grid: { stroke: '#f1f5f9' }, size: 50 }],
+      series: [
+        {},
+        ...series.map((s) => ({
+          label: s.label,
+          stroke: s.color,
+          width: s.dash ? 1.5 : 2,
+          dash: s.dash,
+          fill: s.fill ? s.color + '22' : undefined,
+          points: { show: false },
+          value: (_u, v) => (v == null ? '–' : fmt(v)),
+        })),
+      ],
+    },
+    data,
+    el,
+  )
+  el.dataset.series = labels
+}
+
+const pools = () => (snapshot ? snapshot.pools.map((p) => p.name) : [])
+const firstPool = () => pools()[0]
+const replicaNames = () => Object.keys(points.length ? points[points.length - 1].replicaLagMs : {})
+const poolValues = (name, key) => points.map((p) => (p.pools[name] ? p.pools[name][key] : null))
+
+charts.pool = chart('chart-pool', () => {
+  const name = firstPool()
+  if (!name) return []
+  return [
+    { label: 'checked out', color: COLORS[0], values: poolValues(name, 'checkedOut'), fill: true },
+    { label: 'idle', color: COLORS[1], values: poolValues(name, 'idle') },
+    { label: 'overflow', color: COLORS[2], values: poolValues(name, 'overflow') },
+    { label: 'waiting', color: COLORS[3], values: poolValues(name, 'waiting'), fill: true },
+    { label: 'max', color: '#94a3b8', values: poolValues(name, 'max'), dash: [6, 4] },
+  ]
+}, { minMax: 4 })
+charts.wait = chart('chart-wait', () =>
+  pools().flatMap((name, i) => [
+    { label: `${name} p50`, color: COLORS[(i * 2) % COLORS.length], values: poolValues(name, 'waitP50') },
+    { label: `${name} p99`, color: COLORS[(i * 2 + 1) % COLORS.length], values: poolValues(name, 'waitP99') },
+  ]),
+)
+charts.latency = chart('chart-latency', (ps) => [
+  { label: 'p50', color: COLORS[1], values: ps.map((p) => p.latencyP50) },
+  { label: 'p95', color: COLORS[2], values: ps.map((p) => p.latencyP95) },
+  { label: 'p99', color: COLORS[3], values: ps.map((p) => p.latencyP99) },
+])
+charts.throughput = chart('chart-throughput', (ps) => [
+  { label: 'queries', color: COLORS[0], values: ps.map((p) => p.perSecond), fill: true },
+  { label: 'errors', color: COLORS[3], values: ps.map((p) => p.errorsPerSecond) },
+  { label: 'acquire timeouts', color: COLORS[4], values: ps.map((p) => Object.values(p.pools).reduce((s, x) => s + x.timeouts, 0)) },
+])
+charts.lag = chart('chart-lag', (ps) => replicaNames().map((name, i) => ({ label: name, color: COLORS[(i + 4) % COLORS.length], values: ps.map((p) => p.replicaLagMs[name] ?? null) })))
+charts.cache = chart('chart-cache', (ps) => [{ label: 'hit ratio', color: COLORS[1], values: ps.map((p) => (p.cacheHitRatio == null ? null : Math.round(p.cacheHitRatio * 1000) / 10)), fill: true }], { minMax: 100 })
+
+function renderCharts() {
+  for (const c of Object.values(charts)) render(c)
+  $('pool-name').textContent = firstPool() ? `(${firstPool()})` : ''
+}
+
+addEventListener('resize', () => {
+  for (const c of Object.values(charts)) if (c.plot) c.plot.setSize({ width: widthOf($(c.id)), height: 200 })
+})
+
+// ------------------------------------------------------------------ figures and tables
+
+function fmt(v, unit = '') {
+  if (v == null || Number.isNaN(v)) return '–'
+  const n = Math.abs(v) >= 100 ? Math.round(v) : Math.round(v * 10) / 10
+  return n.toLocaleString('en') + unit
+}
+
+function kpi(id, value, text, alert = false) {
+  const el = $(id)
+  el.dataset.value = value == null ? '' : String(value)
+  el.textContent = text
+  el.classList.toggle('alert', alert)
+}
+
+function renderFigures() {
+  if (!snapshot) return
+  const q = snapshot.queries
+  const ps = snapshot.pools
+  const sum = (key) => ps.reduce((s, p) => s + p[key], 0)
+  kpi('kpi-qps', q.perSecond, fmt(q.perSecond))
+  kpi('kpi-p99', q.latencyMs.p99, fmt(q.latencyMs.p99, ' ms'))
+  kpi('kpi-checked-out', sum('checkedOut'), `${sum('checkedOut')} / ${ps.reduce((s, p) => s + p.size + p.maxOverflow, 0)}`)
+  kpi('kpi-waiting', sum('waiting'), String(sum('waiting')), sum('waiting') > 0)
+  kpi('kpi-timeouts', sum('timeouts'), String(sum('timeouts')), sum('timeouts') > 0)
+  kpi('kpi-errors', q.errors, String(q.errors), q.errors > 0)
+  kpi('kpi-nplusone', q.nPlusOne, String(q.nPlusOne), q.nPlusOne > 0)
+  const cache = snapshot.sources && snapshot.sources.cache
+  kpi('kpi-cache', cache && cache.hitRatio != null ? cache.hitRatio : null, cache && cache.hitRatio != null ? fmt(cache.hitRatio * 100, ' %') : '–')
+
+  rows('pools', ps.map((p) => [p.name, cell(p.state, `state-${p.state}`), p.checkedOut, p.idle, p.overflow, p.waiting, p.size + p.maxOverflow, fmt(p.waitMs.p99, ' ms'), p.timeouts]))
+  const replicas = (snapshot.sources.replicas && snapshot.sources.replicas.replicas) || []
+  rows('replicas', replicas.map((r) => [r.name, cell(r.state, `state-${r.state}`), r.lagMs == null ? '–' : fmt(r.lagMs, ' ms'), r.routedReads, r.ejections, r.lastError || '']), 'no replicas')
+  rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', s.statement), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
+  const list = $('nplusone')
+  list.replaceChildren(
+    ...(snapshot.nPlusOne.length
+      ? snapshot.nPlusOne.slice(-8).reverse().map((w) => li(`${w.scope}: ran ${w.count}× — ${w.statement}${w.callSite ? ` (at ${w.callSite})` : ''}`))
+      : [li('none so far', 'empty')]),
+  )
+}
+
+function cell(text, cls, title) {
+  const td = document.createElement('td')
+  td.textContent = text
+  if (cls) td.className = cls
+  if (title) td.title = title
+  return td
+}
+
+function li(text, cls) {
+  const el = document.createElement('li')
+  el.textContent = text
+  if (cls) el.className = cls
+  return el
+}
+
+function rows(id, data, empty = '–') {
+  const body = $(id).tBodies[0]
+  if (!data.length) {
+    const td = cell(empty, 'empty')
+    td.colSpan = $(id).tHead.rows[0].cells.length
+    const tr = document.createElement('tr')
+    tr.append(td)
+    body.replaceChildren(tr)
+    return
+  }
+  body.replaceChildren(
+    ...data.map((r) => {
+      const tr = document.createElement('tr')
+      tr.append(...r.map((v) => (v instanceof HTMLElement ? v : cell(String(v)))))
+      return tr
+    }),
+  )
+}
+
+// ------------------------------------------------------------------ load panel
+
+function renderLoad(load) {
+  if (!load) return
+  $('load-state').textContent = load.state
+  $('load-phase').textContent = load.phase || '–'
+  for (const key of ['sent', 'ok', 'unavailable', 'failed']) $(`load-${key}`).textContent = load[key].toLocaleString('en')
+  const done = load.state === 'done' || load.state === 'stopped'
+  $('load-bar').style.width = `${done ? 100 : Math.min(100, (load.elapsedMs / load.totalMs) * 100)}%`
+  $('load-start').disabled = load.state === 'running'
+  $('load-stop').disabled = load.state !== 'running'
+}
+
+async function post(path) {
+  const res = await fetch(base + path, { method: 'POST' })
+  renderLoad(await res.json())
+}
+$('load-start').addEventListener('click', () => void post('/load/start'))
+$('load-stop').addEventListener('click', () => void post('/load/stop'))
+
+// ------------------------------------------------------------------ the stream
+
+function connect() {
+  const events = new EventSource(base + '/events')
+  const status = (text, cls) => {
+    $('connection').textContent = text
+    $('connection').className = `pill ${cls}`
+  }
+  events.addEventListener('hello', (e) => {
+    const hello = JSON.parse(e.data)
+    $('title').textContent = hello.title
+    document.title = `${hello.title} — dashboard`
+    $('load').hidden = !hello.hasLoad
+    points = hello.history
+    snapshot = hello.snapshot
+    renderLoad(hello.load)
+    renderFigures()
+    renderCharts()
+    status('live', 'pill-ok')
+  })
+  events.addEventListener('tick', (e) => {
+    const tick = JSON.parse(e.data)
+    points.push(tick.point)
+    if (points.length > MAX_POINTS) points.shift()
+    snapshot = tick.snapshot
+    renderLoad(tick.load)
+    renderFigures()
+    renderCharts()
+    document.body.dataset.ticks = String(Number(document.body.dataset.ticks || 0) + 1)
+  })
+  events.onerror = () => status('reconnecting…', 'pill-bad')
+  events.onopen = () => status('live', 'pill-ok')
+}
+connect()
