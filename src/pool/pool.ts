@@ -125,6 +125,7 @@ export class Pool {
   private waitTimerAt = Infinity
   private housekeeping: NodeJS.Timeout | undefined
   private retryTimer: NodeJS.Timeout | undefined
+  private retryAt = 0
   private connectBackoffMs = 0
   private lastConnectError: ConnectError | undefined
   private readonly pendingWork = new Set<Promise<unknown>>()
@@ -280,6 +281,10 @@ export class Pool {
   }
 
   private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<PooledConnection> {
+    // Nothing is open, the last attempt to connect failed and the next is scheduled: waiting
+    // could only end in a PoolTimeoutError (the backoff may exceed acquireTimeoutMs), so say now
+    // why there is no connection. One attempt per backoff, not one per caller, reaches the server.
+    if (this.retryTimer && this.lastConnectError && this.all.size === 0 && this.opening === 0) return Promise.reject(this.stillUnreachable(this.lastConnectError))
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined }
       if (signal) {
@@ -408,13 +413,24 @@ export class Pool {
 
   private scheduleRetry(): void {
     if (this.retryTimer || this._state !== 'open') return
-    this.connectBackoffMs = Math.min(5_000, this.connectBackoffMs ? this.connectBackoffMs * 2 : 100)
+    // Capped at a second: a server back from an outage is found within about a second, and one
+    // attempt a second per pool costs a recovering server nothing.
+    this.connectBackoffMs = Math.min(1_000, this.connectBackoffMs ? this.connectBackoffMs * 2 : 100)
+    const delay = this.connectBackoffMs * (0.8 + Math.random() * 0.4)
+    this.retryAt = now() + delay
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined
       this.openForWaiters()
       this.refill()
-    }, this.connectBackoffMs * (0.8 + Math.random() * 0.4))
+    }, delay)
     this.retryTimer.unref()
+  }
+
+  /** The last connect failure, restated for a caller that arrives while the pool backs off. */
+  private stillUnreachable(last: ConnectError): ConnectError {
+    const detail = last.message.slice(`could not connect to ${last.target}: `.length)
+    const nextMs = Math.max(0, Math.round(this.retryAt - now()))
+    return new ConnectError(last.reason, last.target, `${detail} (the pool tries again in ${nextMs} ms)`, { cause: last, ...(last.sqlstate ? { sqlstate: last.sqlstate } : {}) })
   }
 
   private register(conn: PooledConnection): void {

@@ -109,6 +109,22 @@ describe('acquire timeout and connect failures', () => {
     await expect(createPool({ url: 'postgres://postgres@127.0.0.1:1/postgres' }, { logger })).rejects.toBeInstanceOf(ConnectError)
   })
 
+  it('keeps failing with ConnectError, not PoolTimeoutError, while it backs off from a down server', async () => {
+    // Found by the chaos suite: once the backoff between attempts outgrew acquireTimeoutMs, callers
+    // waited for the next attempt and got a PoolTimeoutError ("pool limit reached") instead.
+    const p = new Pool({ url: 'postgres://postgres@127.0.0.1:1/postgres', acquireTimeoutMs: 200 }, { logger: recordingLogger() })
+    const errors: string[] = []
+    const until = Date.now() + 2_500 // long enough for the backoff to pass 200 ms several times over
+    while (Date.now() < until) {
+      errors.push(await p.acquire().then(() => 'connected', (e: Error) => (e instanceof ConnectError ? `ConnectError ${e.reason}` : e.name)))
+      await sleep(20)
+    }
+    expect(new Set(errors)).toEqual(new Set(['ConnectError refused']))
+    // One attempt per backoff reaches the server, not one per caller.
+    expect(p.stats().connectErrors).toBeLessThan(errors.length / 2)
+    await p.close()
+  })
+
   it('names a missing database and never shows the password', async () => {
     const url = db.url.replace(/\/[^/]+$/, '/no_such_database').replace('postgres@', 'postgres:s3cret-pw@')
     const err = await createPool({ url }, { logger }).catch((e: unknown) => e)
