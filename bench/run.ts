@@ -15,12 +15,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { basename, dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { findSystemTool, startCluster } from '../src/testing/index.js'
+import { findPgBouncer, findSystemTool, pgbouncerVersion, startCluster, startPgBouncer, type RunningPgBouncer } from '../src/testing/index.js'
 import { arg, numArg } from './lib/args.js'
 import { ACCOUNTS, SCALE, ensureData, serverVersion } from './lib/data.js'
 import type { RunResult } from './lib/measure.js'
 import { POINT_SELECT_SCRIPT, TPCB_SCRIPT, pgbenchVersion, runPgbench } from './lib/pgbench.js'
-import { findPgBouncer, pgbouncerVersion, startPgBouncer, type RunningPgBouncer } from './lib/pgbouncer.js'
 import { chartSvg, targetsMarkdown, workloadMarkdown, type Ratio, type Target, type WorkloadReport } from './lib/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -237,7 +236,14 @@ async function main(): Promise<void> {
   const pgbench = findSystemTool('pgbench', Number(server.split('.')[0]))
   const pgbouncerBinary = findPgBouncer()
   let bouncer: RunningPgBouncer | undefined
-  if (pgbouncerBinary && selected.some((w) => w.peers.some((p) => p.via === 'pgbouncer'))) bouncer = await startPgBouncer(pgbouncerBinary, url, 10)
+  if (pgbouncerBinary && selected.some((w) => w.peers.some((p) => p.via === 'pgbouncer'))) bouncer = await startPgBouncer({
+      serverUrl: url,
+      binary: pgbouncerBinary,
+      poolSize: 10,
+      maxClientConn: 5000,
+      // postgres.js and pgbench send these; PgBouncer 1.18 refuses what it does not know.
+      settings: { ignore_startup_parameters: 'extra_float_digits,options' },
+    })
 
   const lines: string[] = []
   const say = (...text: string[]) => {

@@ -16,6 +16,7 @@ export {
   type PrePingMode,
   type SslMode,
   type StatementMode,
+  type PoolerMode,
   type Driver,
   type TargetSessionAttrs,
   type Logger,
@@ -91,6 +92,7 @@ export {
   type TenantProblem,
 } from './migrate/index.js'
 export { defineConfig, findConfigFile, readConfigFile, splitConfigFile, CONFIG_FILE_NAMES, type TidepoolConfigFile, type FileSections } from './config/index.js'
+export { loadConfigFile, configFileProblems, type LoadConfigOptions, type LoadedConfigFile } from './config/index.js'
 export {
   Cluster,
   createCluster,
@@ -208,3 +210,41 @@ export {
   type Point,
   type PoolPoint,
 } from './dashboard/index.js'
+
+// Behind PgBouncer: detection from its admin console, its figures as metrics, the session-state guard.
+export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
+export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './observe/index.js'
+export { POOLER_MODES } from './config/index.js'
+
+// Materialized views: refresh under an advisory lock, on a schedule, with metrics.
+export {
+  refreshView,
+  lastViewRefresh,
+  scheduleRefresh,
+  ViewRefreshMetrics,
+  ViewRefreshError,
+  parseCron,
+  nextCronTime,
+  VIEW_REFRESH_TABLE,
+  type RefreshViewOptions,
+  type ViewRefreshResult,
+  type ViewRefreshFailure,
+  type ScheduleRefreshOptions,
+  type RefreshSchedule,
+  type CronSchedule,
+} from './ops/index.js'
+
+// Point-in-time recovery: base backups, WAL archiving, restore to a moment.
+export {
+  baseBackup,
+  restoreToTime,
+  archiveCommand,
+  archiveStatus,
+  archiveWalNow,
+  type BaseBackupOptions,
+  type BaseBackupResult,
+  type BaseBackupManifest,
+  type RestoreToTimeOptions,
+  type RestoredCluster,
+  type ArchiveStatus,
+} from './ops/index.js'

@@ -36,7 +36,8 @@ switch (driver) {
         maxOverflow: 0,
         minIdle: max,
         driver: driver === 'tidepool/pg-driver' ? 'pg' : 'tidepool',
-        statementMode: viaPgBouncer ? 'unnamed' : 'named',
+        // Through PgBouncer as a user would configure it: unnamed statements, session state refused.
+        pooler: viaPgBouncer ? 'pgbouncer-transaction' : 'none',
         // What a production service would turn on: leak detection with call sites, a query-event
         // listener (as the observability layer attaches), and stats read every second.
         ...(features ? { leakWarningMs: 10_000 } : {}),

@@ -1,10 +1,11 @@
 // Where a command's database and defaults come from: `--url`, else DATABASE_URL, else the config
-// file (`--config`, or tidepool.config.{json,ts,…} in the working directory). The location
+// file (`--config`, or tidepool.config.{yaml,json,ts,…} in the working directory, with `${VAR}`
+// substituted and the `--env` / TIDEPOOL_ENV / NODE_ENV environment block applied). The location
 // (url, host, port, user, password, database) comes from one of them only; the file's other
 // options (pool sizes, ssl, timeouts) and its migrations/tenants sections apply in every case.
 import type { Command } from 'commander'
 import { resolve } from 'node:path'
-import { findConfigFile, readConfigFile, splitConfigFile, type FileSections } from '../config/file.js'
+import { findConfigFile, loadConfigFile, splitConfigFile, type FileSections, type LoadedConfigFile } from '../config/file.js'
 import { createConsoleLogger, type Logger, type LogLevel } from '../config/logger.js'
 import { resolveConfig } from '../config/resolve.js'
 import { DEFAULTS, type DatabaseConfig, type DatabaseConfigInput } from '../config/schema.js'
@@ -15,6 +16,7 @@ import { ioOf, UsageError, type Io } from './output.js'
 export interface GlobalOptions {
   url?: string
   config?: string
+  env?: string
 }
 
 export type LocationSource = '--url' | 'DATABASE_URL' | 'config file' | 'PG* environment'
@@ -22,6 +24,8 @@ export type LocationSource = '--url' | 'DATABASE_URL' | 'config file' | 'PG* env
 export interface CliSettings {
   /** The config file read, if any. */
   file: string | undefined
+  /** The file's environment block applied, if any. */
+  environment: string | undefined
   sections: FileSections
   /** Database options as given (the location from its one source), for opening pools. */
   input: DatabaseConfigInput
@@ -31,12 +35,22 @@ export interface CliSettings {
 
 const LOCATION_KEYS = ['url', 'host', 'hosts', 'port', 'user', 'password', 'database'] as const
 
-/** Read the config file and decide where the database location comes from. Connects to nothing. */
-export async function loadSettings(cmd: Command): Promise<CliSettings> {
+/** The config file (--config, else found in the working directory) with --env applied; not validated. */
+export async function readConfig(cmd: Command): Promise<LoadedConfigFile | undefined> {
   const io = ioOf(cmd)
   const globals = cmd.optsWithGlobals<GlobalOptions>()
   const file = globals.config ? resolve(io.cwd, globals.config) : findConfigFile(io.cwd)
-  const { database, sections } = file ? splitConfigFile(await readConfigFile(file), file) : { database: {}, sections: {} }
+  return file ? await loadConfigFile(file, { env: io.env, ...(globals.env ? { environment: globals.env } : {}) }) : undefined
+}
+
+/** Read the config file and decide where the database location comes from. Connects to nothing. */
+export async function loadSettings(cmd: Command, loaded?: LoadedConfigFile): Promise<CliSettings> {
+  const io = ioOf(cmd)
+  const globals = cmd.optsWithGlobals<GlobalOptions>()
+  loaded ??= await readConfig(cmd)
+  const file = loaded?.file
+  const raw = loaded?.raw ?? {}
+  const { database, sections } = loaded ? splitConfigFile(raw, loaded.file) : { database: {}, sections: {} }
   const input: DatabaseConfigInput = { ...database }
   const fileHasLocation = LOCATION_KEYS.some((k) => database[k] !== undefined)
   let location: LocationSource | undefined
@@ -47,7 +61,7 @@ export async function loadSettings(cmd: Command): Promise<CliSettings> {
     location = globals.url !== undefined ? '--url' : 'DATABASE_URL'
   } else if (fileHasLocation) location = 'config file'
   else if (io.env.PGHOST) location = 'PG* environment'
-  return { file, sections, input, location }
+  return { file, environment: loaded?.environment, sections, input, location }
 }
 
 /** Validate the settings into a DatabaseConfig; with no location at all, say so plainly. */

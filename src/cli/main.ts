@@ -16,12 +16,13 @@ import { registerDashboard } from './commands/dashboard.js'
 import { registerRestore } from './commands/restore.js'
 import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
+import { registerPgBouncer } from './commands/pgbouncer.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
 
 const pkg = JSON.parse(readFileSync(new URL(import.meta.url.includes('/dist/') ? '../../../package.json' : '../../package.json', import.meta.url), 'utf8')) as { version: string }
 
 const EXIT_CODES_HELP = `
-Connection: --url, else DATABASE_URL, else tidepool.config.{json,ts} (or --config <file>).
+Connection: --url, else DATABASE_URL, else tidepool.config.{yaml,json,ts} (or --config <file>, --env <name>).
 Exit codes: ${EXIT.ok} done (healthy, up to date, no drift); ${EXIT.failure} the operation failed (migration,
 tenant, unreachable or unhealthy server, drift found); ${EXIT.usage} the command line or configuration is wrong.`
 
@@ -35,7 +36,8 @@ export function buildProgram(io: Io = processIo): Command {
     .description('Production PostgreSQL toolkit: pool, migrations, replicas, health and operations')
     .version(pkg.version)
     .option('--url <url>', 'database URL (default: DATABASE_URL, else the config file)')
-    .option('--config <file>', 'config file (default: tidepool.config.{json,ts,mts,js,mjs} in the working directory)')
+    .option('--config <file>', 'config file (default: tidepool.config.{yaml,yml,json,ts,mts,js,mjs} in the working directory)')
+    .option('--env <name>', "the config file's environment to apply (default: TIDEPOOL_ENV, else NODE_ENV)")
     .showHelpAfterError()
     .addHelpText('after', EXIT_CODES_HELP)
   registerUp(program)
@@ -48,6 +50,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerRestore(program)
   registerCheck(program)
   registerAdvise(program)
+  registerPgBouncer(program)
   registerBench(program)
   registerDashboard(program)
   return program

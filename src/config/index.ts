@@ -1,5 +1,5 @@
 export * from './schema.js'
-export { resolveConfig, parseDatabaseUrl, configErrorFromZod, type ConfigSource, type ParsedUrl } from './resolve.js'
+export { resolveConfig, parseDatabaseUrl, configErrorFromZod, describeZodIssues, type ConfigSource, type ParsedUrl } from './resolve.js'
 export { describeTarget, redactUrl, redactConfig, scrubSecrets } from './redact.js'
 export { tlsOptionsFor } from './tls.js'
 export { createConsoleLogger, defaultLogger, silentLogger, type Logger, type LogFields, type LogLevel } from './logger.js'
@@ -8,8 +8,13 @@ export {
   defineConfig,
   findConfigFile,
   readConfigFile,
+  loadConfigFile,
+  configFileProblems,
   splitConfigFile,
   fileSectionsSchema,
   type FileSections,
   type TidepoolConfigFile,
+  type LoadConfigOptions,
+  type LoadedConfigFile,
 } from './file.js'
+export { environmentName, substituteVariables, selectEnvironment } from './environments.js'

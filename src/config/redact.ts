@@ -22,6 +22,7 @@ export function redactConfig(config: DatabaseConfig): Record<string, unknown> {
   return {
     ...config,
     password: config.password === undefined ? undefined : REDACTED,
+    pgbouncerAdminUrl: config.pgbouncerAdminUrl === undefined ? undefined : redactUrl(config.pgbouncerAdminUrl),
     ssl: {
       ...config.ssl,
       key: config.ssl.key === undefined ? undefined : REDACTED,

@@ -196,7 +196,7 @@ export function parseDatabaseUrl(url: string): ParsedUrl {
 
 function describeValue(path: string, value: unknown, password: string | undefined): string {
   const last = path.split('.').pop() ?? ''
-  if (SECRET_KEYS.has(last)) return ''
+  if (SECRET_KEYS.has(last) || /url$/i.test(last)) return ''
   if (value === undefined) return ''
   let shown: string
   try {
@@ -221,18 +221,53 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
   return cur
 }
 
-/** Format zod issues as one readable ConfigError naming every bad key. */
-export function configErrorFromZod(error: z.ZodError, input: unknown, source = 'config'): ConfigError {
+/** Edit distance, for "did you mean" on a misspelt key. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length]!
+}
+
+function suggestion(key: string, known: readonly string[]): string {
+  const best = known.map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d)[0]
+  return best && best.d <= Math.max(2, Math.floor(key.length / 4)) ? `did you mean ${best.k}?` : 'check the spelling; see the configuration reference in the README'
+}
+
+/** The keys an object schema accepts at `path` (for "did you mean"). */
+function knownKeysAt(schema: z.ZodType | undefined, path: PropertyKey[]): string[] {
+  let cur: unknown = schema
+  for (const key of path) {
+    const shape = (cur as { shape?: Record<string, unknown> } | undefined)?.shape
+    cur = shape?.[key as string]
+    // Unwrap optional(): its inner type is what has a shape.
+    while (cur && typeof cur === 'object' && 'unwrap' in cur && !('shape' in cur)) cur = (cur as { unwrap(): unknown }).unwrap()
+  }
+  const shape = (cur as { shape?: Record<string, unknown> } | undefined)?.shape
+  return shape ? Object.keys(shape) : []
+}
+
+/** One readable line per zod issue: the key path, what is wrong, what was given (never a secret). */
+export function describeZodIssues(error: z.ZodError, input: unknown, schema?: z.ZodType): string[] {
   const given = input && typeof input === 'object' ? (input as { password?: unknown }).password : undefined
   const password = typeof given === 'string' && given.length > 0 ? given : undefined
-  const lines = error.issues.map((issue) => {
+  return error.issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? issue.path.join('.') + '.' : ''
-      return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => where + k).join(', ')} (check the spelling; see the configuration reference in the README)`
+      const known = knownKeysAt(schema, issue.path)
+      return issue.keys.map((k) => `unknown key ${where + k} (${suggestion(k, known)})`).join('; ')
     }
     const path = issue.path.map(String).join('.')
     return `${path || 'value'}: ${issue.message}${describeValue(path, valueAt(input, issue.path), password)}`
   })
+}
+
+/** Format zod issues as one readable ConfigError naming every bad key. */
+export function configErrorFromZod(error: z.ZodError, input: unknown, source = 'config', schema?: z.ZodType): ConfigError {
+  const lines = describeZodIssues(error, input, schema)
   const first = error.issues[0]
   const key = first ? first.path.map(String).join('.') || undefined : undefined
   return new ConfigError(`invalid ${source}: ${lines.join('; ')}`, key ? { key } : {})
@@ -277,6 +312,27 @@ function resolveSsl(input: DatabaseConfigInput['ssl'], fromUrl: ParsedUrl['ssl']
   return ssl
 }
 
+/**
+ * PgBouncer passes only a few startup parameters (application_name, client_encoding, DateStyle,
+ * TimeZone, …) and refuses the connection for others, so server-side timeouts cannot travel in
+ * the startup packet through it. Given explicitly, that is an error saying where to set them;
+ * from a preset, they are dropped (the preset is a starting point, not a demand).
+ */
+function applyPoolerLimits(config: DatabaseConfig, input: DatabaseConfigInput): void {
+  const given: string[] = (['statementTimeoutMs', 'lockTimeoutMs', 'idleInTransactionTimeoutMs'] as const).filter((k) => input[k] !== undefined)
+  if (Object.keys(config.serverSettings).length > 0) given.push('serverSettings')
+  if (given.length > 0) {
+    throw new ConfigError(
+      `${given.join(', ')} cannot be sent through PgBouncer (pooler: 'pgbouncer-transaction'): it refuses connections with startup parameters it does not know. ` +
+        "Set them on the role or database (ALTER ROLE app SET statement_timeout = '30s'), or per transaction with SET LOCAL",
+      { key: given[0]! },
+    )
+  }
+  config.statementTimeoutMs = undefined
+  config.lockTimeoutMs = undefined
+  config.idleInTransactionTimeoutMs = undefined
+}
+
 export type ConfigSource = string | DatabaseConfigInput | undefined
 
 /**
@@ -286,7 +342,7 @@ export type ConfigSource = string | DatabaseConfigInput | undefined
 export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = process.env): DatabaseConfig {
   const raw: unknown = typeof source === 'string' ? { url: source } : (source ?? {})
   const parsed = configInputSchema.safeParse(raw)
-  if (!parsed.success) throw configErrorFromZod(parsed.error, raw)
+  if (!parsed.success) throw configErrorFromZod(parsed.error, raw, 'config', configInputSchema)
   const input = parsed.data
 
   const explicitLocation = input.url !== undefined || input.host !== undefined || input.hosts !== undefined
@@ -351,12 +407,18 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     idleInTransactionTimeoutMs: pick('idleInTransactionTimeoutMs'),
     serverSettings: { ...preset.serverSettings, ...fromUrl.serverSettings, ...input.serverSettings },
     driver: pick('driver', envDriver as Driver | undefined),
-    statementMode: pick('statementMode'),
+    // Behind PgBouncer in transaction mode a named statement prepared in one transaction is gone
+    // (or, worse, another client's) in the next: unnamed unless the caller says its PgBouncer
+    // (1.21+ with max_prepared_statements) handles protocol-level prepared statements.
+    statementMode: input.statementMode ?? (input.pooler === 'pgbouncer-transaction' ? 'unnamed' : pick('statementMode')),
+    pooler: pick('pooler'),
+    pgbouncerAdminUrl: input.pgbouncerAdminUrl,
     statementCacheSize: pick('statementCacheSize'),
     keepAlive: pick('keepAlive'),
     keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs'),
   }
 
+  if (config.pooler === 'pgbouncer-transaction') applyPoolerLimits(config, input)
   if (config.minIdle > config.size) {
     throw new ConfigError(`minIdle (${config.minIdle}) must not exceed size (${config.size})`, { key: 'minIdle' })
   }

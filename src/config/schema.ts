@@ -15,6 +15,12 @@ export type SslMode = (typeof SSL_MODES)[number]
 export const STATEMENT_MODES = ['named', 'unnamed'] as const
 export type StatementMode = (typeof STATEMENT_MODES)[number]
 
+/**
+ * What sits between us and PostgreSQL. `pgbouncer-transaction`: a PgBouncer in transaction mode,
+ * where consecutive transactions may run on different server sessions, so session state is refused.
+ */
+export const POOLER_MODES = ['none', 'pgbouncer-transaction'] as const
+export type PoolerMode = (typeof POOLER_MODES)[number]
 /** `tidepool`: our own connection over pg-protocol; `pg`: node-postgres's Client (the fallback). */
 export const DRIVERS = ['tidepool', 'pg'] as const
 export type Driver = (typeof DRIVERS)[number]
@@ -96,6 +102,11 @@ export const configInputSchema = z
 
     driver: z.enum(DRIVERS, { error: `driver must be one of ${DRIVERS.join(', ')}` }).optional(),
     statementMode: z.enum(STATEMENT_MODES, { error: `statementMode must be one of ${STATEMENT_MODES.join(', ')}` }).optional(),
+    pooler: z.enum(POOLER_MODES, { error: `pooler must be one of ${POOLER_MODES.join(', ')}` }).optional(),
+    pgbouncerAdminUrl: z
+      .string()
+      .regex(/^postgres(?:ql)?:\/\/[^/]+\/pgbouncer(?:\?.*)?$/, 'pgbouncerAdminUrl must name the admin console: postgres://user@host:6432/pgbouncer')
+      .optional(),
     statementCacheSize: count('statementCacheSize', 0).optional(),
     keepAlive: z.boolean().optional(),
     keepAliveInitialDelayMs: nonNegMs('keepAliveInitialDelayMs').optional(),
@@ -156,12 +167,16 @@ export interface DatabaseConfig {
 
   driver: Driver
   statementMode: StatementMode
+  /** `pgbouncer-transaction` refuses session state and, unless statementMode is given, sends unnamed statements. */
+  pooler: PoolerMode
+  /** PgBouncer's admin console; the Observer then reports SHOW POOLS / SHOW STATS. */
+  pgbouncerAdminUrl: string | undefined
   statementCacheSize: number
   keepAlive: boolean
   keepAliveInitialDelayMs: number
 }
 
-type Tunables = Omit<DatabaseConfig, 'name' | 'hosts' | 'targetSessionAttrs' | 'database' | 'user' | 'password' | 'ssl'>
+type Tunables = Omit<DatabaseConfig, 'name' | 'hosts' | 'targetSessionAttrs' | 'database' | 'user' | 'password' | 'ssl' | 'pgbouncerAdminUrl'>
 
 /** Values used when neither the preset nor the caller says otherwise. */
 export const DEFAULTS: Tunables = {
@@ -188,6 +203,7 @@ export const DEFAULTS: Tunables = {
   serverSettings: {},
   driver: 'tidepool',
   statementMode: 'named',
+  pooler: 'none',
   statementCacheSize: 100,
   keepAlive: true,
   keepAliveInitialDelayMs: 30_000,

@@ -6,6 +6,7 @@ import { AbortError, QueryTimeoutError, type TidepoolError } from '../errors/ind
 import type { PooledConnection } from '../pool/connection.js'
 import type { SessionResult, Statement } from '../pool/session.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
+import { assertNoSessionState } from './session-state.js'
 
 export interface QueryOptions {
   /** Abort the statement (a real CancelRequest is sent to the server). */
@@ -62,6 +63,7 @@ export async function runOn(
   options: QueryOptions | undefined,
   extras?: RunExtras,
 ): Promise<SessionResult> {
+  if (conn.refusesSessionState) assertNoSessionState(sql)
   const cancellable = options !== undefined && (options.signal !== undefined || options.timeoutMs !== undefined)
   let statement = statementFor(conn, sql, params, options, extras)
   const idleBefore = conn.transactionStatus() === 'I' && statement.prelude === undefined

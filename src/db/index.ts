@@ -7,3 +7,5 @@ export { type TransactionOptions, type IsolationLevel, isRetryable } from './tra
 export { type StreamOptions, copyTextValue, cursorRows, copyChunksOut } from './bulk.js'
 export { toQueryError } from './errors.js'
 export { safeJson, type Serializer } from './codec.js'
+export { assertNoSessionState } from './session-state.js'
+export { PgBouncerAdmin, detectPooler, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './pgbouncer-admin.js'

@@ -18,6 +18,7 @@ export type TidepoolErrorCode =
   | 'MISUSE'
   | 'MIGRATION'
   | 'HARNESS'
+  | 'SESSION_STATE'
   | (string & {})
 
 export class TidepoolError extends Error {
@@ -203,6 +204,27 @@ export class IdentifierError extends TidepoolError {
 export class TransactionError extends TidepoolError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('TRANSACTION', message, options)
+  }
+}
+
+/**
+ * Behind a transaction-mode pooler (PgBouncer `pool_mode = transaction`) consecutive transactions
+ * may run on different server sessions, so a statement that leaves state in the session (SET,
+ * a session advisory lock, LISTEN, a temporary table kept past COMMIT) would leak it to another
+ * client or lose it. Refused before it is sent; `alternative` names what to use instead.
+ */
+export class SessionStateError extends TidepoolError {
+  /** What was refused, e.g. `SET`, `pg_advisory_lock`, `LISTEN`. */
+  readonly statement: string
+  readonly alternative: string
+  constructor(statement: string, alternative: string, sql: string) {
+    const flat = sql.replace(/\s+/g, ' ').trim()
+    super(
+      'SESSION_STATE',
+      `${statement} keeps state in the server session, which PgBouncer in transaction mode (pooler: 'pgbouncer-transaction') shares between clients; refused: ${flat.length > 120 ? flat.slice(0, 117) + '...' : flat}. Use ${alternative}`,
+    )
+    this.statement = statement
+    this.alternative = alternative
   }
 }
 

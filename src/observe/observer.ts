@@ -14,6 +14,7 @@ import { renderExposition } from './exposition.js'
 import { poolCheck, ProcessHealth, runHealthChecks, type HealthReport, type ReadinessOptions } from './health.js'
 import { CounterVec, HistogramVec, QUERY_SECONDS_BUCKETS } from './histogram.js'
 import { NPlusOneDetector, type NPlusOneWarning } from './n-plus-one.js'
+import { PgBouncerMetrics } from './pgbouncer.js'
 import { PoolMetrics } from './pool-metrics.js'
 import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
 import { RateWindow } from './recent.js'
@@ -74,6 +75,8 @@ export class Observer {
   private readonly checks: HealthCheck[] = []
   private readonly process = new ProcessHealth()
   private readonly unpublish: (() => void)[] = []
+  /** One PgBouncer source per admin console named in a watched pool's config. */
+  private readonly pgbouncers = new Map<string, PgBouncerMetrics>()
 
   private readonly duration = new HistogramVec(['pool', 'outcome'], QUERY_SECONDS_BUCKETS)
   private readonly errorCounts = new CounterVec(['pool', 'code'])
@@ -117,6 +120,13 @@ export class Observer {
     this.pools.watch(pool)
     this.samplers.set(pool, new DemandSampler(pool))
     this.addCheck(poolCheck(pool, options))
+    const adminUrl = pool.config.pgbouncerAdminUrl
+    if (adminUrl !== undefined && !this.pgbouncers.has(adminUrl)) {
+      const source = new PgBouncerMetrics({ adminUrl, logger: this.logger, name: this.pgbouncers.size === 0 ? 'pgbouncer' : `pgbouncer-${pool.name}` })
+      this.pgbouncers.set(adminUrl, source)
+      this.addSource(source).addCheck(source)
+      void source.start() // never rejects: a failed reading is logged and shows as down
+    }
     return this
   }
 
@@ -309,6 +319,8 @@ export class Observer {
     this.samplers.clear()
     this.pools.close()
     this.process.close()
+    for (const source of this.pgbouncers.values()) void source.stop()
+    this.pgbouncers.clear()
     for (const remove of this.unpublish.splice(0)) remove()
   }
 }

@@ -10,6 +10,8 @@ export type BackupFailure =
   | 'manifest'
   | 'target-not-empty'
   | 'permission'
+  | 'archive-off'
+  | 'archive-failed'
 
 /** A backup, restore or verification failed; `reason` says which step and why. */
 export class BackupError extends TidepoolError {

@@ -9,3 +9,6 @@ export { checkIntegrity, type CheckOptions, type RelationshipSpec } from './chec
 export { adviseDatabase, type AdviseOptions } from './advise.js'
 export { parseColumnsRef, type ColumnsRef } from './catalog.js'
 export { hasAtLeast, type Finding, type Report, type Severity, type StepReport } from './findings.js'
+export { refreshView, lastViewRefresh, qualifiedView, ViewRefreshError, VIEW_REFRESH_TABLE, type RefreshViewOptions, type ViewRefreshResult, type ViewRefreshFailure } from './views.js'
+export { scheduleRefresh, ViewRefreshMetrics, parseCron, nextCronTime, type ScheduleRefreshOptions, type RefreshSchedule, type CronSchedule } from './view-schedule.js'
+export { baseBackup, restoreToTime, archiveCommand, archiveStatus, archiveWalNow, BASE_MANIFEST, type BaseBackupOptions, type BaseBackupResult, type BaseBackupManifest, type RestoreToTimeOptions, type RestoredCluster, type ArchiveStatus } from './pitr.js'

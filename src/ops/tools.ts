@@ -14,7 +14,7 @@ import { BackupError, type BackupFailure } from './errors.js'
 
 const execFileAsync = promisify(execFile)
 
-export type ClientToolName = 'pg_dump' | 'pg_restore'
+export type ClientToolName = 'pg_dump' | 'pg_restore' | 'pg_basebackup'
 
 export interface ClientTool {
   name: ClientToolName

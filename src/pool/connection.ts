@@ -41,6 +41,8 @@ export class PooledConnection {
 
   /** Prepare statements with parameters under a per-connection name (statementMode 'named'). */
   readonly namedStatements: boolean
+  /** Behind a transaction-mode pooler: statements that keep session state are refused. */
+  readonly refusesSessionState: boolean
   private readonly statements = new Map<string, string>()
   private statementSeq = 0
   /** Names evicted from the statement cache, deallocated when the connection is next returned. */
@@ -57,6 +59,7 @@ export class PooledConnection {
     this.verifiedAt = now
     this.node = `${host.host}:${host.port}`
     this.namedStatements = config.statementMode === 'named' && config.statementCacheSize > 0
+    this.refusesSessionState = config.pooler === 'pgbouncer-transaction'
     this.expiresAt = config.recycleMs > 0 ? now + config.recycleMs * (0.9 + Math.random() * 0.2) : Infinity
   }
 

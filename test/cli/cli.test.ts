@@ -198,7 +198,7 @@ describe('tidepool status, health, config check', () => {
     expect(res.stdout).toMatch(/ {2}prefix +org_\n/)
     expect(res.stdout).not.toContain('s3cret')
     const viaEnv = json<{ sources: unknown; database: { hosts: unknown; size: number } }>((await cli(['config', 'check', '--json'], { cwd: dir, env: { ...cleanEnv, DATABASE_URL: 'postgres://other@h2/db2' } })).stdout)
-    expect(viaEnv.sources).toEqual({ file: join(dir, 'tidepool.config.json'), location: 'DATABASE_URL' })
+    expect(viaEnv.sources).toEqual({ file: join(dir, 'tidepool.config.json'), environment: null, location: 'DATABASE_URL' })
     expect(viaEnv.database).toMatchObject({ hosts: [{ host: 'h2', port: 5432 }], size: 5 })
 
     writeFileSync(join(dir, 'tidepool.config.json'), JSON.stringify({ url: 'postgres://app:s3cret@db/orders', maxOverflw: 3 }))

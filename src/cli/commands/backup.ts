@@ -2,7 +2,8 @@
 // scratch database, and retention.
 import type { Command } from 'commander'
 import { backup, type BackupProgress } from '../../ops/backup.js'
-import { ioOf, printJson, type Io } from '../output.js'
+import { baseBackup } from '../../ops/pitr.js'
+import { ioOf, printJson, UsageError, type Io } from '../output.js'
 import { collect, withDatabase, positiveInt } from '../report.js'
 
 interface BackupFlags {
@@ -14,6 +15,7 @@ interface BackupFlags {
   count: boolean
   binDir?: string
   json?: boolean
+  mode: string
 }
 
 const mb = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MB`
@@ -29,7 +31,11 @@ function showProgress(io: Io, p: BackupProgress): void {
 export function registerBackup(program: Command): void {
   program
     .command('backup')
-    .description('dump the database with pg_dump (custom format) into --dir, with a checksum manifest; --verify restores it into a scratch database and compares row counts')
+    .description(
+      'dump the database with pg_dump (custom format) into --dir, with a checksum manifest; --verify restores it into a scratch database and compares row counts. ' +
+        '--mode base takes a physical base backup (pg_basebackup) for point-in-time recovery with the WAL archive (see tidepool restore --to)',
+    )
+    .option('--mode <mode>', 'dump (pg_dump, logical, default) or base (pg_basebackup; needs archive_mode = on)', 'dump')
     .requiredOption('--dir <dir>', 'directory for backups (created if missing)')
     .option('--prefix <name>', 'file name prefix (default: the database name)')
     .option('--schema <name>', 'only this schema (repeatable)', collect)
@@ -40,7 +46,18 @@ export function registerBackup(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (flags: BackupFlags, cmd: Command) => {
       const io = ioOf(cmd)
+      if (flags.mode !== 'dump' && flags.mode !== 'base') throw new UsageError(`--mode must be dump or base (got ${JSON.stringify(flags.mode)})`)
       await withDatabase(cmd, async (db) => {
+        if (flags.mode === 'base') {
+          const made = await baseBackup(db, { dir: flags.dir, ...(flags.binDir ? { binDir: flags.binDir } : {}) })
+          if (flags.json) return printJson(made, io)
+          const m = made.manifest
+          io.out(
+            `${made.dir}\n  base backup from ${m.startedAt} to ${m.finishedAt} (${m.tool.name} ${m.tool.version}, server ${m.server.version}); ` +
+              `restore to any later moment with the WAL archive: tidepool restore ${made.dir} --to "<time>" --wal-dir <archive> --data-dir <new dir>\n`,
+          )
+          return
+        }
         const result = await backup(db, {
           dir: flags.dir,
           ...(flags.prefix ? { prefix: flags.prefix } : {}),

@@ -1,7 +1,8 @@
 // `tidepool restore`: pg_restore a backup after checking its checksum, then compare row counts.
 import type { Command } from 'commander'
+import { restoreToTime } from '../../ops/pitr.js'
 import { restore, verifyBackup } from '../../ops/restore.js'
-import { ioOf, printJson } from '../output.js'
+import { ioOf, printJson, UsageError, type Io } from '../output.js'
 import { positiveInt, withDatabase } from '../report.js'
 
 interface RestoreFlags {
@@ -12,6 +13,10 @@ interface RestoreFlags {
   verifyOnly?: boolean
   binDir?: string
   json?: boolean
+  to?: string
+  walDir?: string
+  dataDir?: string
+  port?: string
 }
 
 export function registerRestore(program: Command): void {
@@ -24,9 +29,14 @@ export function registerRestore(program: Command): void {
     .option('--no-verify', 'skip comparing row counts with the manifest afterwards')
     .option('--verify-only', 'prove the backup restores, in a scratch database; the target is not touched')
     .option('--bin-dir <dir>', 'directory holding pg_restore (default: PG_BIN, /usr/lib/postgresql/*/bin, PATH)')
+    .option('--to <time>', 'point-in-time recovery: <file> is a base backup (tidepool backup --mode base); recover a copy of the cluster to this moment, e.g. "2026-01-02 03:04:05+00"')
+    .option('--wal-dir <dir>', 'with --to: the WAL archive archive_command copies into')
+    .option('--data-dir <dir>', 'with --to: new data directory for the restored copy')
+    .option('--port <n>', 'with --to: port to run recovery on (default: a free one)')
     .option('--json', 'print the result as JSON')
     .action(async (file: string, flags: RestoreFlags, cmd: Command) => {
       const io = ioOf(cmd)
+      if (flags.to !== undefined) return restorePointInTime(file, flags, io)
       const jobs = flags.jobs ? { jobs: positiveInt(flags.jobs, '--jobs') } : {}
       const binDir = flags.binDir ? { binDir: flags.binDir } : {}
       await withDatabase(cmd, async (db) => {
@@ -51,4 +61,25 @@ export function registerRestore(program: Command): void {
         )
       })
     })
+}
+
+/** `restore <base> --to <time>`: recover a copy to the moment, then stop it, ready to start. */
+async function restorePointInTime(base: string, flags: RestoreFlags, io: Io): Promise<void> {
+  if (!flags.walDir || !flags.dataDir) throw new UsageError('restore --to needs --wal-dir (the WAL archive) and --data-dir (a new directory for the copy)')
+  const started = performance.now()
+  const copy = await restoreToTime({
+    base,
+    walDir: flags.walDir,
+    to: flags.to!,
+    dataDir: flags.dataDir,
+    ...(flags.port ? { port: positiveInt(flags.port, '--port') } : {}),
+    ...(flags.binDir ? { binDir: flags.binDir } : {}),
+  })
+  await copy.stop()
+  const result = { dataDir: copy.dataDir, target: flags.to, lastReplayedAt: copy.lastReplayedAt, durationMs: Math.round(performance.now() - started) }
+  if (flags.json) return printJson(result, io)
+  io.out(
+    `recovered to ${flags.to} (last transaction replayed: ${copy.lastReplayedAt?.toISOString() ?? 'none after the base backup'}) in ${copy.dataDir}; ` +
+      `start it with: postgres -D ${copy.dataDir} -p <port> (as the user that owns it)\n`,
+  )
 }

@@ -137,6 +137,8 @@ function renderFigures() {
   rows('pools', ps.map((p) => [p.name, cell(p.state, `state-${p.state}`), p.checkedOut, p.idle, p.overflow, p.waiting, p.size + p.maxOverflow, fmt(p.waitMs.p99, ' ms'), p.timeouts]))
   const replicas = (snapshot.sources.replicas && snapshot.sources.replicas.replicas) || []
   rows('replicas', replicas.map((r) => [r.name, cell(r.state, `state-${r.state}`), r.lagMs == null ? '–' : fmt(r.lagMs, ' ms'), r.routedReads, r.ejections, r.lastError || '']), 'no replicas')
+  renderPgBouncer(snapshot.sources.pgbouncer)
+  renderViews(snapshot.sources.views)
   rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', s.statement), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
   const list = $('nplusone')
   list.replaceChildren(
@@ -144,6 +146,22 @@ function renderFigures() {
       ? snapshot.nPlusOne.slice(-8).reverse().map((w) => li(`${w.scope}: ran ${w.count}× — ${w.statement}${w.callSite ? ` (at ${w.callSite})` : ''}`))
       : [li('none so far', 'empty')]),
   )
+}
+
+// Shown only when the app's Observer has these sources (pgbouncerAdminUrl, ViewRefreshMetrics).
+function renderPgBouncer(b) {
+  $('pgbouncer-card').hidden = !b
+  if (!b) return
+  $('pgbouncer-version').textContent = b.up ? (b.version || '') : `unreachable: ${b.lastError || ''}`
+  rows('pgbouncer', b.pools.map((p) => [p.database, p.user, p.clientsActive, cell(String(p.clientsWaiting), p.clientsWaiting > 0 ? 'alert' : ''), p.serversActive, p.serversIdle, fmt(p.maxWaitSeconds * 1000, ' ms'), p.poolMode]), 'no pools')
+}
+
+function renderViews(v) {
+  const names = v ? Object.keys(v) : []
+  $('views-card').hidden = names.length === 0
+  if (names.length === 0) return
+  const time = (t) => (t ? new Date(t).toLocaleTimeString() : '–')
+  rows('views', names.map((n) => [n, v[n].stalenessSeconds == null ? 'never refreshed' : fmt(v[n].stalenessSeconds, ' s'), v[n].lastDurationMs == null ? '–' : `${time(v[n].refreshedAt)} (${fmt(v[n].lastDurationMs, ' ms')})`, time(v[n].nextAt), v[n].lastError || '']))
 }
 
 function cell(text, cls, title) {

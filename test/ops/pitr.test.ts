@@ -1,0 +1,123 @@
+// Point-in-time recovery against a cluster of its own (with WAL archiving on): base backup, rows
+// written over a few seconds, a target time taken from the server's clock, more rows, restore to
+// the target, and exactly the rows committed at or before it are in the copy.
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { archiveCommand, archiveWalNow, BackupError, baseBackup, Database, restoreToTime, type RestoredCluster } from '../../src/index.js'
+import { findPostgresBinaries, PgNode, startCluster, type PgCluster } from '../../src/testing/index.js'
+import { freePorts } from '../../src/testing/node.js'
+import { accessibleBinaries, giveTo, serverUser } from '../../src/testing/privileges.js'
+import { run } from '../../src/cli/main.js'
+import { sleep } from '../helpers/fixtures.js'
+
+const root = mkdtempSync(join(tmpdir(), 'tidepool-pitr-'))
+const walDir = join(root, 'wal')
+let cluster: PgCluster
+let db: Database
+const restored: RestoredCluster[] = []
+
+beforeAll(async () => {
+  chmodSync(root, 0o755) // mkdtemp makes it 0700; the server user must reach the archive inside
+  mkdirSync(walDir)
+  await giveTo(walDir, serverUser()) // the server (not us) writes the archive
+  cluster = await startCluster({ settings: { archive_mode: 'on', archive_command: archiveCommand(walDir), track_commit_timestamp: 'on' } })
+  db = await Database.connect({ url: cluster.primary.url, size: 2, maxOverflow: 0 })
+  await db.execute('CREATE TABLE events (id int PRIMARY KEY, note text NOT NULL)')
+}, 60_000)
+afterAll(async () => {
+  await Promise.all(restored.map((r) => r.stop()))
+  await db?.close()
+  await cluster?.stop()
+  rmSync(root, { recursive: true, force: true })
+})
+
+async function rowsAt(url: string): Promise<number[]> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return (await client.query<{ id: number }>('SELECT id FROM events ORDER BY id')).rows.map((r) => r.id)
+  } finally {
+    await client.end()
+  }
+}
+
+describe('point-in-time recovery', () => {
+  it('restores a copy to a moment: exactly the rows committed at or before it', async () => {
+    const base = await baseBackup(db, { dir: join(root, 'base') })
+    expect(base.manifest).toMatchObject({ format: 'tidepool-base/1', tool: { name: 'pg_basebackup' } })
+
+    let id = 0
+    const write = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        await db.execute('INSERT INTO events VALUES ($1, $2)', [++id, `row ${id}`])
+        await sleep(100)
+      }
+    }
+    await write(15)
+    // The target from the server's clock (microseconds, its time zone), so clocks cannot disagree.
+    const target = (await db.fetchVal<string>('SELECT clock_timestamp()::text'))!
+    await write(15)
+    await archiveWalNow(db, { timeoutMs: 20_000 })
+
+    // What must be there: every row whose transaction committed at or before the target.
+    const expected = (await db.fetchAll<{ id: number }>('SELECT id FROM events WHERE pg_xact_commit_timestamp(xmin) <= $1::timestamptz ORDER BY id', [target])).map((r) => r.id)
+    expect(expected.length).toBeGreaterThanOrEqual(10)
+    expect(expected.length).toBeLessThan(30)
+
+    const copy = await restoreToTime({ base: base.dir, walDir, to: target, dataDir: join(root, 'restored') })
+    restored.push(copy)
+    expect(await rowsAt(copy.url)).toEqual(expected)
+    expect(copy.lastReplayedAt!.getTime()).toBeLessThanOrEqual(new Date(target).getTime())
+    // The copy is promoted and writable; the original is untouched.
+    expect(await rowsAt(cluster.primary.url)).toHaveLength(30)
+  }, 120_000)
+
+  it('refuses a base backup without WAL archiving, and a restore over existing data', async () => {
+    const plain = await startCluster()
+    try {
+      const other = await Database.connect({ url: plain.primary.url, size: 1, maxOverflow: 0 })
+      try {
+        const err = await baseBackup(other, { dir: join(root, 'nope') }).catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(BackupError)
+        expect((err as BackupError).reason).toBe('archive-off')
+        expect((err as Error).message).toMatch(/archive_mode = on .* test ! -f/)
+      } finally {
+        await other.close()
+      }
+    } finally {
+      await plain.stop()
+    }
+    await expect(restoreToTime({ base: join(root, 'base'), walDir, to: new Date(), dataDir: root })).rejects.toThrow(/not a base backup|is not empty/)
+  }, 60_000)
+
+  it('runs through the CLI: backup --mode base, restore --to', async () => {
+    const backupRun = await run(['backup', '--mode', 'base', '--url', cluster.primary.url, '--dir', join(root, 'cli-base'), '--json'])
+    expect(backupRun.stderr).toBe('')
+    expect(backupRun.code).toBe(0)
+    const made = JSON.parse(backupRun.stdout) as { dir: string }
+    await db.execute('INSERT INTO events VALUES (1000, $1)', ['after the cli backup'])
+    const target = (await db.fetchVal<string>('SELECT clock_timestamp()::text'))!
+    await db.execute('INSERT INTO events VALUES (1001, $1)', ['too late'])
+    await archiveWalNow(db, { timeoutMs: 20_000 })
+    const restoreRun = await run(['restore', made.dir, '--to', target, '--wal-dir', walDir, '--data-dir', join(root, 'cli-restored')])
+    expect(restoreRun.stderr).toBe('')
+    expect(restoreRun.code).toBe(0)
+    expect(restoreRun.stdout).toMatch(/recovered to .* in .*cli-restored; start it with: postgres -D /)
+    // The CLI stopped the copy after recovery; start it to look.
+    const ids = await rowsAt(await startRestored(join(root, 'cli-restored')))
+    expect(ids).toContain(1000)
+    expect(ids).not.toContain(1001)
+  }, 120_000)
+})
+
+/** Start a restored (already promoted) data directory on a free port and return its URL. */
+async function startRestored(dataDir: string): Promise<string> {
+  const runAs = serverUser()
+  const node = new PgNode({ name: 'cli-restored', dataDir, port: (await freePorts(1))[0]!, binaries: await accessibleBinaries(await findPostgresBinaries(), runAs), runAs, superuser: 'postgres', portIsOurs: true, log: false, removeDir: undefined })
+  await node.start()
+  restored.push({ url: node.url, port: node.port, dataDir, lastReplayedAt: null, stop: () => node.stop() })
+  return node.url
+}
