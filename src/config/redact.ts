@@ -1,7 +1,7 @@
 // Secrets never leave the process: these helpers are the only way connection details are shown.
 import type { DatabaseConfig, HostPort } from './schema.js'
 
-const REDACTED = '***'
+export const REDACTED = '***'
 
 /** `user@host:port/database` (first host, or all hosts joined by commas). Never the password. */
 export function describeTarget(config: Pick<DatabaseConfig, 'user' | 'database'> & { hosts: HostPort[] }, host?: HostPort): string {

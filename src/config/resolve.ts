@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs'
 import type { z } from 'zod'
 import { ConfigError } from '../errors/index.js'
+import { REDACTED, scrubSecrets } from './redact.js'
 import {
   configInputSchema,
   DEFAULTS,
@@ -193,7 +194,7 @@ export function parseDatabaseUrl(url: string): ParsedUrl {
   return out
 }
 
-function describeValue(path: string, value: unknown): string {
+function describeValue(path: string, value: unknown, password: string | undefined): string {
   const last = path.split('.').pop() ?? ''
   if (SECRET_KEYS.has(last) || /url$/i.test(last)) return ''
   if (value === undefined) return ''
@@ -203,6 +204,10 @@ function describeValue(path: string, value: unknown): string {
   } catch {
     shown = String(value)
   }
+  // A connection string pasted into the wrong key carries its password: scrub before shortening,
+  // which could cut the URL in the middle of it.
+  shown = scrubSecrets(shown)
+  if (password) shown = shown.split(password).join(REDACTED)
   if (shown.length > 60) shown = shown.slice(0, 57) + '...'
   return ` (got ${shown})`
 }
@@ -247,6 +252,8 @@ function knownKeysAt(schema: z.ZodType | undefined, path: PropertyKey[]): string
 
 /** One readable line per zod issue: the key path, what is wrong, what was given (never a secret). */
 export function describeZodIssues(error: z.ZodError, input: unknown, schema?: z.ZodType): string[] {
+  const given = input && typeof input === 'object' ? (input as { password?: unknown }).password : undefined
+  const password = typeof given === 'string' && given.length > 0 ? given : undefined
   return error.issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? issue.path.join('.') + '.' : ''
@@ -254,7 +261,7 @@ export function describeZodIssues(error: z.ZodError, input: unknown, schema?: z.
       return issue.keys.map((k) => `unknown key ${where + k} (${suggestion(k, known)})`).join('; ')
     }
     const path = issue.path.map(String).join('.')
-    return `${path || 'value'}: ${issue.message}${describeValue(path, valueAt(input, issue.path))}`
+    return `${path || 'value'}: ${issue.message}${describeValue(path, valueAt(input, issue.path), password)}`
   })
 }
 
@@ -390,6 +397,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     maxUses: pick('maxUses'),
     idleTimeoutMs: pick('idleTimeoutMs'),
     leakWarningMs: pick('leakWarningMs'),
+    leakReclaimMs: pick('leakReclaimMs'),
     housekeepingIntervalMs: pick('housekeepingIntervalMs'),
     closeTimeoutMs: pick('closeTimeoutMs'),
     resetQuery: pick('resetQuery'),

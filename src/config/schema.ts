@@ -89,6 +89,7 @@ export const configInputSchema = z
     maxUses: count('maxUses', 0).optional(),
     idleTimeoutMs: nonNegMs('idleTimeoutMs').optional(),
     leakWarningMs: nonNegMs('leakWarningMs').optional(),
+    leakReclaimMs: nonNegMs('leakReclaimMs').optional(),
     housekeepingIntervalMs: posMs('housekeepingIntervalMs').optional(),
     closeTimeoutMs: nonNegMs('closeTimeoutMs').optional(),
     resetQuery: z.string().optional(),
@@ -152,6 +153,8 @@ export interface DatabaseConfig {
   maxUses: number
   idleTimeoutMs: number
   leakWarningMs: number
+  /** Close a checkout held longer than this under its holder and free its slot; 0 = never. */
+  leakReclaimMs: number
   housekeepingIntervalMs: number
   closeTimeoutMs: number
   resetQuery: string | undefined
@@ -189,6 +192,7 @@ export const DEFAULTS: Tunables = {
   maxUses: 0,
   idleTimeoutMs: 600_000,
   leakWarningMs: 0,
+  leakReclaimMs: 0,
   housekeepingIntervalMs: 5_000,
   closeTimeoutMs: 10_000,
   resetQuery: undefined,

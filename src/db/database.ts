@@ -75,7 +75,8 @@ export class Database extends Queryable {
     const budget = options?.timeoutMs
     const deadline = budget === undefined ? undefined : performance.now() + budget
     // One statement and straight back: a leak report names the statement rather than a stack.
-    const holder = this.pool.config.leakWarningMs > 0 ? `statement: ${sql}` : undefined
+    const { leakWarningMs, leakReclaimMs } = this.pool.config
+    const holder = leakWarningMs > 0 || leakReclaimMs > 0 ? `statement: ${sql}` : undefined
     const conn = await this.pool.acquire(
       options === undefined && holder === undefined
         ? undefined

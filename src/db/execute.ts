@@ -27,8 +27,12 @@ export interface QueryResult<R> {
 /** How long to wait for ReadyForQuery after an error before giving the session up. */
 const READY_TIMEOUT_MS = 5_000
 
-/** How long the server gets to honour a CancelRequest before we close the socket instead. */
-const CANCEL_GRACE_MS = 5_000
+/**
+ * How long the server gets to honour a CancelRequest before we close the socket instead. A cancel
+ * lands in milliseconds on a healthy network; past a second the network has most likely stopped
+ * answering, and the caller, already past its deadline, should not wait longer to hear so.
+ */
+const CANCEL_GRACE_MS = 1_000
 
 /** How a statement is run, beyond what the caller's QueryOptions say. */
 export interface RunExtras {
@@ -93,7 +97,7 @@ async function runCancellable(conn: PooledConnection, statement: Statement, opti
   const cancel = (why: 'timeout' | 'abort') => {
     if (reason) return
     reason = why
-    acknowledged = conn.cancel()
+    acknowledged = conn.cancel(CANCEL_GRACE_MS)
     // A stalled network can swallow the cancel too: then the socket goes, and the pool replaces it.
     grace = setTimeout(() => conn.abortSocket(), CANCEL_GRACE_MS)
   }

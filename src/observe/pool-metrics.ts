@@ -5,7 +5,7 @@ import type { Pool, PoolStats } from '../pool/pool.js'
 import { ACQUIRE_SECONDS_BUCKETS, HistogramVec } from './histogram.js'
 import type { MetricFamily } from './types.js'
 
-type CounterKey = 'acquires' | 'timeouts' | 'connectErrors' | 'evictions' | 'opened' | 'closed' | 'recycled' | 'resets' | 'discarded' | 'leaksDetected' | 'prePingFailures'
+type CounterKey = 'acquires' | 'timeouts' | 'connectErrors' | 'evictions' | 'opened' | 'closed' | 'recycled' | 'resets' | 'discarded' | 'leaksDetected' | 'reclaimed' | 'prePingFailures'
 
 const COUNTERS: [CounterKey, string, string][] = [
   ['acquires', 'tidepool_pool_acquires_total', 'Connections handed out by the pool.'],
@@ -18,6 +18,7 @@ const COUNTERS: [CounterKey, string, string][] = [
   ['resets', 'tidepool_pool_resets_total', 'Connections returned inside a transaction and rolled back.'],
   ['discarded', 'tidepool_pool_discarded_total', 'Connections destroyed on return (mid-query, unknown state, failed reset).'],
   ['leaksDetected', 'tidepool_pool_leaks_total', 'Checkouts held longer than leakWarningMs.'],
+  ['reclaimed', 'tidepool_pool_reclaimed_total', 'Checkouts held longer than leakReclaimMs, closed under their holders.'],
   ['prePingFailures', 'tidepool_pool_pre_ping_failures_total', 'Connections that failed the pre-ping and were replaced.'],
 ]
 

@@ -70,6 +70,8 @@ export interface PoolStats {
   resets: number
   /** Checkouts held longer than leakWarningMs (reported once each). */
   leaksDetected: number
+  /** Checkouts held longer than leakReclaimMs, closed under their holders to free the slot. */
+  reclaimed: number
   /** Connections destroyed on release (mid-query, poisoned, failed reset). */
   discarded: number
   /** Connections retired by drain(), or because their server no longer matched targetSessionAttrs. */
@@ -123,6 +125,7 @@ export class Pool {
   private waitTimerAt = Infinity
   private housekeeping: NodeJS.Timeout | undefined
   private retryTimer: NodeJS.Timeout | undefined
+  private retryAt = 0
   private connectBackoffMs = 0
   private lastConnectError: ConnectError | undefined
   private readonly pendingWork = new Set<Promise<unknown>>()
@@ -145,6 +148,7 @@ export class Pool {
     recycled: 0,
     resets: 0,
     leaksDetected: 0,
+    reclaimed: 0,
     discarded: 0,
     drained: 0,
   }
@@ -260,7 +264,7 @@ export class Pool {
     conn.acquiredAt = t
     conn.uses++
     conn.leakReported = false
-    if (this.config.leakWarningMs > 0) {
+    if (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0) {
       conn.holder = holder
       if (holder === undefined) {
         // V8 formats the stack only if a leak is reported, but collecting the frames is not free.
@@ -277,6 +281,10 @@ export class Pool {
   }
 
   private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<PooledConnection> {
+    // Nothing is open, the last attempt to connect failed and the next is scheduled: waiting
+    // could only end in a PoolTimeoutError (the backoff may exceed acquireTimeoutMs), so say now
+    // why there is no connection. One attempt per backoff, not one per caller, reaches the server.
+    if (this.retryTimer && this.lastConnectError && this.all.size === 0 && this.opening === 0) return Promise.reject(this.stillUnreachable(this.lastConnectError))
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined }
       if (signal) {
@@ -405,13 +413,24 @@ export class Pool {
 
   private scheduleRetry(): void {
     if (this.retryTimer || this._state !== 'open') return
-    this.connectBackoffMs = Math.min(5_000, this.connectBackoffMs ? this.connectBackoffMs * 2 : 100)
+    // Capped at a second: a server back from an outage is found within about a second, and one
+    // attempt a second per pool costs a recovering server nothing.
+    this.connectBackoffMs = Math.min(1_000, this.connectBackoffMs ? this.connectBackoffMs * 2 : 100)
+    const delay = this.connectBackoffMs * (0.8 + Math.random() * 0.4)
+    this.retryAt = now() + delay
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined
       this.openForWaiters()
       this.refill()
-    }, this.connectBackoffMs * (0.8 + Math.random() * 0.4))
+    }, delay)
     this.retryTimer.unref()
+  }
+
+  /** The last connect failure, restated for a caller that arrives while the pool backs off. */
+  private stillUnreachable(last: ConnectError): ConnectError {
+    const detail = last.message.slice(`could not connect to ${last.target}: `.length)
+    const nextMs = Math.max(0, Math.round(this.retryAt - now()))
+    return new ConnectError(last.reason, last.target, `${detail} (the pool tries again in ${nextMs} ms)`, { cause: last, ...(last.sqlstate ? { sqlstate: last.sqlstate } : {}) })
   }
 
   private register(conn: PooledConnection): void {
@@ -572,8 +591,8 @@ export class Pool {
   // ---------------------------------------------------------------- housekeeping
 
   private startHousekeeping(): void {
-    const leak = this.config.leakWarningMs
-    const interval = leak > 0 ? Math.max(10, Math.min(this.config.housekeepingIntervalMs, Math.floor(leak / 2))) : this.config.housekeepingIntervalMs
+    const leak = Math.min(...[this.config.leakWarningMs, this.config.leakReclaimMs].filter((ms) => ms > 0))
+    const interval = leak !== Infinity ? Math.max(10, Math.min(this.config.housekeepingIntervalMs, Math.floor(leak / 2))) : this.config.housekeepingIntervalMs
     this.housekeeping = setInterval(() => this.sweep(), interval)
     this.housekeeping.unref()
   }
@@ -605,12 +624,29 @@ export class Pool {
         if (heldMs < leakMs) continue
         conn.leakReported = true
         this.counters.leaksDetected++
-        const stack = conn.acquireSite?.stack?.split('\n').slice(1).join('\n')
-        const holder = conn.holder
-        const where = holder !== undefined ? `held by ${holder.length > 200 ? holder.slice(0, 197) + '...' : holder}` : `acquired at:\n${stack ?? '(no stack)'}`
+        const { stack, holder, where } = describeHolder(conn)
         this.logger.warn(`connection held for ${Math.round(heldMs)} ms (leakWarningMs ${leakMs}); ${where}`, { pool: this.name, pid: conn.pid })
         if (this.events.has('leak')) this.events.emit('leak', { connection: conn, heldMs, stack, holder })
       }
+    }
+    this.reclaimLeaks(t)
+  }
+
+  /**
+   * A checkout held past leakReclaimMs is taken to be forgotten: its socket is closed under the
+   * holder (whose next statement fails; its eventual release() is accepted) and a new connection
+   * can take the slot, so one leak per request cannot exhaust the pool for good.
+   */
+  private reclaimLeaks(t: number): void {
+    const reclaimMs = this.config.leakReclaimMs
+    if (reclaimMs <= 0) return
+    for (const conn of [...this.all]) {
+      if (conn.state !== 'acquired' || t - conn.acquiredAt < reclaimMs) continue
+      this.counters.reclaimed++
+      const { where } = describeHolder(conn)
+      this.logger.warn(`reclaimed a connection held for ${Math.round(t - conn.acquiredAt)} ms (leakReclaimMs ${reclaimMs}); ${where}`, { pool: this.name, pid: conn.pid })
+      conn.abortSocket()
+      this.discard(conn, 'reclaimed (held past leakReclaimMs)')
     }
   }
 
@@ -745,6 +781,14 @@ export class Pool {
     while (this.pendingWork.size > 0) await Promise.allSettled([...this.pendingWork])
     this._state = 'closed'
   }
+}
+
+/** Who holds a checkout, for leak reports: the statement of a one-statement call, else the acquirer's stack. */
+function describeHolder(conn: PooledConnection): { stack: string | undefined; holder: string | undefined; where: string } {
+  const stack = conn.acquireSite?.stack?.split('\n').slice(1).join('\n')
+  const holder = conn.holder
+  const where = holder !== undefined ? `held by ${holder.length > 200 ? holder.slice(0, 197) + '...' : holder}` : `acquired at:\n${stack ?? '(no stack)'}`
+  return { stack, holder, where }
 }
 
 function sameHost(a: HostPort, b: HostPort): boolean {

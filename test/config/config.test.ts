@@ -88,6 +88,22 @@ describe('resolveConfig', () => {
     }
     expect(message).not.toContain('hunter2')
     expect(redactUrl('postgres://u:hunter2@h/db?password=hunter2')).toBe('postgres://u:***@h/db?password=***')
+    // A connection string, or the password itself, given under the wrong key is echoed scrubbed
+    // (found by the chaos suite's fuzzer).
+    for (const wrong of [
+      { targetSessionAttrs: 'postgres://u:hunter2@h/db' },
+      { preset: 'postgres://a-rather-long-user-name:hunter2@a-long-host-name.example.com/db' },
+      { password: 'hunter2', statementMode: 'hunter2' },
+    ]) {
+      message = ''
+      try {
+        resolveConfig(wrong as never, noEnv)
+      } catch (e) {
+        message = (e as Error).message
+      }
+      expect(message).toMatch(/got/)
+      expect(message).not.toContain('hunter2')
+    }
     const shown = JSON.stringify(redactConfig(resolveConfig('postgres://u:hunter2@h/db', noEnv)))
     expect(shown).not.toContain('hunter2')
   })

@@ -109,6 +109,22 @@ describe('acquire timeout and connect failures', () => {
     await expect(createPool({ url: 'postgres://postgres@127.0.0.1:1/postgres' }, { logger })).rejects.toBeInstanceOf(ConnectError)
   })
 
+  it('keeps failing with ConnectError, not PoolTimeoutError, while it backs off from a down server', async () => {
+    // Found by the chaos suite: once the backoff between attempts outgrew acquireTimeoutMs, callers
+    // waited for the next attempt and got a PoolTimeoutError ("pool limit reached") instead.
+    const p = new Pool({ url: 'postgres://postgres@127.0.0.1:1/postgres', acquireTimeoutMs: 200 }, { logger: recordingLogger() })
+    const errors: string[] = []
+    const until = Date.now() + 2_500 // long enough for the backoff to pass 200 ms several times over
+    while (Date.now() < until) {
+      errors.push(await p.acquire().then(() => 'connected', (e: Error) => (e instanceof ConnectError ? `ConnectError ${e.reason}` : e.name)))
+      await sleep(20)
+    }
+    expect(new Set(errors)).toEqual(new Set(['ConnectError refused']))
+    // One attempt per backoff reaches the server, not one per caller.
+    expect(p.stats().connectErrors).toBeLessThan(errors.length / 2)
+    await p.close()
+  })
+
   it('names a missing database and never shows the password', async () => {
     const url = db.url.replace(/\/[^/]+$/, '/no_such_database').replace('postgres@', 'postgres:s3cret-pw@')
     const err = await createPool({ url }, { logger }).catch((e: unknown) => e)
@@ -288,6 +304,20 @@ describe('leak detection', () => {
     expect(warning?.message).toContain('pool.test.ts')
     p.release(held)
     expect(leaks.text()).toMatch(/reported as leaked was returned/)
+    await p.close()
+  })
+
+  it('reclaims a checkout held past leakReclaimMs: the slot serves others, the late release is accepted', async () => {
+    const leaks = recordingLogger()
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 200, acquireTimeoutMs: 5_000 }, { logger: leaks })
+    const forgotten = await p.acquire()
+    const next = await p.acquire() // would time out without the reclaim: the pool has one slot
+    expect(next).not.toBe(forgotten)
+    expect(p.stats().reclaimed).toBe(1)
+    expect(leaks.lines.find((l) => /reclaimed a connection held for \d+ ms/.test(l.message))?.message).toContain('pool.test.ts')
+    expect(() => p.release(forgotten)).not.toThrow()
+    p.release(next)
+    expect(p.stats()).toMatchObject({ checkedOut: 0, total: 1 })
     await p.close()
   })
 })
