@@ -5,7 +5,7 @@
 // transactions; it is released after fn, and the connection is closed if that release fails.
 import { createHash } from 'node:crypto'
 import { Database } from '../db/database.js'
-import { QueryError } from '../errors/index.js'
+import { ConfigError, QueryError } from '../errors/index.js'
 import { Transaction, type ConnectionScope } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { LockTimeoutError } from './errors.js'
@@ -31,10 +31,10 @@ export function advisoryLockKey(key: LockKey): bigint {
     return createHash('sha256').update(key, 'utf8').digest().readBigInt64BE(0)
   }
   if (typeof key === 'number' && !Number.isSafeInteger(key)) {
-    throw new RangeError(`advisory lock key ${key} is not a safe integer; use a string or a bigint`)
+    throw new ConfigError(`advisory lock key ${key} is not a safe integer; use a string or a bigint`)
   }
   const n = BigInt(key)
-  if (n < INT64_MIN || n > INT64_MAX) throw new RangeError(`advisory lock key ${n} does not fit a signed 64-bit integer`)
+  if (n < INT64_MIN || n > INT64_MAX) throw new ConfigError(`advisory lock key ${n} does not fit a signed 64-bit integer`)
   return n
 }
 
@@ -71,14 +71,14 @@ function resolveScope(target: Target, options: AdvisoryLockOptions | undefined):
   const isHeld = !(target instanceof Transaction) && !(target instanceof Database)
   const scope = options?.scope ?? (isHeld ? 'session' : 'transaction')
   if (scope === 'transaction' && isHeld) {
-    throw new RangeError('a transaction-scoped advisory lock needs a Database or a Transaction; on a held connection use scope: "session", or open conn.transaction()')
+    throw new ConfigError('a transaction-scoped advisory lock needs a Database or a Transaction; on a held connection use scope: "session", or open conn.transaction()')
   }
   return scope
 }
 
 function validTimeout(timeoutMs: number | undefined): number | undefined {
   if (timeoutMs === undefined) return undefined
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new RangeError(`timeoutMs must be an integer ≥ 1 (got ${timeoutMs})`)
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new ConfigError(`timeoutMs must be an integer ≥ 1 (got ${timeoutMs})`)
   return timeoutMs
 }
 

@@ -127,9 +127,9 @@ export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: 
   const scope = options?.scope ?? ''
   const fingerprint = requestFingerprint(options?.fingerprint)
   const ttlMs = options?.ttlMs ?? DAY_MS
-  if (!Number.isInteger(ttlMs) || ttlMs < 1) throw new RangeError(`ttlMs must be an integer ≥ 1 (got ${ttlMs})`)
+  if (!Number.isInteger(ttlMs) || ttlMs < 1) throw new ConfigError(`ttlMs must be an integer ≥ 1 (got ${ttlMs})`)
   const waitMs = options?.waitMs ?? 10_000
-  if (!Number.isInteger(waitMs) || waitMs < 0) throw new RangeError(`waitMs must be an integer ≥ 0 (got ${waitMs})`)
+  if (!Number.isInteger(waitMs) || waitMs < 0) throw new ConfigError(`waitMs must be an integer ≥ 0 (got ${waitMs})`)
   const serializer = options?.serializer ?? safeJson
   const lockKey = advisoryLockKey(JSON.stringify(['tidepool.idempotency', table, scope, key]))
 

@@ -8,6 +8,7 @@
 // holder sends it with each write, and the storage refuses a write whose token is lower than
 // one it has already accepted. Use the lock alone only where an occasional double run is
 // harmless (efficiency); for correctness, check the token where the write lands.
+import { ConfigError } from '../errors/index.js'
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { LockTimeoutError, RedisLockLostError } from './errors.js'
@@ -43,7 +44,7 @@ export interface RedisLock {
 }
 
 function validMs(name: string, value: number, min: number): number {
-  if (!Number.isInteger(value) || value < min) throw new RangeError(`${name} must be an integer ≥ ${min} (got ${value})`)
+  if (!Number.isInteger(value) || value < min) throw new ConfigError(`${name} must be an integer ≥ ${min} (got ${value})`)
   return value
 }
 

@@ -2,6 +2,7 @@
 // overlapping sets (a transfer from A to B and one from B to A) queue instead of deadlocking.
 // `skipLocked` and `claimJobs` are the work-queue pattern: each worker takes rows nobody else
 // holds, does the work in the same transaction, and a crash releases the rows for another worker.
+import { ConfigError } from '../errors/index.js'
 import type { Database } from '../db/database.js'
 import type { Params, Row } from '../db/queryable.js'
 import type { Transaction } from '../db/scope.js'
@@ -47,7 +48,7 @@ function tableName(tx: Transaction, table: string): string {
 
 function lockClause(strength: RowLockStrength | undefined): string {
   const s = strength ?? 'update'
-  if (!STRENGTHS.includes(s)) throw new RangeError(`row lock strength must be one of ${STRENGTHS.join(', ')} (got ${JSON.stringify(s)})`)
+  if (!STRENGTHS.includes(s)) throw new ConfigError(`row lock strength must be one of ${STRENGTHS.join(', ')} (got ${JSON.stringify(s)})`)
   return `FOR ${s.toUpperCase()}`
 }
 
@@ -82,7 +83,7 @@ export async function forUpdate<R = Row>(tx: Transaction, table: string, keys: r
  */
 export function skipLocked<R = Row>(tx: Transaction, table: string, options?: SkipLockedOptions): Promise<R[]> {
   const limit = options?.limit ?? 1
-  if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be an integer ≥ 1 (got ${limit})`)
+  if (!Number.isInteger(limit) || limit < 1) throw new ConfigError(`limit must be an integer ≥ 1 (got ${limit})`)
   const params = options?.params ?? []
   const key = quoteIdentifier(options?.key ?? 'id', 'key column')
   const sql =

@@ -11,6 +11,7 @@ import {
   skipLocked,
   tryAdvisoryLock,
   withAdvisoryLock,
+  ConfigError,
 } from '../../src/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
@@ -45,8 +46,8 @@ describe('advisory locks', () => {
     expect(BigInt(inSql!)).toBe(key)
     expect(advisoryLockKey(42)).toBe(42n)
     expect(advisoryLockKey(-(2n ** 63n))).toBe(-(2n ** 63n))
-    expect(() => advisoryLockKey(2n ** 63n)).toThrow(RangeError)
-    expect(() => advisoryLockKey(1.5)).toThrow(RangeError)
+    expect(() => advisoryLockKey(2n ** 63n)).toThrow(ConfigError)
+    expect(() => advisoryLockKey(1.5)).toThrow(ConfigError)
   })
 
   it('excludes concurrent holders (transaction scope), and frees the lock at commit', async () => {
