@@ -1,12 +1,12 @@
 // What has been applied, and who may apply next. The history lives in each schema's own
 // `tidepool_migrations` table, so a tenant schema carries its history with it (dump, restore,
 // drop); the lock is a PostgreSQL session advisory lock per (module, schema).
-import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { ConnectionScope } from '../db/scope.js'
 import type { Queryable } from '../db/queryable.js'
 import { QueryTimeoutError } from '../errors/index.js'
 import { quoteIdentifier } from '../sql/identifier.js'
+import { textLockKey } from '../sql/lock-key.js'
 import type { MigrationFile } from './files.js'
 
 export const TRACKING_TABLE = 'tidepool_migrations'
@@ -32,15 +32,11 @@ export interface AppliedRecord {
  * across versions and platforms (unlike hashtext(), which is internal to PostgreSQL).
  */
 export function migrationLockKey(module: string, schema: string): bigint {
-  return hashKey(`tidepool.migrate\0${module}\0${schema}`)
-}
-
-function hashKey(text: string): bigint {
-  return createHash('sha256').update(text, 'utf8').digest().readBigInt64BE(0)
+  return textLockKey(`tidepool.migrate\0${module}\0${schema}`)
 }
 
 /** Serializes creating one schema and its tracking table across modules and runners. */
-const schemaKey = (schema: string) => hashKey(`tidepool.migrate.schema\0${schema}`)
+const schemaKey = (schema: string) => textLockKey(`tidepool.migrate.schema\0${schema}`)
 
 const runnerName = `${hostname()} pid ${process.pid}`
 

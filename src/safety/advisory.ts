@@ -3,11 +3,11 @@
 // transaction and released by COMMIT or ROLLBACK, so nothing can leak, and it works behind
 // PgBouncer in transaction mode. Session scope holds the lock on one connection across several
 // transactions; it is released after fn, and the connection is closed if that release fails.
-import { createHash } from 'node:crypto'
 import { Database } from '../db/database.js'
 import { ConfigError, QueryError } from '../errors/index.js'
 import { Transaction, type ConnectionScope } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
+import { textLockKey } from '../sql/lock-key.js'
 import { LockTimeoutError } from './errors.js'
 
 /** A lock key: a string (hashed), or an integer that fits a signed 64-bit bigint (used as is). */
@@ -28,7 +28,7 @@ const INT64_MAX = 2n ** 63n - 1n
  */
 export function advisoryLockKey(key: LockKey): bigint {
   if (typeof key === 'string') {
-    return createHash('sha256').update(key, 'utf8').digest().readBigInt64BE(0)
+    return textLockKey(key)
   }
   if (typeof key === 'number' && !Number.isSafeInteger(key)) {
     throw new ConfigError(`advisory lock key ${key} is not a safe integer; use a string or a bigint`)
