@@ -15,12 +15,6 @@ export function withDatabase<T>(cmd: Command, fn: (db: Database) => Promise<T>):
 /** For repeatable options: `--schema a --schema b`. */
 export const collect = (value: string, previous: string[] = []) => [...previous, value]
 
-export function positiveInt(value: string, what: string): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${what} must be a whole number ≥ 1 (got ${JSON.stringify(value)})`, { key: what })
-  return n
-}
-
 const SIZE = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)?$/i
 const FACTOR: Record<string, number> = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }
 

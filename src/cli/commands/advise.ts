@@ -3,7 +3,8 @@ import type { Command } from 'commander'
 import { adviseDatabase } from '../../ops/advise.js'
 import { hasAtLeast } from '../../ops/findings.js'
 import { EXIT, ExitWith } from '../output.js'
-import { collect, withDatabase, failLevel, parseBytes, positiveInt, printReport } from '../report.js'
+import { intOption } from '../context.js'
+import { collect, withDatabase, failLevel, parseBytes, printReport } from '../report.js'
 
 interface AdviseFlags {
   schema?: string[]
@@ -29,8 +30,8 @@ export function registerAdvise(program: Command): void {
       await withDatabase(cmd, async (db) => {
         const report = await adviseDatabase(db, {
           ...(flags.schema ? { schemas: flags.schema } : {}),
-          statements: positiveInt(flags.statements, '--statements'),
-          statementTimeoutMs: positiveInt(flags.timeout, '--timeout'),
+          statements: intOption(flags.statements, '--statements', 10),
+          statementTimeoutMs: intOption(flags.timeout, '--timeout', 30_000),
           ...(flags.memory ? { serverMemoryBytes: parseBytes(flags.memory, '--memory') } : {}),
         })
         printReport(cmd, 'tidepool advise', report, flags.json ?? false)

@@ -4,7 +4,8 @@ import type { Command } from 'commander'
 import { backup, type BackupProgress } from '../../ops/backup.js'
 import { baseBackup } from '../../ops/pitr.js'
 import { ioOf, printJson, UsageError, type Io } from '../output.js'
-import { collect, withDatabase, positiveInt } from '../report.js'
+import { intOption } from '../context.js'
+import { collect, withDatabase } from '../report.js'
 
 interface BackupFlags {
   dir: string
@@ -62,7 +63,7 @@ export function registerBackup(program: Command): void {
           dir: flags.dir,
           ...(flags.prefix ? { prefix: flags.prefix } : {}),
           ...(flags.schema ? { schemas: flags.schema } : {}),
-          ...(flags.retain ? { retain: positiveInt(flags.retain, '--retain') } : {}),
+          ...(flags.retain ? { retain: intOption(flags.retain, '--retain', 1) } : {}),
           ...(flags.binDir ? { binDir: flags.binDir } : {}),
           verify: flags.verify ?? false,
           countRows: flags.count,

@@ -5,7 +5,8 @@ import { checkIntegrity } from '../../ops/check.js'
 import { parseColumnsRef } from '../../ops/catalog.js'
 import { hasAtLeast } from '../../ops/findings.js'
 import { EXIT, ExitWith } from '../output.js'
-import { collect, withDatabase, failLevel, positiveInt, printReport } from '../report.js'
+import { intOption } from '../context.js'
+import { collect, withDatabase, failLevel, printReport } from '../report.js'
 
 interface CheckFlags {
   schema?: string[]
@@ -44,7 +45,7 @@ export function registerCheck(program: Command): void {
           relationships,
           unique,
           scanForeignKeys: flags.foreignKeys,
-          statementTimeoutMs: positiveInt(flags.timeout ?? '60000', '--timeout'),
+          statementTimeoutMs: intOption(flags.timeout, '--timeout', 60_000),
           showValues: flags.showValues ?? false,
         })
         printReport(cmd, 'tidepool check', report, flags.json ?? false)

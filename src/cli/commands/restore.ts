@@ -3,7 +3,8 @@ import type { Command } from 'commander'
 import { restoreToTime } from '../../ops/pitr.js'
 import { restore, verifyBackup } from '../../ops/restore.js'
 import { ioOf, printJson, UsageError, type Io } from '../output.js'
-import { positiveInt, withDatabase } from '../report.js'
+import { intOption } from '../context.js'
+import { withDatabase } from '../report.js'
 
 interface RestoreFlags {
   clean?: boolean
@@ -37,7 +38,7 @@ export function registerRestore(program: Command): void {
     .action(async (file: string, flags: RestoreFlags, cmd: Command) => {
       const io = ioOf(cmd)
       if (flags.to !== undefined) return restorePointInTime(file, flags, io)
-      const jobs = flags.jobs ? { jobs: positiveInt(flags.jobs, '--jobs') } : {}
+      const jobs = flags.jobs ? { jobs: intOption(flags.jobs, '--jobs', 1) } : {}
       const binDir = flags.binDir ? { binDir: flags.binDir } : {}
       await withDatabase(cmd, async (db) => {
         if (flags.verifyOnly) {
@@ -72,7 +73,7 @@ async function restorePointInTime(base: string, flags: RestoreFlags, io: Io): Pr
     walDir: flags.walDir,
     to: flags.to!,
     dataDir: flags.dataDir,
-    ...(flags.port ? { port: positiveInt(flags.port, '--port') } : {}),
+    ...(flags.port ? { port: intOption(flags.port, '--port', 0) } : {}),
     ...(flags.binDir ? { binDir: flags.binDir } : {}),
   })
   await copy.stop()

@@ -2,8 +2,8 @@
 import type { Command } from 'commander'
 import { describeTarget, scrubSecrets } from '../../config/redact.js'
 import { Database } from '../../db/database.js'
-import { loadSettings, resolveSettings, withPool } from '../context.js'
-import { EXIT, ExitWith, formatMs, ioOf, plural, printJson, UsageError } from '../output.js'
+import { intOption, loadSettings, resolveSettings, withPool } from '../context.js'
+import { EXIT, ExitWith, formatMs, ioOf, plural, printJson } from '../output.js'
 
 export interface ServerStatus {
   target: string
@@ -175,8 +175,7 @@ export function registerHealth(program: Command): void {
     .option('--json', 'print the verdict as JSON')
     .action(async (opts: { timeoutMs: string; writable?: boolean; json?: boolean }, cmd: Command) => {
       const io = ioOf(cmd)
-      const timeoutMs = Number(opts.timeoutMs)
-      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms must be a whole number ≥ 1 (got ${JSON.stringify(opts.timeoutMs)})`)
+      const timeoutMs = intOption(opts.timeoutMs, '--timeout-ms', 5_000)
       // Resolved first: a wrong configuration is exit 2, not "unhealthy".
       const target = describeTarget(resolveSettings(await loadSettings(cmd), io))
       const started = performance.now()
