@@ -3,21 +3,17 @@
 // the page's button, and the charts checked against the service's own /metrics. One more test runs
 // the embedded default (no DATABASE_URL) from start to Ctrl-C.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { chromium, type Browser } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, describe, expect, it } from 'vitest'
+import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
 import { useDatabase, waitFor } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
 import { sharedReplicaUrl } from '../replicas/helpers.js'
 
-const CHROMIUM = '/usr/bin/chromium'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const haveChromium = existsSync(CHROMIUM)
-if (!haveChromium) {
-  if (process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium package`)
-  console.warn(`\n*** SKIPPING the dashboard browser test: ${CHROMIUM} is missing (apt-get install chromium) ***\n`)
-}
+const skipBrowser = skipWithoutChromium('the dashboard browser test')
 
 interface Started {
   child: ChildProcess
@@ -55,7 +51,7 @@ function metric(text: string, name: string, labels: string): number {
   return line ? Number(line.split(' ').pop()) : NaN
 }
 
-describe.skipIf(!haveChromium)('dashboard in a real browser', () => {
+describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
   const cleanups: (() => Promise<unknown>)[] = []
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c().catch(() => {})
@@ -67,7 +63,7 @@ describe.skipIf(!haveChromium)('dashboard in a real browser', () => {
     const service = await startService({ DATABASE_URL: db.url, DATABASE_REPLICA_URLS: replicas.join(',') })
     cleanups.push(() => stopService(service))
 
-    const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'] })
+    const browser: Browser = await launchChromium()
     cleanups.push(() => browser.close())
     const page = await browser.newPage({ viewport: { width: 1400, height: 1500 } })
     await page.goto(service.urls.dashboard)

@@ -1,21 +1,15 @@
 // The dashboard's optional panels in a real Chromium: an app behind a real PgBouncer (the
 // Observer reads its admin console) with a scheduled materialized view shows a PgBouncer table and
 // a views table; an app with neither shows neither.
-import { existsSync } from 'node:fs'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Database, Observer, ViewRefreshMetrics, createPool, scheduleRefresh, serveDashboard, type ObserverSnapshot, type Pool, type RefreshSchedule } from '../../src/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'
+import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { skipWithoutPgBouncer } from '../helpers/pgbouncer.js'
 
-const CHROMIUM = '/usr/bin/chromium'
-const haveChromium = existsSync(CHROMIUM)
-if (!haveChromium) {
-  if (process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium package`)
-  console.warn(`\n*** SKIPPING the dashboard panels browser test: ${CHROMIUM} is missing (apt-get install chromium) ***\n`)
-}
-const skip = !haveChromium || skipWithoutPgBouncer('the dashboard PgBouncer panel test')
+const skip = skipWithoutChromium('the dashboard panels browser test') || skipWithoutPgBouncer('the dashboard PgBouncer panel test')
 
 describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', async () => {
   const testDb = await useDatabase()
@@ -35,7 +29,7 @@ describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', a
     const views = new ViewRefreshMetrics()
     schedule = scheduleRefresh(direct, 'order_totals', { everyMs: 60_000, runAtStart: true, metrics: views, logger: recordingLogger() })
     observer = new Observer({ slowQueryMs: false }).watch(new Database(pool)).addSource(views)
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'] })
+    browser = await launchChromium()
   })
   afterAll(async () => {
     for (const close of closers.reverse()) await close().catch(() => {})
