@@ -5,7 +5,7 @@
 // own path (`cluster-session`: cluster.db.transaction inside a consistency session). Needs
 // --url with pgbench_accounts loaded. Prints one JSON line with the RunResult.
 import { Database, createCluster, createPool, silentLogger } from '../../src/index.js'
-import { closedLoop } from '../lib/measure.js'
+import { measureAndReport } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
 
 const UPDATE = 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = $1'
@@ -41,6 +41,4 @@ if (driver === 'cluster-session') {
   close = () => (void lsn, p.close())
 }
 
-const result = await closedLoop(op, { workers, seconds, warmupSeconds: warmup })
-await close()
-process.stdout.write(JSON.stringify(result) + '\n')
+await measureAndReport(op, close, { workers, seconds, warmupSeconds: warmup })
