@@ -2,10 +2,12 @@
 import { isIP } from 'node:net'
 import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from 'node:tls'
 import type { ResolvedSsl } from './schema.js'
+import { isSocketDir } from './socket.js'
 
 /** Node TLS options for one host, or false for a plaintext connection. */
 export function tlsOptionsFor(ssl: ResolvedSsl, host: string): ConnectionOptions | false {
-  if (ssl.mode === 'disable') return false
+  // libpq ignores sslmode over a Unix-domain socket (the server never offers TLS there).
+  if (ssl.mode === 'disable' || isSocketDir(host)) return false
   // The name the certificate must carry: the host exactly as given (an IP address is matched
   // against the IP SANs, a DNS name against the DNS SANs), unless `servername` says otherwise.
   const expected = ssl.servername ?? host
