@@ -42,9 +42,10 @@ const SASLPREP = {
   prep_control: 'pass\u00A0wo\u0007rd', // a control character (RFC 3454 C.2.1)
   prep_bidi: '\u05D0\u00ADabc', // Hebrew and Latin letters together (RFC 3454 §6)
   prep_unassigned: 'pass\u00A0\u0221', // U+0221, unassigned in Unicode 3.2 (RFC 3454 A.1)
+  prep_tone_mark: 'pa\u0341ss\u00A0', // U+0341 (C.8), prohibited although NFKC makes it U+0301
 } as const
 /** node-postgres applies the mapping without the checks, so it cannot log these roles in. */
-const PG_CANNOT = new Set(['prep_control', 'prep_bidi', 'prep_unassigned'])
+const PG_CANNOT = new Set(['prep_control', 'prep_bidi', 'prep_unassigned', 'prep_tone_mark'])
 
 const ok = (user: string, ssl = false): Outcome => ({ ok: true, user, ssl })
 const refused = (kind: 'auth' | 'tls', sqlstate?: string): Outcome => ({ ok: false, kind, sqlstate })

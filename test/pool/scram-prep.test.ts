@@ -26,6 +26,7 @@ describe('prepareScramPassword', () => {
     ['right-to-left mixed with left-to-right letters', '\u05D0\u00ADabc'],
     ['a code point unassigned in Unicode 3.2', 'pass\u00A0\u0221'],
     ['a private-use character', 'pass\u00A0\uE000'],
+    ['U+0341, prohibited although NFKC makes it U+0301', 'pa\u0341ss\u00A0'],
     ['everything mapped to nothing', '\u00AD\uFEFF'],
     ['not valid UTF-16 (a lone surrogate)', 'pass\u00A0\uD800'],
   ])('kept as given: %s', (_, password) => {

@@ -16,14 +16,16 @@ export const SCRAM_MECHANISM = 'SCRAM-SHA-256'
  * to nothing" removed, non-ASCII spaces made U+0020, NFKC), or the password as given when
  * SASLprep refuses it (prohibited output, RandALCat mixed with LCat, code points unassigned in
  * Unicode 3.2) or it is not valid UTF-16, because that is what the server stores then (and libpq
- * sends). PostgreSQL runs the checks before NFKC, the library after: they differ only for
- * characters added after Unicode 3.2 whose NFKC form is older (U+1D2C MODIFIER LETTER CAPITAL A),
- * where the server keeps the password as given and we send it prepared.
+ * sends). PostgreSQL runs the checks before NFKC, the library after: for the two prohibited
+ * characters that NFKC turns into allowed ones (U+0340, U+0341) we check first; what still differs
+ * are characters added after Unicode 3.2 whose NFKC form is older (U+1D2C MODIFIER LETTER CAPITAL
+ * A), where the server keeps the password as given and we send it prepared.
  */
 export function prepareScramPassword(password: string): string {
   // PostgreSQL leaves pure ASCII alone, control characters included.
   if (/^\p{ASCII}*$/u.test(password)) return password
   if (/\p{Cs}/u.test(password)) return password // a lone surrogate: not encodable as UTF-8
+  if (/[\u0340\u0341]/.test(password)) return password // prohibited (RFC 3454 C.8) before NFKC
   try {
     const prepared = rfc4013(password)
     // Everything mapped to nothing: PostgreSQL refuses an empty result and keeps the original.
