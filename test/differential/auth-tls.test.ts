@@ -197,6 +197,18 @@ describe.skipIf(opensslMissing)('differential: TLS modes and certificates', () =
     expect(got).toEqual(want)
   })
 
+  it.each(['tidepool', 'pg'] as const)('driver %s: a cancel over verify-full TLS to an IP address checks the same name and arrives', async (driver) => {
+    await useCertificate('ip')
+    const db = await Database.connect(
+      { host: '127.0.0.1', port, user: 'trust_user', database: 'postgres', driver, size: 1, ssl: { mode: 'verify-full', ca: ca.pem } },
+      { logger },
+    )
+    const err = await db.fetchVal('SELECT pg_sleep(10)', [], { timeoutMs: 150 }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(QueryTimeoutError)
+    expect(db.pool.stats().discarded).toBe(0) // the side connection's TLS was accepted, the cancel arrived
+    await db.close()
+  })
+
   it('require with a root CA verifies the chain, as libpq does', async () => {
     await useCertificate('foreign')
     const login = tcp('trust_user', undefined, { host: 'localhost', sslmode: 'require', ca })
