@@ -1,12 +1,17 @@
 // Secrets never leave the process: these helpers are the only way connection details are shown.
 import type { DatabaseConfig, HostPort } from './schema.js'
+import { isSocketDir, socketPath } from './socket.js'
 
 export const REDACTED = '***'
 
-/** `user@host:port/database` (first host, or all hosts joined by commas). Never the password. */
+/**
+ * `user@host:port/database` (first host, or all hosts joined by commas), a Unix socket as
+ * `user@unix:/dir/.s.PGSQL.port/database`. Never the password.
+ */
 export function describeTarget(config: Pick<DatabaseConfig, 'user' | 'database'> & { hosts: HostPort[] }, host?: HostPort): string {
   const hosts = host ? [host] : config.hosts
-  const where = hosts.map((h) => (h.host.includes(':') ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)).join(',')
+  const describe = (h: HostPort) => (isSocketDir(h.host) ? `unix:${socketPath(h.host, h.port)}` : h.host.includes(':') ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)
+  const where = hosts.map(describe).join(',')
   return `${config.user}@${where}/${config.database}`
 }
 

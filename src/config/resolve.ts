@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import type { z } from 'zod'
 import { ConfigError } from '../errors/index.js'
 import { REDACTED, scrubSecrets } from './redact.js'
+import { isSocketDir, socketDirProblem } from './socket.js'
 import {
   configInputSchema,
   DEFAULTS,
@@ -72,8 +73,15 @@ function parsePort(text: string, where: string): number {
 
 function parseHostList(text: string, defaultPort: number | undefined, where: string): HostPort[] {
   return text.split(',').map((item) => {
-    const entry = decode(item.trim(), 'host')
+    const raw = item.trim()
+    const entry = decode(raw, 'host')
     if (entry === '') throw new ConfigError(`${where}: empty host in host list`, { key: 'host' })
+    if (isSocketDir(entry)) {
+      // A Unix-socket directory, as libpq: a ':' in it is part of the path, except after a
+      // percent-encoded directory in a URL (postgresql://%2Fvar%2Frun%2Fpostgresql:5433/db).
+      const port = raw.startsWith('%') ? /:(\d+)$/.exec(raw) : null
+      return { host: port ? decode(raw.slice(0, -port[0].length), 'host') : entry, port: port ? parsePort(port[1]!, where) : (defaultPort ?? 5432) }
+    }
     const v6 = /^\[([^\]]+)\](?::(.*))?$/.exec(entry)
     if (v6) return { host: v6[1]!, port: v6[2] ? parsePort(v6[2], where) : (defaultPort ?? 5432) }
     const colon = entry.lastIndexOf(':')
@@ -361,6 +369,11 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
         'for local work `tidepool up` starts an embedded PostgreSQL and prints its URL',
       { key: 'url' },
     )
+  }
+
+  for (const h of hosts) {
+    const problem = isSocketDir(h.host) ? socketDirProblem(h.host, h.port) : undefined
+    if (problem) throw new ConfigError(`host: ${problem}`, { key: 'host' })
   }
 
   const user = input.user ?? fromUrl.user ?? env.PGUSER ?? 'postgres'

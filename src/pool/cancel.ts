@@ -1,8 +1,9 @@
 // PostgreSQL cancels a running statement only through a side channel: a fresh connection that
 // sends CancelRequest(pid, secret). The server closes that connection once it has signalled the
 // backend, so "closed" is our acknowledgement.
-import { connect as netConnect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
+import { connectTo } from './wire/connect.js'
 
 const CANCEL_REQUEST_CODE = 80877102
 const SSL_REQUEST_CODE = 80877103
@@ -17,7 +18,8 @@ function cancelPacket(pid: number, secret: number): Buffer {
 }
 
 /**
- * Send a CancelRequest and resolve once the server has closed the side connection (or after
+ * Send a CancelRequest (over TCP, or the Unix socket in `host` when it is a directory, with the
+ * session's TLS options) and resolve once the server has closed the side connection (or after
  * `timeoutMs`, resolving `false`). Never rejects: a failed cancel is reported, not thrown, because
  * the caller's recovery (destroying the connection) is the same either way.
  */
@@ -31,7 +33,7 @@ export function sendCancelRequest(
 ): Promise<boolean> {
   return new Promise((resolve) => {
     let settled = false
-    let socket: Socket = netConnect({ host, port })
+    let socket: Socket = connectTo(host, port)
     const finish = (ok: boolean) => {
       if (settled) return
       settled = true

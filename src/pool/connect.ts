@@ -40,7 +40,7 @@ const SQLSTATE_REASONS: Record<string, ConnectFailure> = {
 }
 
 const HINTS: Record<ConnectFailure, string> = {
-  refused: 'connection refused; is the server running and listening on that address?',
+  refused: 'connection refused; is the server running and listening on that address (or socket)?',
   timeout: 'timed out; the server or the network did not answer within connectTimeoutMs',
   dns: 'the host name could not be resolved',
   auth: 'authentication failed; check the user name and password (not shown)',
@@ -60,7 +60,8 @@ export function classifyConnectError(err: unknown, target: string): ConnectError
   const message = scrubSecrets(String(e?.message ?? err))
   let reason: ConnectFailure = SQLSTATE_REASONS[code] ?? 'other'
   if (reason === 'other') {
-    if (code === 'ECONNREFUSED') reason = 'refused'
+    // ENOENT: no socket file in a Unix-socket directory, i.e. no server listening there.
+    if (code === 'ECONNREFUSED' || code === 'ENOENT') reason = 'refused'
     else if (code === 'ETIMEDOUT' || /timeout/i.test(message)) reason = 'timeout'
     else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') reason = 'dns'
     else if (/password|SASL|SCRAM/i.test(message)) reason = 'auth'

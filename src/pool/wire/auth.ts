@@ -41,8 +41,9 @@ export function authenticate(options: WireStartup, channel: AuthChannel): Promis
     let scram: ScramClient | undefined
     const password = (): string => {
       if (options.password !== undefined) return options.password
-      // 28P01 so the failure is classified as an authentication problem.
-      throw Object.assign(new Error('the server asks for a password and none was configured'), { code: '28P01' })
+      // Found by the client, so no SQLSTATE (as libpq's "no password supplied" and pg's SASL
+      // error); classifyConnectError files it under 'auth' by its words.
+      throw new Error('the server asks for a password and none was configured; set password (or PGPASSWORD)')
     }
     channel.receive((msg) => {
       try {

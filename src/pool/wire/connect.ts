@@ -1,11 +1,13 @@
-// Opening a WireSession: TCP (TLS after PostgreSQL's SSLRequest when asked), then the startup
-// exchange, all within one connect timeout.
+// Opening a WireSession: TCP or a Unix-domain socket (TLS after PostgreSQL's SSLRequest when
+// asked), then the startup exchange, all within one connect timeout.
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
+import { isSocketDir, socketPath } from '../../config/socket.js'
 import type { WireStartup } from './auth.js'
 import { WireSession } from './session.js'
 
 export interface WireTarget {
+  /** A host name or address, or (starting with '/') the directory of the server's Unix socket. */
   host: string
   port: number
   tls: ConnectionOptions | false
@@ -59,8 +61,13 @@ async function upgradeToTls(socket: Socket, tls: ConnectionOptions): Promise<Soc
   return secure
 }
 
+/** A TCP connection, or one to `<dir>/.s.PGSQL.<port>` when `host` is a socket directory (libpq's rule). */
+export function connectTo(host: string, port: number): Socket {
+  return isSocketDir(host) ? netConnect({ path: socketPath(host, port) }) : netConnect({ host, port })
+}
+
 export async function openWireSession(target: WireTarget, startup: WireStartup): Promise<WireSession> {
-  let socket: Socket = netConnect({ host: target.host, port: target.port })
+  let socket: Socket = connectTo(target.host, target.port)
   socket.setNoDelay(true)
   const timer = setTimeout(() => socket.destroy(timeoutError(target.connectTimeoutMs)), target.connectTimeoutMs)
   try {
