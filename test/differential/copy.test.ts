@@ -117,6 +117,17 @@ describe.each(DRIVERS)('COPY on driver %s', (driver) => {
     await expectPoolWhole(driver)
   })
 
+  it.each([
+    ['not UTF-8', Buffer.from([0x61, 0xff, 0xfe])],
+    ['a NUL byte', Buffer.from([0x61, 0, 0x62])],
+  ])('bytes that are %s fail in a text column the same way in copyFrom as in a parameter', async (_what, bytes) => {
+    const viaParam = await db().execute(`INSERT INTO via_param_${driver} (id, t) VALUES ($1, $2)`, [101, bytes]).catch((e: unknown) => e)
+    const viaCopy = await db().copyFrom(`via_copy_${driver}`, ['id', 't'], [[101, bytes]]).catch((e: unknown) => e)
+    expect(viaParam).toBeInstanceOf(QueryError)
+    expect(viaCopy).toBeInstanceOf(QueryError)
+    expect((viaCopy as QueryError).sqlstate).toBe((viaParam as QueryError).sqlstate)
+  })
+
   it.each(['text', 'csv', 'binary'])('copyTo in %s gives the bytes pg-copy-streams gives', async (format) => {
     const sql = `COPY (SELECT * FROM fixed ORDER BY id) TO STDOUT WITH (FORMAT ${format})`
     const ours = Buffer.concat(await drain(db().copyTo(sql)))
