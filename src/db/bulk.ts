@@ -93,10 +93,14 @@ function copyFailure(err: unknown, sql: string, direction: 'copyFrom' | 'copyTo'
   const ending = serverEnding(err)
   if (ending) {
     const cause = toQueryError(ending, sql) as QueryError
-    return new ConnectionLostError(
-      `the server ended the session during ${direction}: ${cause.message}. The COPY's outcome is unknown; run it again on a new connection if it is safe to`,
-      { cause, sqlstate: cause.sqlstate },
-    )
+    const next =
+      direction === 'copyFrom'
+        ? 'whether the rows were committed is unknown unless the COPY ran inside your transaction (then they were not); check before copying again'
+        : 'the output stopped there; run the COPY again'
+    return new ConnectionLostError(`the server ended the session during ${direction}: ${cause.message}. The pool opens a new connection; ${next}`, {
+      cause,
+      sqlstate: cause.sqlstate,
+    })
   }
   return toQueryError(err, sql)
 }
