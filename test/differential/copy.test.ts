@@ -106,6 +106,21 @@ describe.each(DRIVERS)('COPY on driver %s', (driver) => {
     expect(viaCopy.rows[1]).toMatchObject({ ts: '2020-01-01 10:00:00', n: '42', b: '\\xdeadbeef', bt: 'from toPostgres', u: null })
   })
 
+  it('follows pg.defaults.parseInputDatesAsUTC as parameters do', async () => {
+    const defaults = pg.defaults as { parseInputDatesAsUTC?: boolean }
+    defaults.parseInputDatesAsUTC = true
+    try {
+      await db().copyFrom(`via_copy_${driver}`, ['id', 'ts', 'tsa'], [[200, at, [at]]])
+      await db().execute(`INSERT INTO via_param_${driver} (id, ts, tsa) VALUES ($1, $2, $3)`, [200, at, [at]])
+    } finally {
+      defaults.parseInputDatesAsUTC = false
+    }
+    const sql = (t: string) => `SELECT ts::text, tsa::text FROM ${t} WHERE id = 200`
+    const viaCopy = await db().fetchOne(sql(`via_copy_${driver}`))
+    expect(viaCopy).toEqual(await db().fetchOne(sql(`via_param_${driver}`)))
+    expect(viaCopy).toMatchObject({ ts: '2024-03-10 05:30:15.123' })
+  })
+
   it('an Invalid Date fails the same way in copyFrom as in a parameter', async () => {
     const bad = new Date(NaN)
     const viaParam = await db().execute(`INSERT INTO via_param_${driver} (id, ts) VALUES ($1, $2)`, [100, bad]).catch((e: unknown) => e)
