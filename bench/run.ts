@@ -3,7 +3,7 @@
 // one of them. Prints a Markdown table of medians (min–max), the ratios against each peer and the
 // issue's targets; optionally JSON and an SVG chart.
 //
-//   npm run bench -- [--reps 3] [--seconds 10] [--only w1,w2,…] [--url postgres://…]
+//   npm run bench -- [--reps 3] [--seconds 10] [--only w1,w2,…] [--url postgres://…] [--copy-rows N]
 //                    [--markdown bench/RESULTS.md] [--svg out.svg] [--json out.json]
 //
 // Worker contract (bench/workers/<name>.ts, one per workload family): arguments
@@ -28,7 +28,7 @@ const repoRoot = join(here, here.includes(`${join('dist', 'bench')}`) ? '../..' 
 const ext = extname(fileURLToPath(import.meta.url))
 const reps = numArg('reps', 3)
 const seconds = numArg('seconds', 10)
-const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7']
+const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w9']
 const only = new Set(arg('only', WORKLOAD_IDS.join(',')).split(','))
 
 interface Peer {
@@ -56,6 +56,8 @@ interface Workload {
 }
 
 const POINT = POINT_SELECT_SCRIPT(ACCOUNTS)
+/** Rows per COPY in W9 (`--copy-rows`). */
+const COPY_ROWS = numArg('copy-rows', 1_000_000)
 const TPCB = TPCB_SCRIPT(SCALE)
 const viaBouncer = (name: string, driver: string): Peer => ({ name: `${name}@pgbouncer`, driver, via: 'pgbouncer' })
 
@@ -178,6 +180,27 @@ const WORKLOADS: Workload[] = [
     ],
     needsReplica: true,
   },
+  {
+    id: 'w9',
+    title: `W9 COPY of ${COPY_ROWS.toLocaleString('en-US')} rows on one connection: copyFrom from a JS array (event loop delay), copyTo (chunks)`,
+    script: 'workers/copy',
+    args: ['--rows', String(COPY_ROWS)],
+    seconds: 3,
+    peers: [
+      { name: 'tidepool copyFrom', driver: 'tidepool:in' },
+      { name: 'tidepool/pg-driver copyFrom', driver: 'tidepool/pg-driver:in' },
+      { name: 'pg-copy-streams from', driver: 'pg-copy-streams:in' },
+      { name: 'tidepool copyTo', driver: 'tidepool:out' },
+      { name: 'tidepool/pg-driver copyTo', driver: 'tidepool/pg-driver:out' },
+      { name: 'pg-copy-streams to', driver: 'pg-copy-streams:out' },
+    ],
+    ratios: [
+      { of: 'tidepool copyFrom', to: 'pg-copy-streams from' },
+      { of: 'tidepool copyFrom', to: 'pg-copy-streams from', metric: 'maxLagMs' },
+      { of: 'tidepool copyTo', to: 'pg-copy-streams to' },
+      { of: 'tidepool copyTo', to: 'pg-copy-streams to', metric: 'chunks' },
+    ],
+  },
 ]
 
 const TARGETS: Target[] = [
@@ -186,6 +209,10 @@ const TARGETS: Target[] = [
   { workload: 'w2', of: 'tidepool', to: 'postgresjs', metric: 'p50', threshold: 1, label: 'W2 p50 ≤ postgres.js' },
   { workload: 'w3', of: 'tidepool', to: 'generic-pool', threshold: 2, label: 'W3 ≥ 2 × generic-pool' },
   { workload: 'w1', of: 'tidepool+features', to: 'tidepool', threshold: 0.95, label: 'W1 with leak detection, a query listener and stats every second: cost ≤ 5 %' },
+  { workload: 'w9', of: 'tidepool copyFrom', to: 'pg-copy-streams from', metric: 'maxLagMs', threshold: 1, label: 'W9 copyFrom: worst event loop delay ≤ pg-copy-streams' },
+  { workload: 'w9', of: 'tidepool copyFrom', to: 'pg-copy-streams from', threshold: 0.9, label: 'W9 copyFrom rows/s ≥ 0.9 × pg-copy-streams' },
+  { workload: 'w9', of: 'tidepool copyTo', to: 'pg-copy-streams to', threshold: 0.9, label: 'W9 copyTo rows/s ≥ 0.9 × pg-copy-streams' },
+  { workload: 'w9', of: 'tidepool copyTo', to: 'pg-copy-streams to', metric: 'chunks', threshold: 1.5, label: 'W9 copyTo chunks ≤ 1.5 × pg-copy-streams' },
 ]
 
 function runWorker(script: string, args: string[]): Promise<RunResult> {
@@ -258,7 +285,7 @@ async function main(): Promise<void> {
   say(
     `tidepool ${packageVersion('.')} · pg ${packageVersion('pg')} · pg-protocol ${packageVersion('pg-protocol')} · postgres.js ${packageVersion('postgres')} · generic-pool ${packageVersion('generic-pool')} · tarn ${packageVersion('tarn')} · pgbench ${pgbench ? pgbenchVersion(pgbench) : 'not installed'} · PgBouncer ${pgbouncerBinary ? pgbouncerVersion(pgbouncerBinary) : 'not installed'}`,
   )
-  say(`${reps} repetitions × ${seconds} s (W3: ${Math.min(3, seconds)} s), medians (min–max); each peer in its own process, order rotated each repetition; client and server share the machine.`)
+  say(`${reps} repetitions × ${seconds} s (W3, W9: ${Math.min(3, seconds)} s), medians (min–max); each peer in its own process, order rotated each repetition; client and server share the machine.`)
 
   const reports: WorkloadReport[] = []
   for (const w of selected) {

@@ -15,6 +15,8 @@ export interface RunResult {
   peakRssMb?: number
   /** How to read the row when it is not a closed-loop measurement (e.g. pgbench's average latency). */
   note?: string
+  /** Workload-specific figures shown as extra columns (e.g. W9's maxLagMs, chunks); lower is better. */
+  extra?: Record<string, number>
 }
 
 export interface LoopOptions {

@@ -7,13 +7,16 @@ export interface Ratio {
   of: string
   /** … against this row. */
   to: string
-  /** ops: throughput ratio (higher is better); p50: latency ratio (lower is better). */
-  metric?: 'ops' | 'p50'
+  /**
+   * ops: throughput ratio (higher is better); p50: latency ratio (lower is better); any other name:
+   * that figure of the rows' `extra` (lower is better).
+   */
+  metric?: 'ops' | 'p50' | (string & {})
 }
 
 export interface Target extends Ratio {
   workload: string
-  /** ≥ for throughput ratios, ≤ for latency ratios. */
+  /** ≥ for throughput ratios, ≤ for latency and `extra` ratios. */
   threshold: number
   label: string
 }
@@ -40,11 +43,17 @@ export function fmt(n: number, digits = 0): string {
 const med = (rs: RunResult[], pick: (r: RunResult) => number) => median(rs.map(pick))
 
 /** The value a ratio compares, for one row; undefined when the row did not run. */
-function valueOf(w: WorkloadReport, peer: string, metric: 'ops' | 'p50'): number | undefined {
+function valueOf(w: WorkloadReport, peer: string, metric: string): number | undefined {
   const rs = w.results[peer]
   if (!rs || rs.length === 0) return undefined
-  return metric === 'ops' ? med(rs, (r) => r.opsPerSec) : med(rs, (r) => r.p50Ms)
+  if (metric === 'ops') return med(rs, (r) => r.opsPerSec)
+  if (metric === 'p50') return med(rs, (r) => r.p50Ms)
+  const values = rs.map((r) => r.extra?.[metric]).filter((v): v is number => v !== undefined)
+  return values.length ? median(values) : undefined
 }
+
+/** The `extra` figures any row of the workload reports, in first-seen order. */
+const extraKeys = (w: WorkloadReport) => [...new Set(Object.values(w.results).flatMap((rs) => rs.flatMap((r) => Object.keys(r.extra ?? {}))))]
 
 export function ratioValue(w: WorkloadReport, r: Ratio): number | undefined {
   const metric = r.metric ?? 'ops'
@@ -56,14 +65,15 @@ export function ratioValue(w: WorkloadReport, r: Ratio): number | undefined {
 export function workloadMarkdown(w: WorkloadReport): string[] {
   const lines = [`## ${w.title}`, '']
   if (w.skipped) return [...lines, `_Not run: ${w.skipped}_`]
-  const extra = w.overload ? ' p99/p50 | peak RSS MB | error classes |' : ''
+  const keys = extraKeys(w)
+  const extra = (w.overload ? ' p99/p50 | peak RSS MB | error classes |' : '') + keys.map((k) => ` ${k} |`).join('')
   lines.push(`| peer | ops/s | p50 ms | p99 ms | client CPU µs/op | errors |${extra}`)
-  lines.push(`|---|---|---|---|---|---|${w.overload ? '---|---|---|' : ''}`)
+  lines.push(`|---|---|---|---|---|---|${w.overload ? '---|---|---|' : ''}${'---|'.repeat(keys.length)}`)
   const notes = new Set<string>()
   for (const peer of w.peers) {
     const rs = w.results[peer] ?? []
     if (rs.length === 0) {
-      lines.push(`| ${peer} | not run: ${w.notRun[peer] ?? 'no result'} | | | | |${w.overload ? ' | | |' : ''}`)
+      lines.push(`| ${peer} | not run: ${w.notRun[peer] ?? 'no result'} | | | | |${w.overload ? ' | | |' : ''}${' |'.repeat(keys.length)}`)
       continue
     }
     const ops = rs.map((r) => r.opsPerSec)
@@ -76,6 +86,7 @@ export function workloadMarkdown(w: WorkloadReport): string[] {
       const classes = Object.entries(kinds).map(([k, n]) => `${k} × ${fmt(n)}`).join('; ') || 'none'
       row += ` ${fmt(med(rs, (r) => r.p99Ms / r.p50Ms), 2)} | ${fmt(Math.max(...rs.map((r) => r.peakRssMb ?? NaN)))} | ${classes} |`
     }
+    for (const k of keys) row += ` ${fmt(valueOf(w, peer, k) ?? NaN, 1)} |`
     lines.push(row)
   }
   lines.push('')
@@ -83,7 +94,8 @@ export function workloadMarkdown(w: WorkloadReport): string[] {
     .map((r) => {
       const v = ratioValue(w, r)
       if (v === undefined) return undefined
-      return r.metric === 'p50' ? `p50 ${r.of} / ${r.to}: **${v.toFixed(2)}×** (lower is better)` : `${r.of} / ${r.to}: **${v.toFixed(2)}×**`
+      const metric = r.metric ?? 'ops'
+      return metric === 'ops' ? `${r.of} / ${r.to}: **${v.toFixed(2)}×**` : `${metric} ${r.of} / ${r.to}: **${v.toFixed(2)}×** (lower is better)`
     })
     .filter(Boolean)
   if (ratios.length) lines.push(ratios.join(' · '), '')
@@ -96,7 +108,7 @@ export function targetsMarkdown(targets: Target[], workloads: WorkloadReport[]):
   for (const t of targets) {
     const w = workloads.find((x) => x.id === t.workload)
     const v = w && !w.skipped ? ratioValue(w, t) : undefined
-    const ok = v === undefined ? undefined : t.metric === 'p50' ? v <= t.threshold : v >= t.threshold
+    const ok = v === undefined ? undefined : (t.metric ?? 'ops') !== 'ops' ? v <= t.threshold : v >= t.threshold
     lines.push(`| ${t.label} | ${v === undefined ? '–' : `${v.toFixed(2)}×`} | ${ok === undefined ? 'not measured' : ok ? 'met' : 'not met'} |`)
   }
   return lines

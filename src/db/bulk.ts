@@ -1,9 +1,12 @@
 // Streaming reads through a server-side cursor (bounded memory whatever the result size) and
 // bulk writes through COPY (the fastest way to load rows into PostgreSQL).
-import { AbortError } from '../errors/index.js'
+import { AbortError, ConnectionLostError, type QueryError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
+import { CopySourceFailure, encodeRows } from './copy-text.js'
 import { isServerError, toQueryError } from './errors.js'
 import { runOn } from './execute.js'
+
+export { copyTextValue } from './copy-text.js'
 
 export interface StreamOptions {
   /** Rows fetched per round trip (default 500). Memory held is about one batch. */
@@ -56,43 +59,50 @@ export async function* cursorRows<R>(
   }
 }
 
-/** One value in COPY's text format. */
-export function copyTextValue(value: unknown): string {
-  if (value === null || value === undefined) return '\\N'
-  let text: string
-  if (typeof value === 'string') text = value
-  else if (typeof value === 'number' || typeof value === 'bigint') text = String(value)
-  else if (typeof value === 'boolean') text = value ? 't' : 'f'
-  else if (value instanceof Date) text = value.toISOString()
-  else if (Buffer.isBuffer(value)) return '\\\\x' + value.toString('hex')
-  else if (Array.isArray(value)) text = arrayLiteral(value)
-  else text = JSON.stringify(value)
-  return text.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
+/** Each named column's type decides how bytes are written: its hex form for bytea, else as text. */
+const COLUMN_TYPES = `SELECT a.attname AS name, coalesce(nullif(t.typbasetype, 0), a.atttypid) = 'pg_catalog.bytea'::pg_catalog.regtype AS bytea
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+  WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`
+
+/** `"name"` → name; a bare name folds to lower case, as the server folds it. */
+const unquote = (column: string) => (column.startsWith('"') ? column.slice(1, -1).replace(/""/g, '"') : column.toLowerCase())
+
+async function byteaColumns(conn: PooledConnection, target: string, columns: string[]): Promise<boolean[]> {
+  // An unknown table gives no rows here; the COPY itself then reports it.
+  const { rows } = await runOn(conn, COLUMN_TYPES, [target], undefined)
+  const bytea = new Set((rows as { name: string; bytea: boolean }[]).filter((r) => r.bytea).map((r) => r.name))
+  return columns.map((c) => bytea.has(unquote(c)))
 }
 
-function arrayLiteral(values: unknown[]): string {
-  const items = values.map((v) => {
-    if (v === null || v === undefined) return 'NULL'
-    if (Array.isArray(v)) return arrayLiteral(v)
-    const text = v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v)
-    return '"' + text.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"'
-  })
-  return '{' + items.join(',') + '}'
-}
-
-async function* encodeRows(rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>, width: number): AsyncGenerator<string> {
-  let chunk = ''
-  for await (const row of rows as AsyncIterable<readonly unknown[]>) {
-    if (row.length !== width) throw new RangeError(`copyFrom: a row has ${row.length} values but ${width} columns were named`)
-    let line = ''
-    for (let i = 0; i < width; i++) line += (i ? '\t' : '') + copyTextValue(row[i])
-    chunk += line + '\n'
-    if (chunk.length >= 64 * 1024) {
-      yield chunk
-      chunk = ''
-    }
+/** The server ended the session (FATAL/PANIC, e.g. 57P01 from pg_terminate_backend), if it said so. */
+function serverEnding(err: unknown): unknown {
+  for (let e = err, depth = 0; e && depth < 4; e = (e as Error).cause, depth++) {
+    if (isServerError(e) && (e.severity === 'FATAL' || e.severity === 'PANIC')) return e
   }
-  if (chunk) yield chunk
+  return undefined
+}
+
+/**
+ * Anything a COPY failed with, as the caller should see it: the caller's own error (their row
+ * source threw) as it is; a server error as a QueryError; the session ended by the server as a
+ * ConnectionLostError carrying the server's SQLSTATE (its QueryError as `cause`); a lost socket as
+ * a ConnectionLostError.
+ */
+function copyFailure(err: unknown, sql: string, direction: 'copyFrom' | 'copyTo'): unknown {
+  if (err instanceof CopySourceFailure) return err.original
+  const ending = serverEnding(err)
+  if (ending) {
+    const cause = toQueryError(ending, sql) as QueryError
+    const next =
+      direction === 'copyFrom'
+        ? 'whether the rows were committed is unknown unless the COPY ran inside your transaction (then they were not); check before copying again'
+        : 'the output stopped there; run the COPY again'
+    return new ConnectionLostError(`the server ended the session during ${direction}: ${cause.message}. The pool opens a new connection; ${next}`, {
+      cause,
+      sqlstate: cause.sqlstate,
+    })
+  }
+  return toQueryError(err, sql)
 }
 
 /** COPY rows into `target (columns)`; returns the number of rows written. */
@@ -102,14 +112,15 @@ export async function copyRowsIn(
   columns: string[],
   rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>,
 ): Promise<number> {
+  const bytea = await byteaColumns(conn, target, columns)
   const sql = `COPY ${target} (${columns.join(', ')}) FROM STDIN`
   conn.inFlight++
   try {
-    return await conn.client.copyFrom(sql, encodeRows(rows, columns.length))
+    return await conn.client.copyFrom(sql, encodeRows(rows, bytea))
   } catch (err) {
     // The COPY sub-protocol may still be open on the wire; never reuse such a session.
     conn.poisoned = true
-    throw isServerError(err) ? toQueryError(err, sql) : err
+    throw copyFailure(err, sql, 'copyFrom')
   } finally {
     conn.inFlight--
   }
@@ -123,6 +134,8 @@ export async function* copyChunksOut(conn: PooledConnection, sql: string): Async
     try {
       yield* conn.client.copyTo(sql)
       finished = true
+    } catch (err) {
+      throw copyFailure(err, sql, 'copyTo')
     } finally {
       // Stopped early or failed: the rest of the COPY output is still coming; retire the session.
       if (!finished) conn.poisoned = true

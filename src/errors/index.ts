@@ -104,8 +104,11 @@ export class ConnectError extends TidepoolError {
 
 /** The connection died while a statement was running; its outcome is unknown. */
 export class ConnectionLostError extends TidepoolError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The server's SQLSTATE when it said why it ended the session (e.g. 57P01: terminated by an administrator). */
+  readonly sqlstate: string | undefined
+  constructor(message: string, options?: { cause?: unknown; sqlstate?: string }) {
     super('CONNECTION_LOST', message, options)
+    this.sqlstate = options?.sqlstate
   }
 }
 

@@ -224,11 +224,3 @@ export class FrameWriter {
     return this
   }
 }
-
-/** The 5-byte header of a CopyData message carrying `length` bytes (the data is written after it). */
-export function copyDataHeader(length: number): Buffer {
-  const header = Buffer.allocUnsafe(5)
-  header[0] = 0x64 // d
-  header.writeInt32BE(length + 4, 1)
-  return header
-}

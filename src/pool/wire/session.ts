@@ -20,7 +20,7 @@ import type {
 import { typeParsers } from '../types.js'
 import { parseCommandTag, type FieldInfo, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
 import { authenticate, type WireStartup } from './auth.js'
-import { copyDataHeader, FrameWriter } from './frames.js'
+import { FrameWriter } from './frames.js'
 
 type TextParser = (text: string) => unknown
 
@@ -72,19 +72,40 @@ class Request {
   ) {}
 }
 
-/** Chunks of a COPY TO STDOUT, with backpressure: the socket is paused while the consumer lags. */
+/**
+ * Chunks of a COPY TO STDOUT, with backpressure: the socket is paused while the consumer lags.
+ * The server sends one CopyData per row; the rows of one socket read (or up to BATCH bytes) are
+ * handed out as one chunk, so a consumer does not pay a turn of its loop per row. Nothing waits
+ * for more data: what a read brought is flushed when that read has been parsed.
+ */
 class CopyOutQueue {
   private static readonly HIGH_WATER = 1 << 20
+  private static readonly BATCH = 64 * 1024
   private readonly chunks: Buffer[] = []
   private bytes = 0
   private paused = false
+  /** CopyData payloads of the read being parsed: views into the parser's buffer until flush(). */
+  private parts: Buffer[] = []
+  private partBytes = 0
   private waiter: { resolve: (c: Buffer | undefined) => void; reject: (e: Error) => void } | undefined
   private error: Error | undefined
   settled = false
 
   constructor(private readonly socket: Socket) {}
 
-  push(chunk: Buffer): void {
+  /** One CopyData payload; valid only until the parser reads more, so flush() copies it. */
+  add(part: Buffer): void {
+    this.parts.push(part)
+    this.partBytes += part.length
+    if (this.partBytes >= CopyOutQueue.BATCH) this.flush()
+  }
+
+  /** Hand out what add() gathered, as one chunk of our own. */
+  flush(): void {
+    if (this.parts.length === 0) return
+    const chunk = Buffer.concat(this.parts, this.partBytes)
+    this.parts = []
+    this.partBytes = 0
     if (this.waiter) {
       const w = this.waiter
       this.waiter = undefined
@@ -100,6 +121,7 @@ class CopyOutQueue {
   }
 
   finish(error?: Error): void {
+    this.flush()
     this.settled = true
     this.error = error
     const w = this.waiter
@@ -121,6 +143,17 @@ class CopyOutQueue {
     if (this.settled) return this.error ? Promise.reject(this.error) : Promise.resolve(undefined)
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject }))
   }
+}
+
+/** A CopyData message carrying `chunk`, in one buffer (one write, one copy of the data). */
+function copyDataFrame(chunk: string | Buffer): Buffer {
+  const length = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
+  const frame = Buffer.allocUnsafe(5 + length)
+  frame[0] = 0x64 // d
+  frame.writeInt32BE(length + 4, 1)
+  if (typeof chunk === 'string') frame.write(chunk, 5, 'utf8')
+  else chunk.copy(frame, 5)
+  return frame
 }
 
 const isFatal = (error: Error) => {
@@ -161,6 +194,8 @@ export class WireSession implements Session {
     socket.on('data', (chunk: Buffer) => {
       try {
         this.parser.parse(chunk, onMessage)
+        // COPY TO rows gathered from this read: out before the parser reuses its buffer.
+        this.queue[0]?.copyOut?.flush()
       } catch (err) {
         // Never let a malformed message escape into the event loop: give the session up.
         this.fail(connectionError(`could not process a server message: ${(err as Error)?.message}`, err))
@@ -382,6 +417,7 @@ export class WireSession implements Session {
         this.status = (msg as ReadyForQueryMessage).status as TransactionStatus
         if (!request) break
         this.queue.shift()
+        request.copyOut?.flush()
         this.settle(request)
         if (this.queue.length === 0 && this.drainWaiters.length > 0) for (const w of this.drainWaiters.splice(0)) w(true)
         return
@@ -444,8 +480,7 @@ export class WireSession implements Session {
         return
       case 'copyData':
         if (!request) break
-        // The parser reuses its buffer for later reads: keep a copy.
-        request.copyOut?.push(Buffer.from((msg as CopyDataMessage).chunk))
+        request.copyOut?.add((msg as CopyDataMessage).chunk)
         return
       case 'notice':
         this.notice(msg as NoticeMessage)
@@ -499,13 +534,9 @@ export class WireSession implements Session {
       for await (const chunk of chunks) {
         // The server rejected the data (it drops anything more we send) or the socket is gone.
         if (request.error || this.failure) return
-        const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
-        if (data.length === 0) continue
-        socket.cork()
-        socket.write(copyDataHeader(data.length))
-        const more = socket.write(data)
-        socket.uncork()
-        if (!more) await this.drained()
+        if (chunk.length === 0) continue
+        // Respect the socket's backpressure: past its buffer, wait for it to drain.
+        if (!socket.write(copyDataFrame(chunk))) await this.drained()
       }
       if (!request.error && !this.failure) socket.write(this.writer.copyDone().take())
     } catch (err) {
