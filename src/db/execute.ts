@@ -19,8 +19,10 @@ export interface QueryOptions {
 
 export interface QueryResult<R> {
   rows: R[]
-  rowCount: number
-  command: string
+  /** Rows returned or affected; null for commands without a count (BEGIN, CREATE, SET, an empty query), as in pg. */
+  rowCount: number | null
+  /** The command tag's first word (SELECT, INSERT, …); null for an empty query, as in pg. */
+  command: string | null
   fields: { name: string; dataTypeID: number }[]
 }
 
