@@ -256,6 +256,15 @@ export function defineTypesSuite(): void {
         }
       })
 
+      if (!settings.DateStyle.startsWith('ISO')) {
+        it('timestamps come back null on every side under this DateStyle (pg parses ISO text only; documented)', async () => {
+          const sql = "SELECT '2024-02-29 12:34:56'::timestamp AS ts, '2024-02-29 12:34:56+00'::timestamptz AS tz"
+          const { ref, tidepool } = await expectSameAnswer(sides, sql)
+          expect(ref.ok && ref.answer.rows).toEqual([{ ts: null, tz: null }])
+          for (const driver of DRIVERS) expect(tidepool[driver].ok && tidepool[driver].answer.rows).toEqual([{ ts: null, tz: null }])
+        })
+      }
+
       it.each(RESULT_CASES)('result: %s', async (_label, expr) => {
         await expectSameAnswer(sides, `SELECT ${expr} AS v`)
         // The NULL of the same type.
