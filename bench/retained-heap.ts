@@ -3,7 +3,7 @@
 // cannot count against another. A pool must not keep the send buffer one large value grew: the
 // target is Tidepool retaining no more than pg.Pool (plus 8 MB of slack for GC noise).
 //
-//   npx tsx bench/retained-heap.ts --url postgres://… [--connections 4] [--mb 64] [--reps 1]
+//   npx tsx bench/retained-heap.ts --url postgres://… [--connections 4] [--mb 64] [--reps 1] [--what param|result]
 import { spawn } from 'node:child_process'
 import { dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,12 +18,13 @@ const url = process.env.BENCH_URL || arg('url')
 const connections = numArg('connections', 4)
 const mb = numArg('mb', 64)
 const reps = numArg('reps', 1)
+const what = arg('what', 'param')
 const PEERS = ['tidepool', 'tidepool/pg-driver', 'pg.Pool']
 const SLACK_MB = 8
 
 function runWorker(driver: string): Promise<RetainedResult> {
   return new Promise((resolve, reject) => {
-    const args = [...process.execArgv, '--expose-gc', join(here, 'workers', 'retained-heap' + ext), '--driver', driver, '--url', url, '--connections', String(connections), '--mb', String(mb)]
+    const args = [...process.execArgv, '--expose-gc', join(here, 'workers', 'retained-heap' + ext), '--driver', driver, '--url', url, '--connections', String(connections), '--mb', String(mb), '--what', what]
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
@@ -44,7 +45,7 @@ for (let rep = 0; rep < reps; rep++) {
 
 const retained = (peer: string) => median(results[peer]!.map((r) => r.retainedMb))
 const lines = [
-  `## Retained memory after one ${mb} MB text parameter on each of ${connections} pooled connections (median of ${reps})`,
+  `## Retained memory after one ${mb} MB text ${what === 'param' ? 'parameter' : 'result value'} on each of ${connections} pooled connections (median of ${reps})`,
   '',
   '| peer | heap + Buffers before, MB | after, MB | retained, MB | retained per connection, MB |',
   '|---|---|---|---|---|',

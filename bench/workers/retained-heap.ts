@@ -19,6 +19,8 @@ const driver = arg('driver')
 const url = arg('url')
 const connections = numArg('connections', 4)
 const valueMb = numArg('mb', 64)
+/** `param`: a large bind value per connection; `result`: a large value back per connection. */
+const what = arg('what', 'param')
 
 const gc = (globalThis as { gc?: () => void }).gc
 if (!gc) throw new Error('run with node --expose-gc')
@@ -50,13 +52,16 @@ if (driver === 'tidepool' || driver === 'tidepool/pg-driver') {
 }
 
 const SQL = 'SELECT length($1::text)'
+const RESULT_SQL = 'SELECT repeat($1::text, $2::int)'
 // Warm: every connection open and used once with a small value.
 await Promise.all(Array.from({ length: connections }, () => query(SQL, ['warm'])))
 const baselineMb = await settledMemoryMb()
-{
+if (what === 'param') {
   const big = 'x'.repeat(valueMb << 20)
   const lengths = await Promise.all(Array.from({ length: connections }, () => query(SQL, [big])))
   if (lengths.some((n) => Number((n as { rows?: { length: unknown }[] }).rows?.[0]?.length ?? n) !== big.length)) throw new Error('a large value did not arrive whole')
+} else {
+  await Promise.all(Array.from({ length: connections }, () => query(RESULT_SQL, ['x', valueMb << 20])))
 }
 const afterMb = await settledMemoryMb()
 await close()
