@@ -208,7 +208,8 @@ export async function openSides(url: string): Promise<OpenSides> {
   const pools = {} as Record<DriverName, Pool>
   const dbs = {} as Record<DriverName, Database>
   for (const driver of DRIVERS) {
-    pools[driver] = await createPool({ url, size: 1, driver })
+    // No pre-ping: each side's session sees exactly the statements the suite sends.
+    pools[driver] = await createPool({ url, size: 1, driver, prePing: 'never' })
     dbs[driver] = new Database(pools[driver])
   }
   return {

@@ -3,7 +3,7 @@
 // suite in a process whose own time zone is not UTC).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { useDatabase } from '../helpers/fixtures.js'
-import { DRIVERS, expectSameAnswer, openSides, type OpenSides } from './harness.js'
+import { DRIVERS, expectSameAnswer, expectSameError, openSides, typed, type OpenSides } from './harness.js'
 
 /** Objects the cases use: a domain, an enum, a composite. */
 const SCHEMA = `
@@ -266,7 +266,12 @@ export function defineTypesSuite(): void {
       }
 
       it.each(RESULT_CASES)('result: %s', async (_label, expr) => {
-        await expectSameAnswer(sides, `SELECT ${expr} AS v`)
+        const { tidepool } = await expectSameAnswer(sides, `SELECT ${expr} AS v`)
+        // Rows as arrays (fetchVal) carry the same value as rows as objects.
+        for (const driver of DRIVERS) {
+          const row = tidepool[driver].ok ? (tidepool[driver].answer.rows[0] as { v: unknown }) : undefined
+          expect(typed(await sides.dbs[driver].fetchVal(`SELECT ${expr} AS v`)), driver).toEqual(typed(row?.v))
+        }
         // The NULL of the same type.
         await expectSameAnswer(sides, `SELECT CASE WHEN false THEN ${expr} END AS v`)
       })
@@ -277,6 +282,13 @@ export function defineTypesSuite(): void {
           const row = tidepool[driver].ok ? (tidepool[driver].answer.rows[0] as object) : undefined
           expect(Object.getPrototypeOf(row)).toBe(Object.prototype)
         }
+      })
+
+      it('result: interval infinity (PostgreSQL 17+), or the same error on every side before 17', async () => {
+        const version = Number((await sides.reference.query('SHOW server_version_num')).rows[0].server_version_num)
+        const sql = "SELECT 'infinity'::interval AS v, '-infinity'::interval AS w"
+        if (version >= 170_000) await expectSameAnswer(sides, sql)
+        else expect((await expectSameError(sides, sql)).code).toBe('22007')
       })
 
       it('result: several rows, and no rows', async () => {
