@@ -4,7 +4,7 @@
 // simple protocol, which also allows several statements in one text.
 import { AbortError, QueryTimeoutError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
-import type { SessionResult, Statement } from '../pool/session.js'
+import type { FieldInfo, SessionResult, Statement } from '../pool/session.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
 import { assertNoSessionState } from './session-state.js'
 
@@ -23,7 +23,8 @@ export interface QueryResult<R> {
   rowCount: number | null
   /** The command tag's first word (SELECT, INSERT, …); null for an empty query, as in pg. */
   command: string | null
-  fields: { name: string; dataTypeID: number }[]
+  /** Column descriptions, as pg gives them (name, dataTypeID, tableID, columnID, …). */
+  fields: FieldInfo[]
 }
 
 /** How long to wait for ReadyForQuery after an error before giving the session up. */

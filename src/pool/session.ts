@@ -7,9 +7,16 @@ import { ParameterError } from '../errors/index.js'
 
 export type TransactionStatus = 'I' | 'T' | 'E'
 
+/** A result column as pg describes it (pg-protocol's Field, the same object pg hands out). */
 export interface FieldInfo {
   name: string
   dataTypeID: number
+  /** The table's OID and the column's number when the column comes straight from a table, else 0. */
+  tableID: number
+  columnID: number
+  dataTypeSize: number
+  dataTypeModifier: number
+  format: 'text' | 'binary'
 }
 
 export interface SessionResult<R = any> {

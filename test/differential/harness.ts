@@ -174,7 +174,7 @@ async function outcome(fn: () => Promise<Answer | Answer[]>): Promise<Outcome> {
     const res = await fn()
     // pg.Client gives one result per statement of a multi-statement text; Tidepool gives the last.
     const last = Array.isArray(res) ? res[res.length - 1]! : res
-    return { ok: true, answer: { rows: last.rows, rowCount: last.rowCount, command: last.command, fields: last.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID })) } }
+    return { ok: true, answer: { rows: last.rows, rowCount: last.rowCount, command: last.command, fields: last.fields } }
   } catch (error) {
     return { ok: false, error }
   }
@@ -222,6 +222,11 @@ export async function openSides(url: string): Promise<OpenSides> {
   }
 }
 
+/** Fields as compared: a table's OID only says whether there is one (each side's temporary tables differ). */
+function fieldsOf(answer: Answer): unknown[] {
+  return answer.fields.map((f) => Object.assign(Object.create(Object.getPrototypeOf(f) as object) as object, f, { tableID: (f as { tableID?: number }).tableID ? 'a table' : 0 }))
+}
+
 /** The SQL for a message: parameter lists of thousands make it long. */
 const short = (sql: string) => (sql.length > 160 ? `${sql.slice(0, 157)}...` : sql)
 
@@ -234,10 +239,11 @@ export async function expectSameAnswer(sides: Sides<Queryable>, sql: string, val
     const got = tidepool[driver]
     if (!got.ok) throw new Error(`driver ${driver} failed on ${short(sql)}: ${(got.error as Error).message}`)
     expect(typed(got.answer.rows), `${driver}: ${short(sql)}`).toEqual(typed(expected))
-    expect({ rowCount: got.answer.rowCount, command: got.answer.command, fields: got.answer.fields }, `${driver}: ${short(sql)}`).toEqual({
+    // Fields whole, with their class: name, dataTypeID, tableID, columnID, size, modifier, format.
+    expect({ rowCount: got.answer.rowCount, command: got.answer.command, fields: typed(fieldsOf(got.answer)) }, `${driver}: ${short(sql)}`).toEqual({
       rowCount: ref.answer.rowCount,
       command: ref.answer.command,
-      fields: ref.answer.fields,
+      fields: typed(fieldsOf(ref.answer)),
     })
   }
   return { ref, tidepool }

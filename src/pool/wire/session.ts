@@ -44,7 +44,7 @@ function shapeOf(msg: RowDescriptionMessage): Shape {
   const shape: Shape = { fields: new Array(n), names: new Array(n), parsers: new Array(n), protoColumn: false }
   for (let i = 0; i < n; i++) {
     const f = msg.fields[i]!
-    shape.fields[i] = { name: f.name, dataTypeID: f.dataTypeID }
+    shape.fields[i] = f // pg hands out the parser's Field objects as they are: so do we
     shape.names[i] = f.name
     if (f.name === '__proto__') shape.protoColumn = true
     shape.parsers[i] = typeParsers.getTypeParser(f.dataTypeID, 'text') as TextParser
