@@ -261,3 +261,14 @@ export async function expectSameError(sides: Sides<Queryable>, sql: string, valu
   }
   return want
 }
+
+/** Whatever pg.Client does with `sql` (an answer or an error), every Tidepool side does the same. */
+export async function expectSameOutcome(sides: Sides<Queryable>, sql: string, values?: unknown[]): Promise<'answer' | 'error'> {
+  const { ref } = await sides.run(sql, values)
+  if (ref.ok) {
+    await expectSameAnswer(sides, sql, values)
+    return 'answer'
+  }
+  await expectSameError(sides, sql, values)
+  return 'error'
+}

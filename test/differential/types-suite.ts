@@ -3,7 +3,7 @@
 // suite in a process whose own time zone is not UTC).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { useDatabase } from '../helpers/fixtures.js'
-import { DRIVERS, expectSameAnswer, expectSameError, openSides, typed, type OpenSides } from './harness.js'
+import { DRIVERS, expectSameAnswer, expectSameError, expectSameOutcome, openSides, typed, type OpenSides } from './harness.js'
 
 /** Objects the cases use: a domain, an enum, a composite. */
 const SCHEMA = `
@@ -34,6 +34,7 @@ export const RESULT_CASES: [string, string][] = [
   ['float4 NaN', "'NaN'::float4"],
   ['float4 -0', "'-0'::float4"],
   ['float4 Infinity', "'Infinity'::float4"],
+  ['float4 -Infinity', "'-Infinity'::float4"],
   ['float8', '0.1::float8'],
   ['float8 max', '1.7976931348623157e308::float8'],
   ['float8 min subnormal', '5e-324::float8'],
@@ -274,6 +275,13 @@ export function defineTypesSuite(): void {
         }
         // The NULL of the same type.
         await expectSameAnswer(sides, `SELECT CASE WHEN false THEN ${expr} END AS v`)
+        // The same type as a parameter: its text, and the value pg.Client returned, sent back.
+        const info = await sides.reference.query(`SELECT pg_typeof(v)::text AS type, v::text AS text, v FROM (SELECT ${expr} AS v) s`)
+        const { type, text, v } = info.rows[0] as { type: string; text: string; v: unknown }
+        if (type !== 'record' && type !== 'void') {
+          await expectSameAnswer(sides, `SELECT $1::${type} AS v`, [text])
+          await expectSameOutcome(sides, `SELECT $1::${type} AS v`, [v])
+        }
       })
 
       it('result: a wide row with NULLs, duplicate names and a __proto__ column', async () => {
