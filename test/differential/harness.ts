@@ -208,8 +208,10 @@ export async function openSides(url: string): Promise<OpenSides> {
   const pools = {} as Record<DriverName, Pool>
   const dbs = {} as Record<DriverName, Database>
   for (const driver of DRIVERS) {
-    // No pre-ping: each side's session sees exactly the statements the suite sends.
-    pools[driver] = await createPool({ url, size: 1, driver, prePing: 'never' })
+    // One session per side, always the same: no overflow (a connection still being given back,
+    // e.g. deallocating statements the cache evicted, would otherwise send the next statement to a
+    // fresh session without the settings), and no pre-ping (the session sees only what we send).
+    pools[driver] = await createPool({ url, size: 1, maxOverflow: 0, driver, prePing: 'never' })
     dbs[driver] = new Database(pools[driver])
   }
   return {

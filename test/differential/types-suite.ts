@@ -246,8 +246,15 @@ export function defineTypesSuite(): void {
 
   for (const settings of SETTINGS) {
     describe(`TimeZone ${settings.TimeZone}, DateStyle ${settings.DateStyle}, IntervalStyle ${settings.IntervalStyle}`, () => {
+      const pids: Partial<Record<(typeof DRIVERS)[number], number | null>> = {}
       beforeAll(async () => {
         for (const [name, value] of Object.entries(settings)) await sides.everywhere(`SET ${name} = '${value}'`)
+        for (const driver of DRIVERS) pids[driver] = await sides.dbs[driver].fetchVal<number>('SELECT pg_backend_pid()')
+      })
+
+      afterAll(async () => {
+        // Every case above ran on the session that has these settings.
+        for (const driver of DRIVERS) expect(await sides.dbs[driver].fetchVal<number>('SELECT pg_backend_pid()'), driver).toBe(pids[driver])
       })
 
       it('every side runs under these settings', async () => {
