@@ -76,6 +76,14 @@ export type Outcome = { ok: true; answer: Answer } | { ok: false; error: unknown
 
 const FIELDS = ['code', 'message', 'severity', 'detail', 'hint', 'position', 'schema', 'table', 'column', 'constraint', 'routine', 'where'] as const
 
+/** Server error fields QueryError leaves on its `cause` (documented). */
+const CAUSE_ONLY = ['dataType', 'internalPosition', 'internalQuery', 'file', 'line', 'name'] as const
+
+function pick(err: unknown, keys: readonly string[]): Record<string, unknown> {
+  const e = err as Record<string, unknown>
+  return Object.fromEntries(keys.map((k) => [k, e[k] ?? undefined]))
+}
+
 /** pg's DatabaseError, field by field. */
 export function pgErrorFields(err: unknown): ErrorFields {
   const e = err as Record<string, unknown>
@@ -260,6 +268,8 @@ export async function expectSameError(sides: Sides<Queryable>, sql: string, valu
     const got = tidepool[driver]
     if (got.ok) throw new Error(`driver ${driver} did not fail on ${short(sql)}`)
     expect(tidepoolErrorFields(got.error), `${driver}: ${short(sql)}`).toEqual(want)
+    // The fields QueryError does not copy are on its cause, as pg has them.
+    expect(pick((got.error as Error).cause, CAUSE_ONLY), `${driver}: ${short(sql)}`).toEqual(pick(ref.error, CAUSE_ONLY))
   }
   return want
 }
