@@ -2,7 +2,7 @@
 // be built naively: Tidepool (both drivers) against pg.Client.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { useDatabase } from '../helpers/fixtures.js'
-import { DRIVERS, expectSameAnswer, openSides, type OpenSides } from './harness.js'
+import { DRIVERS, expectSameAnswer, expectSameError, openSides, type OpenSides } from './harness.js'
 
 const testDb = await useDatabase()
 let sides: OpenSides
@@ -101,6 +101,14 @@ describe('rowCount, command and fields agree with node-postgres', () => {
       // execute() answers "how many rows were affected": none.
       expect(await db.execute('CREATE TEMP TABLE u (a int)')).toBe(0)
     }
+  })
+})
+
+describe('prepared statements', () => {
+  it('a statement whose first Bind failed is described on a later run, then runs from that description', async () => {
+    const sql = 'SELECT $1::int AS n, $1::int8 * 2 AS twice, now()::date - now()::date AS zero'
+    await expectSameError(sides, sql, ['not a number'])
+    for (const n of [1, 2, 3, 2 ** 31 - 1]) await expectSameAnswer(sides, sql, [n])
   })
 })
 
