@@ -4,7 +4,7 @@
 // simple protocol, which also allows several statements in one text.
 import { AbortError, QueryTimeoutError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection } from '../pool/connection.js'
-import type { SessionResult, Statement } from '../pool/session.js'
+import type { FieldInfo, SessionResult, Statement } from '../pool/session.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
 import { assertNoSessionState } from './session-state.js'
 
@@ -19,9 +19,12 @@ export interface QueryOptions {
 
 export interface QueryResult<R> {
   rows: R[]
-  rowCount: number
-  command: string
-  fields: { name: string; dataTypeID: number }[]
+  /** Rows returned or affected; null for commands without a count (BEGIN, CREATE, SET, an empty query), as in pg. */
+  rowCount: number | null
+  /** The command tag's first word (SELECT, INSERT, …); null for an empty query, as in pg. */
+  command: string | null
+  /** Column descriptions, as pg gives them (name, dataTypeID, tableID, columnID, …). */
+  fields: FieldInfo[]
 }
 
 /** How long to wait for ReadyForQuery after an error before giving the session up. */

@@ -36,7 +36,7 @@ export abstract class Queryable {
   /** The full result: rows, rowCount, command and field descriptions. */
   async query<R = Row>(sql: string, params?: Params, options?: QueryOptions): Promise<QueryResult<R>> {
     const res = await this.exec(sql, params, options, undefined)
-    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0, command: res.command, fields: res.fields }
+    return { rows: res.rows as R[], rowCount: res.rowCount, command: res.command, fields: res.fields }
   }
 
   /** Every row, as objects keyed by column name. */
@@ -87,7 +87,7 @@ export abstract class Queryable {
     const t0 = performance.now()
     try {
       const result = await this.runRendered(sql, params, options, rowMode, probe)
-      hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, result.rowCount ?? 0, result.command, probe.node, undefined))
+      hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, result.rowCount ?? 0, result.command ?? undefined, probe.node, undefined))
       return result
     } catch (err) {
       const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })

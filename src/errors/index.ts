@@ -19,6 +19,7 @@ export type TidepoolErrorCode =
   | 'MIGRATION'
   | 'HARNESS'
   | 'SESSION_STATE'
+  | 'PARAMETER'
   | (string & {})
 
 export class TidepoolError extends Error {
@@ -141,6 +142,8 @@ export class QueryError extends TidepoolError {
   readonly constraint: string | undefined
   readonly position: number | undefined
   readonly where: string | undefined
+  /** The server source function that raised it (e.g. `exec_bind_message`), as pg's `routine`. */
+  readonly routine: string | undefined
   readonly sql: string
   constructor(message: string, fields: QueryErrorFields, sql: string, options?: { cause?: unknown; code?: TidepoolErrorCode }) {
     super(options?.code ?? 'QUERY', message, options)
@@ -154,6 +157,7 @@ export class QueryError extends TidepoolError {
     this.constraint = fields.constraint
     this.position = fields.position
     this.where = fields.where
+    this.routine = fields.routine
     this.sql = sql
   }
   get isUniqueViolation(): boolean {
@@ -228,6 +232,24 @@ export class SessionStateError extends TidepoolError {
     )
     this.statement = statement
     this.alternative = alternative
+  }
+}
+
+/**
+ * A statement has more bind values than the protocol can carry (a 16-bit count: at most 65,535).
+ * Refused before anything is sent; the connection stays usable.
+ */
+export class ParameterError extends TidepoolError {
+  readonly count: number
+  readonly limit: number
+  constructor(count: number, limit: number) {
+    super(
+      'PARAMETER',
+      `a statement has ${count} bind values but PostgreSQL accepts at most ${limit}; nothing was sent. ` +
+        'Send the values as one array parameter (e.g. WHERE id = ANY($1)), use copyFrom for bulk loads, or split the statement.',
+    )
+    this.count = count
+    this.limit = limit
   }
 }
 

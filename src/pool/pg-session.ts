@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import pg from 'pg'
 import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
-import type { Notice, Session, SessionResult, Statement, TransactionStatus } from './session.js'
+import { assertParameterCount, hideStatementName, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from './session.js'
 
 interface PgInternals {
   processID: number
@@ -69,6 +69,8 @@ export class PgSession implements Session {
   }
 
   async run(statement: Statement): Promise<SessionResult> {
+    // pg would wrap a count past 65,535 around to a small number and send the message anyway.
+    assertParameterCount(statement.values)
     if (statement.prelude !== undefined) await this.client.query(statement.prelude)
     const { text, values, name, rowMode } = statement
     const hasValues = values !== undefined && values.length > 0
@@ -82,7 +84,11 @@ export class PgSession implements Session {
       return Array.isArray(result) ? result[result.length - 1]! : result
     }
     return new Promise<SessionResult>((resolve, reject) => {
-      ;(query as unknown as { callback: (err: Error | null, res: SessionResult) => void }).callback = (err, res) => (err ? reject(err) : resolve(res))
+      ;(query as unknown as { callback: (err: Error | null, res: SessionResult) => void }).callback = (err, res) => {
+        if (!err) return resolve(res)
+        hideStatementName(err, name)
+        reject(err)
+      }
       this.client.query(query as unknown as pg.Submittable)
     })
   }

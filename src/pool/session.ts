@@ -3,18 +3,28 @@
 // PgSession (node-postgres's Client; `driver: 'pg'`). Everything above the pool talks to this
 // interface only, so the driver can change without touching the query layer.
 
+import { ParameterError } from '../errors/index.js'
+
 export type TransactionStatus = 'I' | 'T' | 'E'
 
+/** A result column as pg describes it (pg-protocol's Field, the same object pg hands out). */
 export interface FieldInfo {
   name: string
   dataTypeID: number
+  /** The table's OID and the column's number when the column comes straight from a table, else 0. */
+  tableID: number
+  columnID: number
+  dataTypeSize: number
+  dataTypeModifier: number
+  format: 'text' | 'binary'
 }
 
 export interface SessionResult<R = any> {
   rows: R[]
   /** Rows returned or affected, from the command tag; null for commands without a count (BEGIN, CREATE …). */
   rowCount: number | null
-  command: string
+  /** The command tag's first word (SELECT, INSERT, CREATE, …); null for an empty query, as in pg. */
+  command: string | null
   fields: FieldInfo[]
 }
 
@@ -74,6 +84,26 @@ export interface Session {
   destroy(): void
   /** Terminate politely; resolves once the socket is closed. */
   end(): Promise<void>
+}
+
+/** The Bind message counts parameters in 16 bits: PostgreSQL accepts at most this many. */
+export const MAX_PARAMETERS = 65_535
+
+/** Refuse a statement the protocol cannot carry, before anything is written to the socket. */
+export function assertParameterCount(values: readonly unknown[] | undefined): void {
+  if (values !== undefined && values.length > MAX_PARAMETERS) throw new ParameterError(values.length, MAX_PARAMETERS)
+}
+
+/**
+ * The server names the prepared statement in some errors (`bind message supplies 1 parameters,
+ * but prepared statement "tp_3" requires 2`). Our statement names are internal, and pg, which
+ * uses the unnamed statement, says `prepared statement ""`: say that too.
+ */
+export function hideStatementName(error: unknown, name: string | undefined): void {
+  if (name === undefined || name === '' || typeof error !== 'object' || error === null) return
+  const e = error as { message?: unknown }
+  const quoted = `prepared statement "${name}"`
+  if (typeof e.message === 'string' && e.message.includes(quoted)) e.message = e.message.replace(quoted, 'prepared statement ""')
 }
 
 /** Parse a command tag (`INSERT 0 3`, `UPDATE 2`, `SELECT 5`, `BEGIN`) into command and row count. */

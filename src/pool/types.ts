@@ -17,7 +17,16 @@ function parseInt8(text: string): number | bigint {
 
 const TEXT_ARRAY = 1009
 const builtin = (oid: number) => (pg.types.getTypeParser as (oid: number, format: string) => (text: string) => unknown)(oid, 'text')
-const parseInt8Array = (text: string) => (builtin(INT8_ARRAY)(text) as unknown[]).map((v) => (v === null ? null : parseInt8(String(v))))
+/** Elements of an int8[] of any depth (pg's parser gives nested arrays of strings), NULLs kept. */
+function int8Elements(values: unknown[]): unknown[] {
+  const out = new Array(values.length)
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]
+    out[i] = v === null ? null : Array.isArray(v) ? int8Elements(v) : parseInt8(v as string)
+  }
+  return out
+}
+const parseInt8Array = (text: string) => int8Elements(builtin(INT8_ARRAY)(text) as unknown[])
 // The text[] parser keeps each element as the string it is, which is what we want for dates.
 const parseDateArray = (text: string) => builtin(TEXT_ARRAY)(text)
 

@@ -13,8 +13,22 @@ function encodeValue(value: unknown): string | Buffer | null {
   return prepareValue(value)
 }
 
+/** The scratch buffer's size to start with and to shrink back to. */
+const INITIAL_SIZE = 4096
+/**
+ * A scratch buffer grown past this is not kept once its message is taken: one large bind value
+ * would otherwise stay allocated for the connection's whole life (64 MB once meant ~256 MB held
+ * by each pooled connection that had carried it).
+ */
+const KEEP_LIMIT = 1 << 20
+/** Strings longer than this are measured (Buffer.byteLength) rather than reserved at 3 bytes a char. */
+const MEASURE_FROM = 64 * 1024
+
+/** Worst-case UTF-8 size for short strings; the exact size for long ones, so room is not tripled. */
+const utf8Room = (text: string) => (text.length < MEASURE_FROM ? text.length * 3 : Buffer.byteLength(text, 'utf8'))
+
 export class FrameWriter {
-  private buf = Buffer.allocUnsafe(4096)
+  private buf = Buffer.allocUnsafe(INITIAL_SIZE)
   private len = 0
   private start = 0
 
@@ -45,6 +59,13 @@ export class FrameWriter {
     this.len += 2
   }
 
+  /** Parameter and format counts: PostgreSQL reads them as unsigned (up to 65,535). */
+  private uint16(n: number): void {
+    this.ensure(2)
+    this.buf.writeUInt16BE(n, this.len)
+    this.len += 2
+  }
+
   private int32(n: number): void {
     this.ensure(4)
     this.buf.writeInt32BE(n, this.len)
@@ -52,7 +73,7 @@ export class FrameWriter {
   }
 
   private cstring(text: string): void {
-    this.ensure(text.length * 3 + 1)
+    this.ensure(utf8Room(text) + 1)
     this.len += this.buf.write(text, this.len, 'utf8')
     this.buf[this.len++] = 0
   }
@@ -65,15 +86,28 @@ export class FrameWriter {
 
   /** The messages written so far, as one buffer the socket may keep; the writer starts afresh. */
   take(): Buffer {
-    const out = Buffer.allocUnsafe(this.len)
-    this.buf.copy(out, 0, 0, this.len)
+    const { buf, len } = this
     this.len = 0
+    if (buf.length > KEEP_LIMIT) {
+      // A large message: the socket gets the scratch buffer itself when the message fills most
+      // of it (no second large copy), else an exact copy; either way the writer starts small.
+      this.buf = Buffer.allocUnsafe(INITIAL_SIZE)
+      if (len * 2 >= buf.length) return buf.subarray(0, len)
+    }
+    const out = Buffer.allocUnsafe(len)
+    buf.copy(out, 0, 0, len)
     return out
   }
 
   /** Drop whatever was written (a value could not be encoded). */
   reset(): void {
     this.len = 0
+    if (this.buf.length > KEEP_LIMIT) this.buf = Buffer.allocUnsafe(INITIAL_SIZE)
+  }
+
+  /** Bytes the scratch buffer holds on to between messages. */
+  get retainedBytes(): number {
+    return this.buf.length
   }
 
   query(text: string): this {
@@ -106,17 +140,17 @@ export class FrameWriter {
     this.buf[this.len++] = 0 // unnamed portal
     this.cstring(statement)
     if (binary) {
-      this.int16(count)
+      this.uint16(count)
       for (const v of encoded) this.int16(v !== null && typeof v !== 'string' ? 1 : 0)
     } else {
       this.int16(0) // every parameter in text format
     }
-    this.int16(count)
+    this.uint16(count)
     for (const v of encoded) {
       if (v === null) {
         this.int32(-1)
       } else if (typeof v === 'string') {
-        this.ensure(4 + v.length * 3)
+        this.ensure(4 + utf8Room(v))
         const at = this.len
         const n = this.buf.write(v, at + 4, 'utf8')
         this.buf.writeInt32BE(n, at)

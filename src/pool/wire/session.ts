@@ -18,7 +18,7 @@ import type {
   RowDescriptionMessage,
 } from 'pg-protocol/dist/messages.js'
 import { typeParsers } from '../types.js'
-import { parseCommandTag, type FieldInfo, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
+import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
 import { authenticate, type WireStartup } from './auth.js'
 import { FrameWriter } from './frames.js'
 
@@ -29,18 +29,24 @@ interface Shape {
   fields: FieldInfo[]
   names: string[]
   parsers: TextParser[]
+  /**
+   * A column is named `__proto__`: assigning it would set the row's prototype (a json value would
+   * become it), so such rows define it as an own property, as pg does. Decided once per shape.
+   */
+  protoColumn: boolean
 }
 
-const EMPTY_SHAPE: Shape = { fields: [], names: [], parsers: [] }
-const EMPTY_RESULT = (): SessionResult => ({ rows: [], rowCount: null, command: '', fields: [] })
+const EMPTY_SHAPE: Shape = { fields: [], names: [], parsers: [], protoColumn: false }
+const EMPTY_RESULT = (): SessionResult => ({ rows: [], rowCount: null, command: null, fields: [] })
 
 function shapeOf(msg: RowDescriptionMessage): Shape {
   const n = msg.fields.length
-  const shape: Shape = { fields: new Array(n), names: new Array(n), parsers: new Array(n) }
+  const shape: Shape = { fields: new Array(n), names: new Array(n), parsers: new Array(n), protoColumn: false }
   for (let i = 0; i < n; i++) {
     const f = msg.fields[i]!
-    shape.fields[i] = { name: f.name, dataTypeID: f.dataTypeID }
+    shape.fields[i] = f // pg hands out the parser's Field objects as they are: so do we
     shape.names[i] = f.name
+    if (f.name === '__proto__') shape.protoColumn = true
     shape.parsers[i] = typeParsers.getTypeParser(f.dataTypeID, 'text') as TextParser
   }
   return shape
@@ -58,6 +64,8 @@ class Request {
   /** The prelude's CommandComplete (and, in the extended protocol, ParseComplete) are not ours. */
   preludePending = false
   preludeParsePending = false
+  /** The prepared statement this request runs, if named (its name is kept out of error messages). */
+  statementName: string | undefined = undefined
   /** Named statement this request parses and describes. */
   parsing: string | undefined = undefined
   copyIn: AsyncIterable<string | Buffer> | undefined = undefined
@@ -273,6 +281,7 @@ export class WireSession implements Session {
       const w = this.writer
       try {
         const { text, values, name, prelude } = statement
+        assertParameterCount(values)
         if ((values === undefined || values.length === 0) && !statement.extended && name === undefined) {
           // Simple protocol, which also allows several statements in one text. A prelude joins
           // the same Query message, so if it fails the rest is not run.
@@ -288,7 +297,7 @@ export class WireSession implements Session {
           w.sync()
         }
       } catch (err) {
-        // A bind value could not be encoded: nothing was sent.
+        // A bind value could not be encoded, or there are too many: nothing was sent.
         w.reset()
         return reject(err as Error)
       }
@@ -302,18 +311,23 @@ export class WireSession implements Session {
       w.parse('', text).bind('', values).describe('P', '').execute()
       return
     }
+    request.statementName = name
     const state = this.prepared.get(name)
     if (state === undefined) {
-      // First use on this session: parse it and keep its row description.
-      w.parse(name, text).describe('S', name).bind(name, values).execute()
+      // First use on this session: parse it and keep its row description. The portal is
+      // described, not the statement: a statement's ParameterDescription carries its count in
+      // 16 bits that pg-protocol reads as signed, so past 32,767 parameters it could not be parsed.
+      w.parse(name, text).bind(name, values).describe('P', '').execute()
       this.prepared.set(name, 'parsing')
       request.parsing = name
     } else if (typeof state === 'object') {
       w.bind(name, values).execute()
       request.shape = state
     } else {
-      // Parsed by a request still in flight: describe this portal instead.
+      // Parsed, but not described yet (its first Bind failed, or that request is still in
+      // flight): describe this portal, and keep the description if the statement has none.
       w.bind(name, values).describe('P', '').execute()
+      if (state === 'parsed') request.parsing = name
     }
   }
 
@@ -466,6 +480,7 @@ export class WireSession implements Session {
           this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
           return
         }
+        hideStatementName(error, request.statementName)
         request.error ??= error
         if (isFatal(error)) this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
         // A statement whose Parse failed (or was skipped) does not exist on the server.
@@ -503,7 +518,7 @@ export class WireSession implements Session {
   }
 
   private addRow(request: Request, values: (string | null)[]): void {
-    const { parsers, names } = request.shape
+    const { parsers, names, protoColumn } = request.shape
     if (parsers.length !== values.length) throw new Error(`a row has ${values.length} columns but its description has ${parsers.length}`)
     if (request.arrays) {
       const row = new Array(values.length)
@@ -512,11 +527,18 @@ export class WireSession implements Session {
         row[i] = v === null ? null : parsers[i]!(v)
       }
       request.rows.push(row)
-    } else {
+    } else if (!protoColumn) {
       const row: Record<string, unknown> = {}
       for (let i = 0; i < values.length; i++) {
         const v = values[i]!
         row[names[i]!] = v === null ? null : parsers[i]!(v)
+      }
+      request.rows.push(row)
+    } else {
+      const row: Record<string, unknown> = {}
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!
+        Object.defineProperty(row, names[i]!, { value: v === null ? null : parsers[i]!(v), writable: true, enumerable: true, configurable: true })
       }
       request.rows.push(row)
     }
