@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import type { z } from 'zod'
 import { ConfigError } from '../errors/index.js'
-import { REDACTED, scrubSecrets } from './redact.js'
+import { hideConfigSecrets, REDACTED, scrubSecrets } from './redact.js'
 import {
   configInputSchema,
   DEFAULTS,
@@ -429,5 +429,5 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
       })
     }
   }
-  return config
+  return hideConfigSecrets(config)
 }

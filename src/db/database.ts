@@ -3,6 +3,7 @@
 // schema-qualified names, never from `search_path`, so nothing leaks between them through a
 // reused connection.
 import type { Logger } from '../config/logger.js'
+import { printAs } from '../config/redact.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
 import type { SessionResult } from '../pool/session.js'
@@ -179,3 +180,6 @@ export class Database extends Queryable {
     if (this.ownsPool) await this.pool.close()
   }
 }
+
+// console.log(db) shows the schema and the pool's safe summary, never the config's password.
+printAs(Database.prototype, (db) => ({ schema: db.schema, pool: db.pool }))

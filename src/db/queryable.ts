@@ -1,5 +1,6 @@
 // The query API shared by Database (a connection per call), a held connection and a transaction:
 // fetchVal / fetchOne / fetchAll / execute / query, with templates and query events.
+import { printAs } from '../config/redact.js'
 import { TidepoolError } from '../errors/index.js'
 import type { TemplateCache } from '../sql/template.js'
 import type { SessionResult } from '../pool/session.js'
@@ -96,6 +97,9 @@ export abstract class Queryable {
     }
   }
 }
+
+// A transaction or scope holds a connection whose session knows the password: print a summary.
+printAs(Queryable.prototype, (q) => ({ schema: q.schema, pool: (q as unknown as { poolName: string }).poolName }))
 
 /**
  * The end event, written out: an object spread of the start event here cost V8 about 10 µs per

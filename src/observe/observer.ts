@@ -2,6 +2,7 @@
 // per-statement statistics, N+1 detection, Prometheus families, health and the dashboard
 // snapshot. Other layers plug in through MetricsSource and HealthCheck.
 import { defaultLogger, type Logger, type LogFields } from '../config/logger.js'
+import { printAs } from '../config/redact.js'
 import type { Cache } from '../cache/index.js'
 import type { Database } from '../db/database.js'
 import { ConfigError } from '../errors/index.js'
@@ -324,3 +325,9 @@ export class Observer {
     for (const remove of this.unpublish.splice(0)) remove()
   }
 }
+
+// It holds the pools it watches (and their configs): console.log(observer) shows its figures.
+printAs(Observer.prototype, (o) => {
+  const { pools, queries } = o.snapshot()
+  return { pools: pools.map((p) => p.name), queries }
+})

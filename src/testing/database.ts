@@ -2,6 +2,7 @@
 // migrated template (`template`) is much faster than migrating each new database.
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
+import { printAs, redactUrl } from '../config/redact.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 
 export interface TestDatabaseHandle {
@@ -38,9 +39,12 @@ export async function createTestDatabase(adminUrl: string, options: { template?:
   const name = assertIdentifier(`${prefix}_${randomBytes(6).toString('hex')}`, 'test database name')
   const template = options.template ? ` TEMPLATE ${quoteIdentifier(options.template, 'template database')}` : ''
   await admin(adminUrl, `CREATE DATABASE ${quoteIdentifier(name)}${template}`)
-  return {
+  const handle: TestDatabaseHandle = {
     name,
     url: withDatabase(adminUrl, name),
     drop: () => admin(adminUrl, `DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`),
   }
+  // The URL carries the admin password: printed, the handle shows it redacted.
+  printAs(handle, (h) => ({ name: h.name, url: redactUrl(h.url) }))
+  return handle
 }
