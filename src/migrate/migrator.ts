@@ -18,6 +18,9 @@ import { loadMigrationFiles, type MigrationFile } from './files.js'
 import { acquireLock, ensureTrackingTable, lockHolder, migrationLockKey, readHistory, recordApplied, releaseLock, type AppliedRecord } from './history.js'
 import { lineAt } from './split.js'
 
+/** Anything `{{…}}` in a file, whatever it contains (`;` included); rendering says whether it is valid. */
+const TEMPLATE_LIKE = /\{\{[^{}]*\}\}/g
+
 export interface MigratorOptions {
   /** Folder of `NNN_description.sql` files. */
   path: string
@@ -239,6 +242,16 @@ export class Migrator {
         throw new MigrationSourceError('template', `${file.name} statement ${i + 1} (line ${s.line}): ${(err as Error).message}`, [file.name], { cause: err })
       }
     })
+    // Then the whole file: a `;` inside `{{…}}` splits it into pieces that are no template at all and
+    // would reach the server raw, after the schema and history table had been created.
+    for (const match of file.source.matchAll(TEMPLATE_LIKE)) {
+      try {
+        this.db.render(match[0])
+      } catch (err) {
+        const line = lineAt(file.source, match.index)
+        throw new MigrationSourceError('template', `${file.name} line ${line}: ${(err as Error).message}; nothing was applied`, [file.name], { cause: err })
+      }
+    }
     return { file, statements }
   }
 
