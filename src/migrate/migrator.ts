@@ -3,6 +3,7 @@
 // number of instances starting together apply each file exactly once.
 import type { Database } from '../db/database.js'
 import type { ConnectionScope } from '../db/scope.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { QueryError, TidepoolError } from '../errors/index.js'
 import {
   MigrationDriftError,
@@ -36,6 +37,8 @@ export interface MigratorOptions {
   /** Live progress: waiting for the lock, each migration started and applied. */
   onProgress?: (event: MigrationProgress) => void
 }
+
+export const MIGRATOR_OPTION_KEYS = optionKeys<keyof MigratorOptions>({ path: true, module: true, lockTimeoutMs: true, allowOutOfOrder: true, onProgress: true })
 
 export type MigrationProgress =
   | { type: 'lock-wait'; module: string; schema: string; holderPid: number | undefined }
@@ -122,6 +125,7 @@ export class Migrator {
     readonly db: Database,
     private readonly options: MigratorOptions,
   ) {
+    checkOptionKeys('Migrator options', options, MIGRATOR_OPTION_KEYS)
     this.module = options.module ?? 'default'
     if (!MODULE_NAME.test(this.module)) {
       throw new MigrationError(`module name ${JSON.stringify(this.module)} is invalid: use 1-63 letters, digits, _ . or -`)

@@ -9,6 +9,7 @@ import type { Database } from '../db/database.js'
 import { safeJson, type Serializer } from '../db/codec.js'
 import type { Transaction } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError, QueryError } from '../errors/index.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { acquireAdvisoryLock, advisoryLockKey } from './advisory.js'
@@ -41,6 +42,8 @@ export interface IdempotencyOptions {
   /** How the result is stored (default safeJson: keeps bigint, Date, Buffer). */
   serializer?: Serializer
 }
+
+export const IDEMPOTENCY_OPTION_KEYS = optionKeys<keyof IdempotencyOptions>({ table: true, ttlMs: true, fingerprint: true, scope: true, waitMs: true, transaction: true, serializer: true })
 
 export interface IdempotentResult<T> {
   /** fn's result; on a replay, the stored one (decoded the same way both times). */
@@ -123,6 +126,7 @@ function missingTable(err: unknown, table: string): unknown {
  */
 export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: (tx: Transaction) => Promise<T>, options?: IdempotencyOptions): Promise<IdempotentResult<T>> {
   assertIdempotencyKey(key)
+  checkOptionKeys('idempotency options', options, IDEMPOTENCY_OPTION_KEYS)
   const table = tableOf(db, options)
   const scope = options?.scope ?? ''
   const fingerprint = requestFingerprint(options?.fingerprint)
