@@ -52,7 +52,11 @@ export interface IdempotentResult<T> {
   replayed: boolean
 }
 
-/** The DDL of the key table, as a template for migrations (`{{tables.…}}` renders per schema). */
+/**
+ * The DDL of the key table, as a template for migrations (`{{tables.…}}` renders per schema).
+ * `response` is text, the serialized result exactly as first produced: a replay decodes the same
+ * bytes, so an HTTP replay is byte-identical (jsonb would reorder the keys).
+ */
 export function idempotencyTableSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
   const t = `{{tables.${assertIdentifier(table, 'table')}}}`
   return `CREATE TABLE IF NOT EXISTS ${t} (
@@ -60,7 +64,7 @@ export function idempotencyTableSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
   key          text        NOT NULL,
   fingerprint  text        NOT NULL,
   state        text        NOT NULL CHECK (state IN ('running', 'completed')),
-  response     jsonb,
+  response     text,
   created_at   timestamptz NOT NULL DEFAULT now(),
   completed_at timestamptz,
   expires_at   timestamptz NOT NULL,
@@ -69,9 +73,25 @@ export function idempotencyTableSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
 CREATE INDEX IF NOT EXISTS {{indexes.${table}_expires}} ON ${t} (expires_at);`
 }
 
-/** Create the key table (and its expiry index) in the Database's schema if it is missing. */
+/**
+ * Upgrade a key table made by an earlier release (`response jsonb`) to `response text`. Stored responses keep
+ * jsonb's key order; new ones keep their own. For migrations: put it in a file after the one
+ * that created the table. Harmless on a table that is already text.
+ */
+export function idempotencyTableUpgradeSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
+  const t = `{{tables.${assertIdentifier(table, 'table')}}}`
+  return `ALTER TABLE ${t} ALTER COLUMN response TYPE text USING response::text;`
+}
+
+/** Create the key table (and its expiry index) in the Database's schema if it is missing; upgrade an old one. */
 export async function ensureIdempotencyTable(db: Database, options?: { table?: string }): Promise<void> {
   await db.execute(idempotencyTableSql(options?.table))
+  const table = options?.table ?? DEFAULT_IDEMPOTENCY_TABLE
+  const type = await db.fetchVal<string>(
+    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'response' AND NOT attisdropped",
+    [`${quoteIdentifier(db.schema, 'schema')}.${quoteIdentifier(table, 'table')}`],
+  )
+  if (type === 'jsonb') await db.execute(idempotencyTableUpgradeSql(table))
 }
 
 /** Validate a client-supplied key: 1-255 characters. Throws IdempotencyKeyMissingError (400). */
@@ -163,16 +183,17 @@ export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: 
       .catch((err: unknown) => Promise.reject(missingTable(err, table)))
 
     if (!claimed) {
+      // ::text also reads a table not yet upgraded from jsonb (its key order is jsonb's).
       const row = await tx.fetchOne<KeyRow>(`SELECT fingerprint, state, response::text AS response FROM ${table} WHERE scope = $1 AND key = $2`, [scope, key])
       if (row === null) throw new IdempotencyInProgressError(key, 0) // swept between the two statements
       if (row.fingerprint !== fingerprint) throw new IdempotencyKeyReusedError(key)
       if (row.state !== 'completed' || row.response === null) throw new IdempotencyInProgressError(key, 0)
-      // jsonb hands back a normalized document of the same JSON: it decodes to the same value.
+      // The text stored by the first call: it decodes to the same value, keys in the same order.
       return { value: serializer.decode(row.response) as T, replayed: true }
     }
 
     const text = serializer.encode(await fn(tx))
-    await tx.execute(`UPDATE ${table} SET state = 'completed', response = $3::jsonb, completed_at = now() WHERE scope = $1 AND key = $2`, [scope, key, text])
+    await tx.execute(`UPDATE ${table} SET state = 'completed', response = $3, completed_at = now() WHERE scope = $1 AND key = $2`, [scope, key, text])
     // The caller gets exactly what a replay will get.
     return { value: serializer.decode(text) as T, replayed: false }
   }, options?.transaction)
