@@ -2,6 +2,7 @@
 // fetchVal / fetchOne / fetchAll / execute / query, with templates and query events.
 import { printAs } from '../config/redact.js'
 import { TidepoolError } from '../errors/index.js'
+import { withoutValues } from './errors.js'
 import type { TemplateCache } from '../sql/template.js'
 import type { SessionResult } from '../pool/session.js'
 import type { QueryOptions, QueryResult } from './execute.js'
@@ -92,7 +93,8 @@ export abstract class Queryable {
       return result
     } catch (err) {
       const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
-      hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, 0, undefined, probe.node, error))
+      // Listeners log and record: without logParams, a server message quoting a value is scrubbed.
+      hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, 0, undefined, probe.node, this.logParams ? error : withoutValues(error)))
       throw err
     }
   }
