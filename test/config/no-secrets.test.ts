@@ -28,7 +28,7 @@ import {
 } from '../../src/index.js'
 import { run } from '../../src/cli/main.js'
 import { scrubSecrets } from '../../src/config/redact.js'
-import { createTestDatabase } from '../../src/testing/index.js'
+import { createTestDatabase, TestDatabase } from '../../src/testing/index.js'
 import { useDatabase } from '../helpers/fixtures.js'
 import { startRedis, type RedisServer, skipWithoutRedis } from '../helpers/redis.js'
 import { testCluster } from '../helpers/pg.js'
@@ -163,6 +163,11 @@ describe('no secret in util.inspect or JSON of public objects', () => {
     closers.push(() => handle.drop())
     expect(handle.url).toContain(SECRET) // usable
     expectNoSecret('createTestDatabase()', handle)
+    const t = await TestDatabase.create({ url: withPassword(testCluster().primaryUrl) })
+    closers.push(() => t.close())
+    expect(t.url).toContain(SECRET)
+    expectNoSecret('TestDatabase.create()', t)
+    expectNoSecret('TestDatabase db', t.db)
   })
 
   it('the Cache with a Redis URL that carries a password', async () => {
