@@ -66,6 +66,8 @@ describe('unknown option keys are ConfigErrors everywhere', () => {
     ['acquireRedisLock', 'ttl', () => acquireRedisLock({} as Redis, 'r', { ttl: 5 } as never)],
     ['createTestDatabase', 'templ', () => createTestDatabase(testDb.url, { templ: 'x' } as never)],
     ['startCluster', 'replica', () => startCluster({ replica: 1 } as never)],
+    ['new Database', 'schem', () => new Database(pool, { schem: 'app' } as never)],
+    ['Database.connect', 'logParam', () => Database.connect({ url: testDb.url }, { logParam: true } as never)],
     ['createPool', 'maxOverflw', () => createPool({ url: testDb.url, maxOverflw: 3 } as never)],
     ['createCluster', 'replica', () => createCluster({ primary: testDb.url, replica: [] } as never)],
   ]
