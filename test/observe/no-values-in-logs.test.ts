@@ -48,6 +48,23 @@ describe('a server message quoting a bind value stays out of logs', () => {
     })
   }
 
+  it('a unique violation: the key value in the detail is scrubbed from the event', async () => {
+    const pool = await createPool({ url: testDb.url, size: 1 })
+    closers.push(() => pool.close())
+    const db = new Database(pool)
+    const events: QueryEndEvent[] = []
+    db.on('query', (e) => events.push(e))
+    await db.execute('INSERT INTO accounts (id, note) VALUES ($1, $2)', [4242, 'first'])
+    const err = await db.execute('INSERT INTO accounts (id, note) VALUES ($1, $2)', [4242, 'second']).catch((e: unknown) => e)
+    expect((err as QueryError).detail).toBe('Key (id)=(4242) already exists.')
+    const reported = events.at(-1)!.error as QueryError
+    expect(reported.sqlstate).toBe('23505')
+    expect(reported.constraint).toBe('accounts_pkey')
+    expect(reported.detail).toBe('Key (id)=(?) already exists.')
+    expect(reported).toBeInstanceOf(QueryError)
+    expect(reported.stack).not.toContain('4242')
+  })
+
   it('a Cluster (primary and replicas) and its stats', async () => {
     const logger = recordingLogger()
     const cluster = await createCluster({ primary: testDb.url, replicas: [testDb.url], logger })
