@@ -115,6 +115,7 @@ const STATUS_BATCH = 200
 
 /** Every tenant (every schema `<prefix><valid id>`), with the module's applied version. */
 export async function listTenants(pool: Pool, options: { prefix?: string; module?: string } = {}): Promise<TenantInfo[]> {
+  checkOptionKeys('listTenants options', options, ['prefix', 'module'])
   const tenants = (await findTenants(pool, options.prefix ?? DEFAULT_TENANT_PREFIX)).map((t) => ({ ...t, version: null as number | null, applied: 0 }))
   // One query per batch of schemas rather than one per tenant: fleets have thousands.
   const tracked = tenants.filter((t) => t.tracked)

@@ -85,6 +85,7 @@ export function idempotencyTableUpgradeSql(table = DEFAULT_IDEMPOTENCY_TABLE): s
 
 /** Create the key table (and its expiry index) in the Database's schema if it is missing; upgrade an old one. */
 export async function ensureIdempotencyTable(db: Database, options?: { table?: string }): Promise<void> {
+  checkOptionKeys('ensureIdempotencyTable options', options, ['table'])
   await db.execute(idempotencyTableSql(options?.table))
   const table = options?.table ?? DEFAULT_IDEMPOTENCY_TABLE
   const type = await db.fetchVal<string>(
@@ -201,6 +202,7 @@ export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: 
 
 /** Delete expired keys in batches; returns how many were deleted. */
 export async function sweepIdempotencyKeys(db: Database, options?: { table?: string; batchSize?: number }): Promise<number> {
+  checkOptionKeys('sweepIdempotencyKeys options', options, ['table', 'batchSize'])
   const table = tableOf(db, options)
   const batch = options?.batchSize ?? 1_000
   let total = 0
@@ -223,16 +225,18 @@ export interface Sweeper {
  * keeps the process alive; a failed sweep is logged and retried at the next tick.
  */
 export function startIdempotencySweeper(db: Database, options?: { table?: string; intervalMs?: number; batchSize?: number }): Sweeper {
+  checkOptionKeys('startIdempotencySweeper options', options, ['table', 'intervalMs', 'batchSize'])
+  const { intervalMs, ...sweep } = options ?? {}
   let swept = 0
   let running = false
   const timer = setInterval(() => {
     if (running) return
     running = true
-    sweepIdempotencyKeys(db, options)
+    sweepIdempotencyKeys(db, sweep)
       .then((n) => (swept += n))
       .catch((err: unknown) => db.logger.warn('idempotency key sweep failed; retrying at the next interval', { error: (err as Error)?.message }))
       .finally(() => (running = false))
-  }, options?.intervalMs ?? 60_000)
+  }, intervalMs ?? 60_000)
   timer.unref()
   return {
     stop: () => clearInterval(timer),
