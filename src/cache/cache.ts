@@ -11,6 +11,7 @@
 //    so every caller, in every process, gets the same plain data and nobody can change it.
 import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from '../config/logger.js'
+import { printAs } from '../config/redact.js'
 import { safeJson, type Serializer } from '../db/codec.js'
 import { Database } from '../db/database.js'
 import type { Params, Row } from '../db/queryable.js'
@@ -405,3 +406,6 @@ export class Cache {
     this.background.add(p)
   }
 }
+
+// The Redis client holds the URL's password: console.log(cache) shows the name and stats.
+printAs(Cache.prototype, (c) => ({ name: c.name, stats: c.stats() }))

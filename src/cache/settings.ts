@@ -3,6 +3,7 @@
 import type { Redis } from 'ioredis'
 import { defaultLogger, type Logger } from '../config/logger.js'
 import type { Serializer } from '../db/codec.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError } from '../errors/index.js'
 
 export interface CacheOptions {
@@ -39,6 +40,25 @@ export interface CacheOptions {
   logger?: Logger
 }
 
+const CACHE_OPTION_KEYS = optionKeys<keyof CacheOptions>({
+  name: true,
+  maxEntries: true,
+  maxBytes: true,
+  maxEntryBytes: true,
+  ttlMs: true,
+  staleWhileRevalidateMs: true,
+  maxTtlMs: true,
+  redis: true,
+  prefix: true,
+  redisTimeoutMs: true,
+  redisConnectTimeoutMs: true,
+  lockTtlMs: true,
+  lockWaitMs: true,
+  degradedTtlMs: true,
+  serializer: true,
+  logger: true,
+})
+
 export interface GetOptions {
   ttlMs?: number
   staleWhileRevalidateMs?: number
@@ -72,6 +92,7 @@ export class CacheSettings {
   readonly logger: Logger
 
   constructor(options: CacheOptions) {
+    checkOptionKeys('cache options', options, CACHE_OPTION_KEYS)
     this.name = options.name ?? 'cache'
     this.maxEntries = integer('maxEntries', options.maxEntries, 10_000, 1)
     this.maxBytes = integer('maxBytes', options.maxBytes, 64 * 1024 * 1024, 1)

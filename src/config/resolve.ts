@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import type { z } from 'zod'
 import { ConfigError } from '../errors/index.js'
-import { REDACTED, scrubSecrets } from './redact.js'
+import { hideConfigSecrets, REDACTED, scrubSecrets } from './redact.js'
 import { isSocketDir, socketDirProblem } from './socket.js'
 import {
   configInputSchema,
@@ -208,7 +208,8 @@ function describeValue(path: string, value: unknown, password: string | undefine
   if (value === undefined) return ''
   let shown: string
   try {
-    shown = typeof value === 'function' ? 'a function' : JSON.stringify(value)
+    // JSON shows NaN and Infinity as null, which hides the mistake.
+    shown = typeof value === 'function' ? 'a function' : typeof value === 'number' && !Number.isFinite(value) ? String(value) : JSON.stringify(value)
   } catch {
     shown = String(value)
   }
@@ -240,8 +241,12 @@ function distance(a: string, b: string): number {
   return prev[b.length]!
 }
 
-function suggestion(key: string, known: readonly string[]): string {
+/** `did you mean x?` for a misspelt key, or where to look. */
+export function suggestion(key: string, known: readonly string[]): string {
   const best = known.map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d)[0]
+  // A unit left off (`retryAfter` for `retryAfterSeconds`) is far in edits but plain to see.
+  const extended = key.length >= 3 ? known.find((k) => k.toLowerCase().startsWith(key.toLowerCase())) : undefined
+  if (extended && !(best && best.d <= 2)) return `did you mean ${extended}?`
   return best && best.d <= Math.max(2, Math.floor(key.length / 4)) ? `did you mean ${best.k}?` : 'check the spelling; see the configuration reference in the README'
 }
 
@@ -277,7 +282,9 @@ export function describeZodIssues(error: z.ZodError, input: unknown, schema?: z.
 export function configErrorFromZod(error: z.ZodError, input: unknown, source = 'config', schema?: z.ZodType): ConfigError {
   const lines = describeZodIssues(error, input, schema)
   const first = error.issues[0]
-  const key = first ? first.path.map(String).join('.') || undefined : undefined
+  // An unknown key's issue sits on the object that holds it: the key itself is the culprit.
+  const path = first ? [...first.path.map(String), ...(first.code === 'unrecognized_keys' ? first.keys.slice(0, 1) : [])] : []
+  const key = path.join('.') || undefined
   return new ConfigError(`invalid ${source}: ${lines.join('; ')}`, key ? { key } : {})
 }
 
@@ -442,5 +449,5 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
       })
     }
   }
-  return config
+  return hideConfigSecrets(config)
 }

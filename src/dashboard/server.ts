@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../config/logger.js'
 import { defaultLogger } from '../config/logger.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { redactUrl } from '../config/redact.js'
 import { ConfigError } from '../errors/index.js'
 import type { ObserverSnapshot } from '../observe/observer.js'
@@ -56,6 +57,8 @@ export interface DashboardOptions {
   logger?: Logger
 }
 
+const DASHBOARD_OPTION_KEYS = optionKeys<keyof DashboardOptions>({ snapshot: true, basePath: true, title: true, intervalMs: true, historySize: true, load: true, logger: true })
+
 export interface Dashboard {
   readonly basePath: string
   /** Answer the request if it is the dashboard's; false otherwise (the caller answers it). */
@@ -100,6 +103,7 @@ function assets(): Map<string, Asset> {
 }
 
 export function createDashboard(options: DashboardOptions): Dashboard {
+  checkOptionKeys('dashboard options', options, DASHBOARD_OPTION_KEYS)
   const basePath = (options.basePath ?? '/dashboard').replace(/\/+$/, '')
   const logger = options.logger ?? defaultLogger()
   const files = assets()
@@ -218,7 +222,9 @@ export interface ServedDashboard {
 
 /** The dashboard on its own HTTP server (`tidepool dashboard`). */
 export async function serveDashboard(options: DashboardOptions & { port?: number; host?: string }): Promise<ServedDashboard> {
-  const dashboard = createDashboard(options)
+  checkOptionKeys('dashboard options', options, [...DASHBOARD_OPTION_KEYS, 'port', 'host'])
+  const { port: _port, host: _host, ...dashboardOptions } = options
+  const dashboard = createDashboard(dashboardOptions)
   const server = createServer((req, res) => {
     if (req.url === '/' || req.url === '') {
       res.writeHead(302, { location: dashboard.basePath + '/' })

@@ -3,6 +3,8 @@
 // schema-qualified names, never from `search_path`, so nothing leaks between them through a
 // reused connection.
 import type { Logger } from '../config/logger.js'
+import { checkOptionKeys } from '../config/options.js'
+import { printAs } from '../config/redact.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
 import type { SessionResult } from '../pool/session.js'
@@ -22,6 +24,8 @@ export interface DatabaseOptions {
   logParams?: boolean
 }
 
+const DATABASE_OPTION_KEYS = ['schema', 'logParams']
+
 export class Database extends Queryable {
   readonly pool: Pool
   readonly schema: string
@@ -34,6 +38,7 @@ export class Database extends Queryable {
 
   constructor(pool: Pool, options: DatabaseOptions = {}, shared?: { hooks: QueryHooks }) {
     super()
+    checkOptionKeys('Database options', options, DATABASE_OPTION_KEYS)
     this.pool = pool
     this.schema = assertIdentifier(options.schema ?? 'public', 'schema')
     this.templates = new TemplateCache(this.schema)
@@ -47,8 +52,10 @@ export class Database extends Queryable {
    * pool too. Fails fast with ConnectError when the server cannot be reached.
    */
   static async connect(source?: ConfigSource | PoolOptions, options: DatabaseOptions & { logger?: Logger } = {}): Promise<Database> {
-    const pool = await createPool(source, options.logger ? { logger: options.logger } : undefined)
-    const db = new Database(pool, options)
+    checkOptionKeys('Database options', options, [...DATABASE_OPTION_KEYS, 'logger']) // before a pool exists to leak
+    const { logger, ...dbOptions } = options
+    const pool = await createPool(source, logger ? { logger } : undefined)
+    const db = new Database(pool, dbOptions)
     db.ownsPool = true
     return db
   }
@@ -179,3 +186,6 @@ export class Database extends Queryable {
     if (this.ownsPool) await this.pool.close()
   }
 }
+
+// console.log(db) shows the schema and the pool's safe summary, never the config's password.
+printAs(Database.prototype, (db) => ({ schema: db.schema, pool: db.pool }))

@@ -1,6 +1,8 @@
 // The query API shared by Database (a connection per call), a held connection and a transaction:
 // fetchVal / fetchOne / fetchAll / execute / query, with templates and query events.
+import { printAs } from '../config/redact.js'
 import { TidepoolError } from '../errors/index.js'
+import { withoutValues } from './errors.js'
 import type { TemplateCache } from '../sql/template.js'
 import type { SessionResult } from '../pool/session.js'
 import type { QueryOptions, QueryResult } from './execute.js'
@@ -91,11 +93,15 @@ export abstract class Queryable {
       return result
     } catch (err) {
       const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
-      hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, 0, undefined, probe.node, error))
+      // Listeners log and record: without logParams, a server message quoting a value is scrubbed.
+      hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, 0, undefined, probe.node, this.logParams ? error : withoutValues(error)))
       throw err
     }
   }
 }
+
+// A transaction or scope holds a connection whose session knows the password: print a summary.
+printAs(Queryable.prototype, (q) => ({ schema: q.schema, pool: (q as unknown as { poolName: string }).poolName }))
 
 /**
  * The end event, written out: an object spread of the start event here cost V8 about 10 µs per

@@ -5,9 +5,10 @@
 import { createHash } from 'node:crypto'
 import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import type { Transaction } from '../db/scope.js'
+import { checkOptionKeys } from '../config/options.js'
 import { ConfigError, TidepoolError } from '../errors/index.js'
 import { IdempotencyInProgressError } from '../safety/errors.js'
-import { idempotent, type IdempotencyOptions, type TransactionalDatabase } from '../safety/idempotency.js'
+import { IDEMPOTENCY_OPTION_KEYS, idempotent, type IdempotencyOptions, type TransactionalDatabase } from '../safety/idempotency.js'
 
 export interface IdempotentRequest {
   /** The Idempotency-Key header. */
@@ -95,6 +96,7 @@ export interface StoredIdempotencyOptions extends Omit<IdempotencyOptions, 'fing
  * still running is 409 with Retry-After, a key reused with another body 422.
  */
 export function storedIdempotency(db: TransactionalDatabase, options: StoredIdempotencyOptions = {}): IdempotencyHook {
+  checkOptionKeys('storedIdempotency options', options, IDEMPOTENCY_OPTION_KEYS.filter((k) => k !== 'fingerprint'))
   const { scope, ...rest } = options
   return async ({ key, route, requestHash, request, reply }, handler) => {
     let stored: { statusCode: number; body: unknown; replayed: boolean }

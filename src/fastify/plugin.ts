@@ -5,6 +5,7 @@
 // the app keeps its own.
 import type { FastifyInstance, FastifyReply, RouteHandlerMethod } from 'fastify'
 import fp from 'fastify-plugin'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import type { Database } from '../db/database.js'
 import type { Transaction } from '../db/scope.js'
 import { ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, TidepoolError } from '../errors/index.js'
@@ -43,6 +44,20 @@ export interface TidepoolPluginOptions {
   closePools?: boolean
 }
 
+const PLUGIN_OPTION_KEYS = optionKeys<keyof TidepoolPluginOptions>({
+  database: true,
+  databases: true,
+  pools: true,
+  observer: true,
+  sources: true,
+  checks: true,
+  routes: true,
+  promRegistry: true,
+  retryAfterSeconds: true,
+  idempotency: true,
+  closePools: true,
+})
+
 export interface TidepoolApp {
   observer: Observer
   db: Database | undefined
@@ -77,6 +92,9 @@ function uniquePools(options: TidepoolPluginOptions): Pool[] {
 }
 
 async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptions): Promise<void> {
+  // Fastify's own register options (prefix, logLevel, logSerializers) arrive in the same object.
+  checkOptionKeys('tidepool plugin options', options, [...PLUGIN_OPTION_KEYS, 'prefix', 'logLevel', 'logSerializers'])
+  checkOptionKeys('tidepool plugin routes', options.routes, ['live', 'ready', 'metrics'])
   const ownObserver = !(options.observer instanceof Observer)
   const observer = options.observer instanceof Observer ? options.observer : new Observer(options.observer)
   const databases = options.databases ?? {}

@@ -3,6 +3,7 @@
 // number of instances starting together apply each file exactly once.
 import type { Database } from '../db/database.js'
 import type { ConnectionScope } from '../db/scope.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { QueryError, TidepoolError } from '../errors/index.js'
 import {
   MigrationDriftError,
@@ -17,6 +18,9 @@ import {
 import { loadMigrationFiles, type MigrationFile } from './files.js'
 import { acquireLock, ensureTrackingTable, lockHolder, migrationLockKey, readHistory, recordApplied, releaseLock, type AppliedRecord } from './history.js'
 import { lineAt } from './split.js'
+
+/** Anything `{{…}}` in a file, whatever it contains (`;` included); rendering says whether it is valid. */
+const TEMPLATE_LIKE = /\{\{[^{}]*\}\}/g
 
 export interface MigratorOptions {
   /** Folder of `NNN_description.sql` files. */
@@ -33,6 +37,8 @@ export interface MigratorOptions {
   /** Live progress: waiting for the lock, each migration started and applied. */
   onProgress?: (event: MigrationProgress) => void
 }
+
+export const MIGRATOR_OPTION_KEYS = optionKeys<keyof MigratorOptions>({ path: true, module: true, lockTimeoutMs: true, allowOutOfOrder: true, onProgress: true })
 
 export type MigrationProgress =
   | { type: 'lock-wait'; module: string; schema: string; holderPid: number | undefined }
@@ -119,6 +125,7 @@ export class Migrator {
     readonly db: Database,
     private readonly options: MigratorOptions,
   ) {
+    checkOptionKeys('Migrator options', options, MIGRATOR_OPTION_KEYS)
     this.module = options.module ?? 'default'
     if (!MODULE_NAME.test(this.module)) {
       throw new MigrationError(`module name ${JSON.stringify(this.module)} is invalid: use 1-63 letters, digits, _ . or -`)
@@ -239,6 +246,16 @@ export class Migrator {
         throw new MigrationSourceError('template', `${file.name} statement ${i + 1} (line ${s.line}): ${(err as Error).message}`, [file.name], { cause: err })
       }
     })
+    // Then the whole file: a `;` inside `{{…}}` splits it into pieces that are no template at all and
+    // would reach the server raw, after the schema and history table had been created.
+    for (const match of file.source.matchAll(TEMPLATE_LIKE)) {
+      try {
+        this.db.render(match[0])
+      } catch (err) {
+        const line = lineAt(file.source, match.index)
+        throw new MigrationSourceError('template', `${file.name} line ${line}: ${(err as Error).message}; nothing was applied`, [file.name], { cause: err })
+      }
+    }
     return { file, statements }
   }
 

@@ -1,13 +1,16 @@
 // One schema per tenant, all migrated from one folder: tenant `acme` lives in schema
 // `tenant_acme` (the prefix is an option). Tenants are found from the schemas that exist, so
 // there is no registry to drift from the truth.
+import { checkOptionKeys } from '../config/options.js'
 import { Database } from '../db/database.js'
 import type { Pool } from '../pool/pool.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import { TenantError } from './errors.js'
 import { loadMigrationFiles, type MigrationFile } from './files.js'
 import { TRACKING_TABLE } from './history.js'
-import { Migrator, type MigrateResult, type MigratorOptions } from './migrator.js'
+import { MIGRATOR_OPTION_KEYS, Migrator, type MigrateResult, type MigratorOptions } from './migrator.js'
+
+const TENANT_OPTION_KEYS = [...MIGRATOR_OPTION_KEYS.filter((k) => k !== 'path' && k !== 'onProgress'), 'prefix']
 
 export interface TenantOptions extends Omit<MigratorOptions, 'path' | 'onProgress'> {
   /** Schema name prefix (default `tenant_`): tenant `acme` lives in schema `tenant_acme`. */
@@ -69,6 +72,7 @@ async function runTenant(pool: Pool, tenantId: string, files: MigrationFile[], p
  * Safe to call again: it resumes where a failed run stopped, and does nothing when up to date.
  */
 export async function provisionTenant(pool: Pool, tenantId: string, migrationsPath: string, options: TenantOptions = {}): Promise<TenantResult> {
+  checkOptionKeys('tenant options', options, TENANT_OPTION_KEYS)
   const schema = tenantSchema(tenantId, options.prefix)
   const files = await loadMigrationFiles(migrationsPath)
   const created = !(await schemaExists(pool, schema))
@@ -86,6 +90,7 @@ function unknownTenants(ids: string[], schemas: string[], prefix: string): Tenan
 
 /** Apply pending migrations to an existing tenant; an unknown tenant is a TenantError. */
 export async function migrateTenant(pool: Pool, tenantId: string, migrationsPath: string, options: TenantOptions = {}): Promise<TenantResult> {
+  checkOptionKeys('tenant options', options, TENANT_OPTION_KEYS)
   const schema = tenantSchema(tenantId, options.prefix)
   const files = await loadMigrationFiles(migrationsPath)
   if (!(await schemaExists(pool, schema))) throw unknownTenants([tenantId], [schema], options.prefix ?? DEFAULT_TENANT_PREFIX)
@@ -110,6 +115,7 @@ const STATUS_BATCH = 200
 
 /** Every tenant (every schema `<prefix><valid id>`), with the module's applied version. */
 export async function listTenants(pool: Pool, options: { prefix?: string; module?: string } = {}): Promise<TenantInfo[]> {
+  checkOptionKeys('listTenants options', options, ['prefix', 'module'])
   const tenants = (await findTenants(pool, options.prefix ?? DEFAULT_TENANT_PREFIX)).map((t) => ({ ...t, version: null as number | null, applied: 0 }))
   // One query per batch of schemas rather than one per tenant: fleets have thousands.
   const tracked = tenants.filter((t) => t.tracked)
@@ -158,6 +164,7 @@ export interface MigrateTenantsResult {
 
 /** Migrate many tenants with bounded concurrency; every tenant gets the same folder, read once. */
 export async function migrateTenants(pool: Pool, migrationsPath: string, options: MigrateTenantsOptions = {}): Promise<MigrateTenantsResult> {
+  checkOptionKeys('migrateTenants options', options, [...TENANT_OPTION_KEYS, 'concurrency', 'tenants', 'continueOnError', 'onProgress'])
   const started = performance.now()
   const { concurrency: wanted = 4, tenants: only, continueOnError = false, onProgress, ...tenantOptions } = options
   const prefix = tenantOptions.prefix ?? DEFAULT_TENANT_PREFIX

@@ -2,6 +2,8 @@
 // per-statement statistics, N+1 detection, Prometheus families, health and the dashboard
 // snapshot. Other layers plug in through MetricsSource and HealthCheck.
 import { defaultLogger, type Logger, type LogFields } from '../config/logger.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
+import { printAs } from '../config/redact.js'
 import type { Cache } from '../cache/index.js'
 import type { Database } from '../db/database.js'
 import { ConfigError } from '../errors/index.js'
@@ -40,6 +42,17 @@ export interface ObserverOptions {
   /** Deadline for readiness checks (default 2000 ms). */
   readinessTimeoutMs?: number
 }
+
+const OBSERVER_OPTION_KEYS = optionKeys<keyof ObserverOptions>({
+  logger: true,
+  slowQueryMs: true,
+  logValues: true,
+  onSlowQuery: true,
+  nPlusOneThreshold: true,
+  onNPlusOne: true,
+  maxStatements: true,
+  readinessTimeoutMs: true,
+})
 
 export interface ObserverSnapshot {
   /** Epoch ms. */
@@ -96,6 +109,7 @@ export class Observer {
   readonly logger: Logger
 
   constructor(private readonly options: ObserverOptions = {}) {
+    checkOptionKeys('Observer options', options, OBSERVER_OPTION_KEYS)
     const pick = (): Logger => options.logger ?? this.pools.watched()[0]?.logger ?? defaultLogger()
     const at = (level: keyof Logger) => (message: string, fields?: LogFields) => pick()[level](message, fields)
     this.logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
@@ -324,3 +338,9 @@ export class Observer {
     for (const remove of this.unpublish.splice(0)) remove()
   }
 }
+
+// It holds the pools it watches (and their configs): console.log(observer) shows its figures.
+printAs(Observer.prototype, (o) => {
+  const { pools, queries } = o.snapshot()
+  return { pools: pools.map((p) => p.name), queries }
+})

@@ -9,7 +9,7 @@
 //  - nothing that happens in the background (an idle socket dying, a refill failing) may throw
 //    into the process: it is counted, logged and repaired.
 import { resolveConfig, type ConfigSource } from '../config/resolve.js'
-import { describeTarget } from '../config/redact.js'
+import { describeTarget, printAs, redactConfig } from '../config/redact.js'
 import type { DatabaseConfig, DatabaseConfigInput, HostPort } from '../config/schema.js'
 import { defaultLogger, type Logger } from '../config/logger.js'
 import { AbortError, ConfigError, ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, type PoolFigures } from '../errors/index.js'
@@ -808,6 +808,9 @@ function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
     }),
   ]).finally(() => clearTimeout(timer))
 }
+
+// console.log(pool) and JSON.stringify(pool) show this, never the config's password.
+printAs(Pool.prototype, (pool) => ({ name: pool.name, target: pool.target, state: pool.state, stats: pool.stats(), config: redactConfig(pool.config) }))
 
 /** Create a pool and open its first connections, failing fast with ConnectError if unreachable. */
 export async function createPool(source?: ConfigSource | PoolOptions, options?: { logger?: Logger; warmup?: boolean }): Promise<Pool> {

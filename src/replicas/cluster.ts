@@ -4,6 +4,7 @@
 // measures every replica's lag and brings ejected replicas back; sessions carry
 // read-your-writes tokens through the async context.
 import { defaultLogger, type Logger } from '../config/logger.js'
+import { printAs } from '../config/redact.js'
 import { QueryHooks } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
 import { EventHub } from '../pool/events.js'
@@ -209,6 +210,9 @@ export class Cluster implements NodeHost {
     return this.closed
   }
 }
+
+// Its settings hold the servers' URLs with their passwords: console.log(cluster) shows the stats.
+printAs(Cluster.prototype, (c) => ({ name: c.name, stats: c.stats() }))
 
 /** Create a cluster, fail fast with ConnectError if the primary cannot be reached, and measure the replicas once. */
 export async function createCluster(options?: ClusterOptions): Promise<Cluster> {

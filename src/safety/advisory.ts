@@ -4,6 +4,7 @@
 // PgBouncer in transaction mode. Session scope holds the lock on one connection across several
 // transactions; it is released after fn, and the connection is closed if that release fails.
 import { Database } from '../db/database.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError, QueryError } from '../errors/index.js'
 import { Transaction, type ConnectionScope } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
@@ -67,7 +68,10 @@ function lockFunction(scope: AdvisoryLockScope, shared: boolean, attempt: 'wait'
   return `pg_${attempt === 'try' ? 'try_' : ''}advisory_${scope === 'transaction' ? 'xact_' : ''}lock${shared ? '_shared' : ''}`
 }
 
+const LOCK_OPTION_KEYS = optionKeys<keyof AdvisoryLockOptions>({ timeoutMs: true, shared: true, scope: true, transaction: true })
+
 function resolveScope(target: Target, options: AdvisoryLockOptions | undefined): AdvisoryLockScope {
+  checkOptionKeys('advisory lock options', options, LOCK_OPTION_KEYS)
   const isHeld = !(target instanceof Transaction) && !(target instanceof Database)
   const scope = options?.scope ?? (isHeld ? 'session' : 'transaction')
   if (scope === 'transaction' && isHeld) {

@@ -4,7 +4,8 @@
 // (status, body, headers), so a retry gets the same answer, error statuses included.
 // Missing key → 400, same key still running → 409, same key with another body → 422.
 import type { Transaction } from '../db/scope.js'
-import { assertIdempotencyKey, idempotent, requestFingerprint, type IdempotencyOptions, type TransactionalDatabase } from './idempotency.js'
+import { checkOptionKeys } from '../config/options.js'
+import { assertIdempotencyKey, IDEMPOTENCY_OPTION_KEYS, idempotent, requestFingerprint, type IdempotencyOptions, type TransactionalDatabase } from './idempotency.js'
 
 export interface IdempotentRequest {
   method: string
@@ -27,6 +28,8 @@ export interface RequestIdempotencyOptions extends Omit<IdempotencyOptions, 'fin
   /** Whose key it is, e.g. the authenticated user; keys of different scopes never collide. */
   scope?: (request: IdempotentRequest) => string | undefined
 }
+
+const REQUEST_OPTION_KEYS = [...IDEMPOTENCY_OPTION_KEYS.filter((k) => k !== 'fingerprint'), 'header', 'required']
 
 /**
  * The key in the request's header, or undefined when there is none. A structured-field string
@@ -53,12 +56,14 @@ export async function idempotentRequest(
   handler: (tx: Transaction) => Promise<IdempotentReply>,
   options?: RequestIdempotencyOptions,
 ): Promise<IdempotentReply & { replayed: boolean }> {
-  const key = idempotencyKeyOf(request.headers, options?.header)
+  checkOptionKeys('idempotency options', options, REQUEST_OPTION_KEYS)
+  const { header, required, scope, ...stored } = options ?? {}
+  const key = idempotencyKeyOf(request.headers, header)
   if (key === undefined) {
-    if (options?.required ?? true) assertIdempotencyKey(undefined)
-    return { ...(await db.transaction(handler, options?.transaction)), replayed: false }
+    if (required ?? true) assertIdempotencyKey(undefined)
+    return { ...(await db.transaction(handler, stored.transaction)), replayed: false }
   }
   const fingerprint = requestFingerprint({ method: request.method.toUpperCase(), url: request.url, body: request.body ?? null })
-  const { value, replayed } = await idempotent(db, key, handler, { ...options, fingerprint, scope: options?.scope?.(request) ?? '' })
+  const { value, replayed } = await idempotent(db, key, handler, { ...stored, fingerprint, scope: scope?.(request) ?? '' })
   return { ...value, replayed }
 }

@@ -9,6 +9,7 @@ import type { Database } from '../db/database.js'
 import { safeJson, type Serializer } from '../db/codec.js'
 import type { Transaction } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError, QueryError } from '../errors/index.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { acquireAdvisoryLock, advisoryLockKey } from './advisory.js'
@@ -42,6 +43,8 @@ export interface IdempotencyOptions {
   serializer?: Serializer
 }
 
+export const IDEMPOTENCY_OPTION_KEYS = optionKeys<keyof IdempotencyOptions>({ table: true, ttlMs: true, fingerprint: true, scope: true, waitMs: true, transaction: true, serializer: true })
+
 export interface IdempotentResult<T> {
   /** fn's result; on a replay, the stored one (decoded the same way both times). */
   value: T
@@ -49,7 +52,11 @@ export interface IdempotentResult<T> {
   replayed: boolean
 }
 
-/** The DDL of the key table, as a template for migrations (`{{tables.…}}` renders per schema). */
+/**
+ * The DDL of the key table, as a template for migrations (`{{tables.…}}` renders per schema).
+ * `response` is text, the serialized result exactly as first produced: a replay decodes the same
+ * bytes, so an HTTP replay is byte-identical (jsonb would reorder the keys).
+ */
 export function idempotencyTableSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
   const t = `{{tables.${assertIdentifier(table, 'table')}}}`
   return `CREATE TABLE IF NOT EXISTS ${t} (
@@ -57,7 +64,7 @@ export function idempotencyTableSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
   key          text        NOT NULL,
   fingerprint  text        NOT NULL,
   state        text        NOT NULL CHECK (state IN ('running', 'completed')),
-  response     jsonb,
+  response     text,
   created_at   timestamptz NOT NULL DEFAULT now(),
   completed_at timestamptz,
   expires_at   timestamptz NOT NULL,
@@ -66,9 +73,26 @@ export function idempotencyTableSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
 CREATE INDEX IF NOT EXISTS {{indexes.${table}_expires}} ON ${t} (expires_at);`
 }
 
-/** Create the key table (and its expiry index) in the Database's schema if it is missing. */
+/**
+ * Upgrade a key table made by an earlier release (`response jsonb`) to `response text`. Stored responses keep
+ * jsonb's key order; new ones keep their own. For migrations: put it in a file after the one
+ * that created the table. Harmless on a table that is already text.
+ */
+export function idempotencyTableUpgradeSql(table = DEFAULT_IDEMPOTENCY_TABLE): string {
+  const t = `{{tables.${assertIdentifier(table, 'table')}}}`
+  return `ALTER TABLE ${t} ALTER COLUMN response TYPE text USING response::text;`
+}
+
+/** Create the key table (and its expiry index) in the Database's schema if it is missing; upgrade an old one. */
 export async function ensureIdempotencyTable(db: Database, options?: { table?: string }): Promise<void> {
+  checkOptionKeys('ensureIdempotencyTable options', options, ['table'])
   await db.execute(idempotencyTableSql(options?.table))
+  const table = options?.table ?? DEFAULT_IDEMPOTENCY_TABLE
+  const type = await db.fetchVal<string>(
+    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'response' AND NOT attisdropped",
+    [`${quoteIdentifier(db.schema, 'schema')}.${quoteIdentifier(table, 'table')}`],
+  )
+  if (type === 'jsonb') await db.execute(idempotencyTableUpgradeSql(table))
 }
 
 /** Validate a client-supplied key: 1-255 characters. Throws IdempotencyKeyMissingError (400). */
@@ -123,6 +147,7 @@ function missingTable(err: unknown, table: string): unknown {
  */
 export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: (tx: Transaction) => Promise<T>, options?: IdempotencyOptions): Promise<IdempotentResult<T>> {
   assertIdempotencyKey(key)
+  checkOptionKeys('idempotency options', options, IDEMPOTENCY_OPTION_KEYS)
   const table = tableOf(db, options)
   const scope = options?.scope ?? ''
   const fingerprint = requestFingerprint(options?.fingerprint)
@@ -159,16 +184,17 @@ export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: 
       .catch((err: unknown) => Promise.reject(missingTable(err, table)))
 
     if (!claimed) {
+      // ::text also reads a table not yet upgraded from jsonb (its key order is jsonb's).
       const row = await tx.fetchOne<KeyRow>(`SELECT fingerprint, state, response::text AS response FROM ${table} WHERE scope = $1 AND key = $2`, [scope, key])
       if (row === null) throw new IdempotencyInProgressError(key, 0) // swept between the two statements
       if (row.fingerprint !== fingerprint) throw new IdempotencyKeyReusedError(key)
       if (row.state !== 'completed' || row.response === null) throw new IdempotencyInProgressError(key, 0)
-      // jsonb hands back a normalized document of the same JSON: it decodes to the same value.
+      // The text stored by the first call: it decodes to the same value, keys in the same order.
       return { value: serializer.decode(row.response) as T, replayed: true }
     }
 
     const text = serializer.encode(await fn(tx))
-    await tx.execute(`UPDATE ${table} SET state = 'completed', response = $3::jsonb, completed_at = now() WHERE scope = $1 AND key = $2`, [scope, key, text])
+    await tx.execute(`UPDATE ${table} SET state = 'completed', response = $3, completed_at = now() WHERE scope = $1 AND key = $2`, [scope, key, text])
     // The caller gets exactly what a replay will get.
     return { value: serializer.decode(text) as T, replayed: false }
   }, options?.transaction)
@@ -176,6 +202,7 @@ export async function idempotent<T>(db: TransactionalDatabase, key: string, fn: 
 
 /** Delete expired keys in batches; returns how many were deleted. */
 export async function sweepIdempotencyKeys(db: Database, options?: { table?: string; batchSize?: number }): Promise<number> {
+  checkOptionKeys('sweepIdempotencyKeys options', options, ['table', 'batchSize'])
   const table = tableOf(db, options)
   const batch = options?.batchSize ?? 1_000
   let total = 0
@@ -198,16 +225,18 @@ export interface Sweeper {
  * keeps the process alive; a failed sweep is logged and retried at the next tick.
  */
 export function startIdempotencySweeper(db: Database, options?: { table?: string; intervalMs?: number; batchSize?: number }): Sweeper {
+  checkOptionKeys('startIdempotencySweeper options', options, ['table', 'intervalMs', 'batchSize'])
+  const { intervalMs, ...sweep } = options ?? {}
   let swept = 0
   let running = false
   const timer = setInterval(() => {
     if (running) return
     running = true
-    sweepIdempotencyKeys(db, options)
+    sweepIdempotencyKeys(db, sweep)
       .then((n) => (swept += n))
       .catch((err: unknown) => db.logger.warn('idempotency key sweep failed; retrying at the next interval', { error: (err as Error)?.message }))
       .finally(() => (running = false))
-  }, options?.intervalMs ?? 60_000)
+  }, intervalMs ?? 60_000)
   timer.unref()
   return {
     stop: () => clearInterval(timer),

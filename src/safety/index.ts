@@ -14,6 +14,7 @@ export {
   idempotent,
   ensureIdempotencyTable,
   idempotencyTableSql,
+  idempotencyTableUpgradeSql,
   sweepIdempotencyKeys,
   startIdempotencySweeper,
   requestFingerprint,

@@ -8,6 +8,7 @@
 // holder sends it with each write, and the storage refuses a write whose token is lower than
 // one it has already accepted. Use the lock alone only where an occasional double run is
 // harmless (efficiency); for correctness, check the token where the write lands.
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError } from '../errors/index.js'
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
@@ -30,6 +31,8 @@ export interface RedisLockOptions {
   prefix?: string
 }
 
+const REDIS_LOCK_OPTION_KEYS = optionKeys<keyof RedisLockOptions>({ ttlMs: true, waitMs: true, retryDelayMs: true, prefix: true })
+
 export interface RedisLock {
   readonly resource: string
   /**
@@ -50,6 +53,7 @@ function validMs(name: string, value: number, min: number): number {
 
 /** Try to take the lock on `resource`, waiting up to `waitMs`; null when it stayed held. */
 export async function acquireRedisLock(redis: Redis, resource: string, options?: RedisLockOptions): Promise<RedisLock | null> {
+  checkOptionKeys('Redis lock options', options, REDIS_LOCK_OPTION_KEYS)
   const ttlMs = validMs('ttlMs', options?.ttlMs ?? 10_000, 1)
   const waitMs = validMs('waitMs', options?.waitMs ?? 0, 0)
   const delayMs = validMs('retryDelayMs', options?.retryDelayMs ?? 50, 1)

@@ -2,6 +2,7 @@
 // overlapping sets (a transfer from A to B and one from B to A) queue instead of deadlocking.
 // `skipLocked` and `claimJobs` are the work-queue pattern: each worker takes rows nobody else
 // holds, does the work in the same transaction, and a crash releases the rows for another worker.
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError } from '../errors/index.js'
 import type { Database } from '../db/database.js'
 import type { Params, Row } from '../db/queryable.js'
@@ -41,6 +42,9 @@ export interface SkipLockedOptions {
   strength?: RowLockStrength
 }
 
+const ROW_LOCK_KEYS = optionKeys<keyof RowLockOptions>({ key: true, columns: true, strength: true, nowait: true, timeoutMs: true })
+const SKIP_LOCKED_KEYS = optionKeys<keyof SkipLockedOptions>({ where: true, params: true, orderBy: true, limit: true, key: true, columns: true, strength: true })
+
 /** `"schema"."table"` for a bare name in the transaction's schema; a `{{tables…}}` template as is. */
 function tableName(tx: Transaction, table: string): string {
   return table.includes('{{') ? table : `${quoteIdentifier(tx.schema, 'schema')}.${quoteIdentifier(table, 'table')}`
@@ -61,6 +65,7 @@ function columnList(columns: string[] | undefined): string {
  * return them in that order. Rows that do not exist are simply absent from the result.
  */
 export async function forUpdate<R = Row>(tx: Transaction, table: string, keys: readonly unknown[], options?: RowLockOptions): Promise<R[]> {
+  checkOptionKeys('forUpdate options', options, ROW_LOCK_KEYS)
   const key = quoteIdentifier(options?.key ?? 'id', 'key column')
   const target = tableName(tx, table)
   const sql =
@@ -82,6 +87,7 @@ export async function forUpdate<R = Row>(tx: Transaction, table: string, keys: r
  * (`FOR UPDATE SKIP LOCKED`). Concurrent callers get disjoint rows and never wait for each other.
  */
 export function skipLocked<R = Row>(tx: Transaction, table: string, options?: SkipLockedOptions): Promise<R[]> {
+  checkOptionKeys('skipLocked options', options, SKIP_LOCKED_KEYS)
   const limit = options?.limit ?? 1
   if (!Number.isInteger(limit) || limit < 1) throw new ConfigError(`limit must be an integer ≥ 1 (got ${limit})`)
   const params = options?.params ?? []

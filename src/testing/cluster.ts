@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { TidepoolError } from '../errors/index.js'
 import { findPostgresBinaries, type PgBinaries } from './binaries.js'
 import { baseBackup, checkDataDirVersion, coldCopy, configure, copyDir, makeStandby, pristineDataDir } from './datadir.js'
@@ -39,6 +40,19 @@ export interface ClusterOptions {
   /** Keep the data directories on stop(). */
   keep?: boolean
 }
+
+const CLUSTER_OPTION_KEYS = optionKeys<keyof ClusterOptions>({
+  replicas: true,
+  replicaMethod: true,
+  dir: true,
+  binDir: true,
+  user: true,
+  settings: true,
+  durable: true,
+  port: true,
+  log: true,
+  keep: true,
+})
 
 export interface PgCluster {
   primary: PgNode
@@ -86,6 +100,7 @@ async function waitStreaming(primary: PgNode, names: string[], timeoutMs = 30_00
 
 /** Start a primary and `replicas` streaming replicas. Stop them with `cluster.stop()`. */
 export async function startCluster(options: ClusterOptions = {}): Promise<PgCluster> {
+  checkOptionKeys('startCluster options', options, CLUSTER_OPTION_KEYS)
   await sweepOrphans()
   const superuser = options.user ?? 'postgres'
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(superuser)) throw new TidepoolError('HARNESS', `invalid superuser name ${JSON.stringify(superuser)}`)

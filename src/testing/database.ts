@@ -2,6 +2,8 @@
 // migrated template (`template`) is much faster than migrating each new database.
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
+import { checkOptionKeys } from '../config/options.js'
+import { printAs, redactUrl } from '../config/redact.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 
 export interface TestDatabaseHandle {
@@ -34,13 +36,17 @@ async function admin(adminUrl: string, sql: string): Promise<void> {
  * optionally from a template (which must have no open connections while it is copied).
  */
 export async function createTestDatabase(adminUrl: string, options: { template?: string; prefix?: string } = {}): Promise<TestDatabaseHandle> {
+  checkOptionKeys('createTestDatabase options', options, ['template', 'prefix'])
   const prefix = assertIdentifier(options.prefix ?? 'tp_test', 'test database prefix')
   const name = assertIdentifier(`${prefix}_${randomBytes(6).toString('hex')}`, 'test database name')
   const template = options.template ? ` TEMPLATE ${quoteIdentifier(options.template, 'template database')}` : ''
   await admin(adminUrl, `CREATE DATABASE ${quoteIdentifier(name)}${template}`)
-  return {
+  const handle: TestDatabaseHandle = {
     name,
     url: withDatabase(adminUrl, name),
     drop: () => admin(adminUrl, `DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`),
   }
+  // The URL carries the admin password: printed, the handle shows it redacted.
+  printAs(handle, (h) => ({ name: h.name, url: redactUrl(h.url) }))
+  return handle
 }

@@ -6,3 +6,15 @@ export { findPostgresBinaries, findSystemTool, PG_TOOLS, type PgBinaries, type P
 export { sweepOrphans } from './registry.js'
 export { createTestDatabase, type TestDatabaseHandle } from './database.js'
 export { startPgBouncer, findPgBouncer, pgbouncerVersion, type PgBouncerOptions, type RunningPgBouncer } from './pgbouncer.js'
+export {
+  TestDatabase,
+  useTestDatabase,
+  type TestDatabaseOptions,
+  type TestMigrations,
+  type Fixture,
+  type FixtureRows,
+  type TestHooks,
+  type UseTestDatabaseOptions,
+  type UsedTestDatabase,
+} from './test-database.js'
+export { RollbackDatabase } from './rollback.js'

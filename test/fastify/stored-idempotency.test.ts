@@ -26,6 +26,8 @@ beforeAll(async () => {
     return { id, item: request.body.item }
   })
   app.post('/sends', { config: { idempotent: true } }, async (_request, reply) => reply.code(201).send({ sent: true }))
+  // Keys in an order jsonb would not keep (it sorts by length, then bytes).
+  app.post('/unsorted', { config: { idempotent: true } }, async () => ({ zebra: 1, id: 'x', nested: { longer_key: true, b: [3, 1], a: null }, aa: 'é' }))
   await app.ready()
 })
 afterAll(async () => {
@@ -59,5 +61,24 @@ describe('storedIdempotency', () => {
     expect(again.statusCode).toBe(201)
     expect(again.headers['idempotent-replayed']).toBe('true')
     expect(again.json()).toEqual({ sent: true })
+  })
+
+  it('replays are byte-identical to the first answer (key order kept), also on a table created as jsonb before', async () => {
+    const first = await post('/unsorted', 'k-4', {})
+    const again = await post('/unsorted', 'k-4', {})
+    expect(again.headers['idempotent-replayed']).toBe('true')
+    expect(first.body).toBe('{"zebra":1,"id":"x","nested":{"longer_key":true,"b":[3,1],"a":null},"aa":"é"}')
+    expect(again.body).toBe(first.body)
+    expect(again.headers['content-type']).toBe(first.headers['content-type'])
+
+    // A key table made by an earlier release (response jsonb) is upgraded by ensureIdempotencyTable.
+    await db.execute('ALTER TABLE {{tables.tidepool_idempotency}} ALTER COLUMN response TYPE jsonb USING response::jsonb')
+    await ensureIdempotencyTable(db)
+    expect(await db.fetchVal("SELECT data_type FROM information_schema.columns WHERE table_schema = 'shop' AND table_name = 'tidepool_idempotency' AND column_name = 'response'")).toBe('text')
+    const old = await post('/unsorted', 'k-4', {})
+    expect(old.statusCode).toBe(200) // the row kept across the upgrade
+    const fresh = [await post('/unsorted', 'k-5', {}), await post('/unsorted', 'k-5', {})]
+    expect(fresh[1]!.body).toBe(fresh[0]!.body)
+    expect(fresh[1]!.body).toBe(first.body)
   })
 })

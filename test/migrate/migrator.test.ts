@@ -260,6 +260,17 @@ describe('bad input is refused before anything is applied', () => {
   it('a malformed template, in a later file', () =>
     refused({ '2_tpl.sql': 'SELECT 1;\nCREATE TABLE {{table.users}} (id int);' }, 'bad_template', /2_tpl\.sql statement 2 \(line 2\): unknown template \{\{table\.users\}\}/, 'template'))
 
+  it('a template with a `;` inside is refused whole: no schema, no history table, the file named', async () => {
+    await refused(
+      { '2_semicolon.sql': 'SELECT 1;\nCREATE TABLE {{tables.users; DROP TABLE x}} (id int);' },
+      'bad_semicolon',
+      /2_semicolon\.sql line 2: template \{\{tables\.users; DROP TABLE x\}\}: table "users; DROP TABLE x" is not a safe SQL identifier.*; nothing was applied/,
+      'template',
+    )
+    const history = await testDb.admin("SELECT to_regclass('bad_semicolon.tidepool_migrations') IS NULL AS absent")
+    expect(history.rows[0].absent).toBe(true)
+  })
+
   it('a folder that does not exist or is a file', async () => {
     const missing = join(migrationsFolder().path, 'nope')
     await expect(migrate(db('bad_folder'), missing)).rejects.toThrow(`migrations folder ${missing} does not exist`)

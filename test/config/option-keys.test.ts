@@ -1,0 +1,118 @@
+// Every options object of the public API refuses an unknown key with a ConfigError that names it
+// (ConfigError.key set) and suggests the key it was probably meant to be; NaN and Infinity are
+// named in messages, not shown as "null".
+import Fastify from 'fastify'
+import type { Redis } from 'ioredis'
+import { afterAll, describe, expect, it } from 'vitest'
+import { storedIdempotency, tidepool } from '../../src/fastify/index.js'
+import {
+  acquireRedisLock,
+  ConfigError,
+  createCache,
+  createCluster,
+  createDashboard,
+  createPool,
+  Database,
+  ensureIdempotencyTable,
+  listTenants,
+  startIdempotencySweeper,
+  forUpdate,
+  idempotent,
+  idempotentRequest,
+  migrate,
+  migrateTenants,
+  Migrator,
+  Observer,
+  provisionTenant,
+  resolveConfig,
+  skipLocked,
+  tryAdvisoryLock,
+  withAdvisoryLock,
+} from '../../src/index.js'
+import { createTestDatabase, startCluster } from '../../src/testing/index.js'
+import { useDatabase } from '../helpers/fixtures.js'
+import { migrationsFolder } from '../helpers/migrations.js'
+
+const testDb = await useDatabase()
+const pool = await createPool({ url: testDb.url, size: 2 })
+const db = new Database(pool)
+afterAll(() => pool.close())
+
+async function refusal(what: string, call: () => unknown): Promise<ConfigError> {
+  let thrown: unknown
+  try {
+    await call()
+  } catch (err) {
+    thrown = err
+  }
+  if (!(thrown instanceof ConfigError)) throw new Error(`${what}: expected a ConfigError, got ${String(thrown)}`)
+  return thrown
+}
+
+describe('unknown option keys are ConfigErrors everywhere', () => {
+  const cases: [string, string, () => unknown][] = [
+    ['createCache', 'ttl', () => createCache({ ttl: 1000 } as never)],
+    ['new Observer', 'slowQueryMS', () => new Observer({ slowQueryMS: 100 } as never)],
+    ['new Migrator', 'modul', () => new Migrator(db, { path: '.', modul: 'x' } as never)],
+    ['migrate', 'lockTimeout', () => migrate(db, migrationsFolder({ '1_a.sql': 'SELECT 1' }).path, { lockTimeout: 5 } as never)],
+    ['provisionTenant', 'prefx', () => provisionTenant(pool, 'acme', '.', { prefx: 't_' } as never)],
+    ['migrateTenants', 'concurency', () => migrateTenants(pool, '.', { concurency: 2 } as never)],
+    ['createDashboard', 'interval', () => createDashboard({ snapshot: () => new Observer().snapshot(), interval: 5 } as never)],
+    ['idempotent', 'ttl', () => idempotent(db, 'k1', async () => 1, { ttl: 5 } as never)],
+    ['idempotentRequest', 'headers', () => idempotentRequest(db, { method: 'POST', url: '/', headers: { 'idempotency-key': 'k' } }, async () => ({ statusCode: 200, body: 1 }), { headers: 'x' } as never)],
+    ['storedIdempotency', 'wait', () => storedIdempotency(db, { wait: 5 } as never)],
+    ['ensureIdempotencyTable', 'name', () => ensureIdempotencyTable(db, { name: 'x' } as never)],
+    ['startIdempotencySweeper', 'interval', () => startIdempotencySweeper(db, { interval: 5 } as never)],
+    ['listTenants', 'prefx', () => listTenants(pool, { prefx: 't_' } as never)],
+    ['withAdvisoryLock', 'timeout', () => withAdvisoryLock(db, 'k', async () => 1, { timeout: 5 } as never)],
+    ['tryAdvisoryLock', 'share', () => tryAdvisoryLock(db, 'k', async () => 1, { share: true } as never)],
+    ['forUpdate', 'noWait', () => db.transaction((tx) => forUpdate(tx, 'pg_class', [1], { noWait: true } as never))],
+    ['skipLocked', 'limits', () => db.transaction((tx) => skipLocked(tx, 'pg_class', { limits: 2 } as never))],
+    // Refused before the client is used, so no server is needed for this one.
+    ['acquireRedisLock', 'ttl', () => acquireRedisLock({} as Redis, 'r', { ttl: 5 } as never)],
+    ['createTestDatabase', 'templ', () => createTestDatabase(testDb.url, { templ: 'x' } as never)],
+    ['startCluster', 'replica', () => startCluster({ replica: 1 } as never)],
+    ['new Database', 'schem', () => new Database(pool, { schem: 'app' } as never)],
+    ['Database.connect', 'logParam', () => Database.connect({ url: testDb.url }, { logParam: true } as never)],
+    ['createPool', 'maxOverflw', () => createPool({ url: testDb.url, maxOverflw: 3 } as never)],
+    ['createCluster', 'replica', () => createCluster({ primary: testDb.url, replica: [] } as never)],
+  ]
+  for (const [what, key, call] of cases) {
+    it(`${what}({ ${key}: … })`, async () => {
+      const err = await refusal(what, call)
+      expect(err.key).toBe(key)
+      expect(err.message).toContain(`unknown key ${key}`)
+    })
+  }
+
+  it('the message suggests the key meant: createCache({ ttl }) → ttlMs', async () => {
+    const err = await refusal('createCache', () => createCache({ ttl: 1000 } as never))
+    expect(err.message).toMatch(/unknown key ttl \(did you mean ttlMs\?\)/)
+    const nested = await refusal('ssl', () => resolveConfig({ url: testDb.url, ssl: { mode: 'require', kee: 'x' } } as never))
+    expect(nested.key).toBe('ssl.kee')
+  })
+
+  it('the Fastify plugin refuses an unknown option at register time', async () => {
+    const app = Fastify()
+    const err = await refusal('tidepool plugin', async () => {
+      await app.register(tidepool, { database: db, closePools: false, retryAfter: 2 } as never)
+      await app.ready()
+    })
+    expect(err.key).toBe('retryAfter')
+    expect(err.message).toContain('did you mean retryAfterSeconds?')
+    await app.close().catch(() => {})
+  })
+
+  it('NaN and Infinity are named, not shown as null', async () => {
+    const size = await refusal('size NaN', () => resolveConfig({ url: testDb.url, size: Number.NaN }))
+    expect(size.message).toContain('got NaN')
+    expect(size.message).not.toContain('null')
+    const timeout = await refusal('acquireTimeoutMs Infinity', () => resolveConfig({ url: testDb.url, acquireTimeoutMs: Number.POSITIVE_INFINITY }))
+    expect(timeout.message).toContain('got Infinity')
+    const cluster = await refusal('maxLagMs NaN', () => createCluster({ primary: testDb.url, maxLagMs: Number.NaN }))
+    expect(cluster.message).toContain('NaN')
+    expect(cluster.key).toBe('maxLagMs')
+    const cache = await refusal('cache ttlMs NaN', () => createCache({ ttlMs: Number.NaN }))
+    expect(cache.message).toContain('NaN')
+  })
+})
