@@ -171,6 +171,23 @@ export class ConnectionScope extends Queryable {
   end(how: string): void {
     this.ended = how
   }
+
+  /** @internal Whether statements may still run here (the callback has not returned). */
+  get open(): boolean {
+    return this.ended === undefined
+  }
+
+  /** @internal SQL already rendered by a Database on the same pool that joined this scope (ambient.ts). */
+  runJoined(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
+    return this.runRendered(sql, params, options, rowMode, probe)
+  }
+
+  /** @internal This held connection seen by another Database (its schema), once BEGIN has been sent. */
+  async joinedScope(ctx: DbContext): Promise<ConnectionScope> {
+    this.assertOpen()
+    await this.ready()
+    return new ConnectionScope(ctx, this.conn)
+  }
 }
 
 export class Transaction extends ConnectionScope {
@@ -264,11 +281,16 @@ export class Transaction extends ConnectionScope {
   }
 
   /** A nested transaction: a savepoint, released on return and rolled back to on throw. */
-  override async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+  override transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    return this.savepoint(this.ctx, fn)
+  }
+
+  /** @internal A savepoint whose Transaction renders for `ctx` (a joining Database's schema). */
+  async savepoint<T>(ctx: DbContext, fn: (tx: Transaction) => Promise<T>): Promise<T> {
     this.assertOpen()
     const name = `tp_sp_${this.depth + 1}_${++this.savepointSeq}`
     await this.runHere(`SAVEPOINT ${name}`, undefined, undefined)
-    const inner = new Transaction(this.ctx, this.conn, this.depth + 1)
+    const inner = new Transaction(ctx, this.conn, this.depth + 1)
     try {
       const value = await fn(inner)
       await runOn(this.conn, `RELEASE SAVEPOINT ${name}`, undefined, undefined)
