@@ -212,6 +212,8 @@ export class Transaction extends ConnectionScope {
   }
 
   protected override async runHere(sql: string, params: Params | undefined, options: QueryOptions | undefined, extras?: RunExtras): Promise<SessionResult> {
+    // BEGIN with SET LOCAL guards (behind PgBouncer) is several statements: no extended-protocol prelude.
+    if (this.begin?.includes(';') && ((params !== undefined && params.length > 0) || options?.prepare === true)) await this.ready()
     while (this.beginning) await this.beginning.catch(() => {})
     if (this.beginError) throw new TransactionError(`the transaction could not begin: ${this.beginError.message}`, { cause: this.beginError })
     const begin = this.begin
@@ -320,7 +322,7 @@ export async function runTransactionOn<T>(
   if (conn.transactionStatus() !== 'I') {
     throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
   }
-  const tx = new Transaction(ctx, conn, 0, beginStatement(options))
+  const tx = new Transaction(ctx, conn, 0, beginStatement(options, ctx.pool.config))
   let value: T
   try {
     value = await fn(tx)

@@ -32,6 +32,14 @@ export interface MigratorOptions {
   allowOutOfOrder?: boolean
   /** Live progress: waiting for the lock, each migration started and applied. */
   onProgress?: (event: MigrationProgress) => void
+  /**
+   * statement_timeout and lock_timeout of the migrating session while it applies files (default 0
+   * and 0, i.e. off: building an index or backfilling a column may take an hour, and DDL waits for
+   * its locks). The pool's guard rails come back (RESET) before the connection returns to the
+   * pool. A number sets that value (e.g. `lockTimeoutMs: 5000` so a migration fails rather than
+   * queue every query behind its ACCESS EXCLUSIVE lock); null keeps the pool's setting.
+   */
+  serverTimeouts?: { statementTimeoutMs?: number | null; lockTimeoutMs?: number | null }
 }
 
 export type MigrationProgress =
@@ -163,7 +171,9 @@ export class Migrator {
       if (lockWaitMs === undefined) {
         throw new MigrationLockError(this.module, this.schema, this.lockTimeoutMs, await lockHolder(conn, key).catch(() => undefined))
       }
+      let lifted: string[] = []
       try {
+        lifted = await this.liftTimeouts(conn)
         // Read again under the lock: whatever another runner applied meanwhile is seen.
         const history = await readHistory(conn, this.module)
         const pending = this.pendingAfterChecks(prepared, history, false)
@@ -176,9 +186,29 @@ export class Migrator {
         }
         return result(history.length, applied, lockWaitMs)
       } finally {
+        if (lifted.length > 0) {
+          // Back to the session's values from the startup packet (the pool's guard rails).
+          await conn.execute(lifted.map((name) => `RESET ${name}`).join('; ')).catch(() => conn.retire())
+        }
         await releaseLock(conn, key)
       }
     })
+  }
+
+  /** Set this session's migration timeouts; returns the settings changed. */
+  private async liftTimeouts(conn: ConnectionScope): Promise<string[]> {
+    const wanted = this.options.serverTimeouts
+    const settings: [string, number | null][] = [
+      ['statement_timeout', wanted?.statementTimeoutMs === undefined ? 0 : wanted.statementTimeoutMs],
+      ['lock_timeout', wanted?.lockTimeoutMs === undefined ? 0 : wanted.lockTimeoutMs],
+    ]
+    const changed = settings.filter((s): s is [string, number] => s[1] !== null)
+    if (changed.length === 0) return []
+    for (const [, ms] of changed) {
+      if (!Number.isInteger(ms) || ms < 0) throw new MigrationError(`serverTimeouts: timeouts must be whole numbers of ms ≥ 0 or null (got ${ms})`)
+    }
+    await conn.fetchAll(changed.map(([name, ms]) => `SELECT set_config('${name}', '${ms}', false)`).join('; '))
+    return changed.map(([name]) => name)
   }
 
   /** What `up()` would apply, rendered for this schema; changes nothing (a dry run). */
