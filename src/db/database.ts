@@ -9,6 +9,7 @@ import type { SessionResult } from '../pool/session.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
 import { joinedSavepoint, joinedTransaction, outsideAmbient, withAmbient } from './ambient.js'
+import type { ExecuteManyOptions } from './batch.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
@@ -146,6 +147,20 @@ export class Database extends Queryable {
       }
       await backoffBeforeRetry(this.ctx, attempt, failure, options)
     }
+  }
+
+  /**
+   * Run `sql` once per set of values: `executeMany('INSERT … VALUES ($1, $2)', [[1, 'a'], [2, 'b']])`.
+   * The statement is parsed once and each batch (`batchSize` sets, default 1000) goes in one
+   * socket write and one round trip on the default driver. All or nothing: one batch runs as one
+   * implicit transaction, several in a transaction of their own, and inside a transaction (joined
+   * or on `tx`) in that one. Returns the total row count. A failure is a QueryError naming the
+   * set that failed (its position, never its values).
+   */
+  executeMany(sql: string, sets: readonly Params[], options?: ExecuteManyOptions): Promise<number> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return this.onJoined(joined, (scope) => scope.executeMany(sql, sets, options))
+    return this.withConnection((scope) => scope.executeMany(sql, sets, options))
   }
 
   /** Stream the rows of a query through a cursor: memory stays bounded by one batch. */

@@ -9,6 +9,14 @@ import type { QueryEndEvent, QueryHooks, QueryStartEvent } from './hooks.js'
 export type Params = readonly unknown[]
 export type Row = Record<string, unknown>
 
+/** What the server said a statement did: its command tag (`INSERT 0 3`, `UPDATE 2`), parsed. */
+export interface CommandTag {
+  /** The tag's first word: `INSERT`, `UPDATE`, `DELETE`, `SELECT`, `MERGE`, `COPY`, `CREATE`, … */
+  command: string
+  /** Rows affected or returned; null for commands without a count (CREATE TABLE, SET, …). */
+  rowCount: number | null
+}
+
 /** Where a statement ran; filled in only when someone listens to query events. */
 export interface RunProbe {
   node?: string
@@ -58,6 +66,15 @@ export abstract class Queryable {
   /** Run a statement for its effect; returns the number of rows it affected. */
   async execute(sql: string, params?: Params, options?: QueryOptions): Promise<number> {
     return (await this.exec(sql, params, options, undefined)).rowCount ?? 0
+  }
+
+  /**
+   * Run a statement for its effect; returns its command tag, `{ command, rowCount }`: tells an
+   * UPDATE that matched nothing (0) from a command that has no count (null).
+   */
+  async executeTag(sql: string, params?: Params, options?: QueryOptions): Promise<CommandTag> {
+    const res = await this.exec(sql, params, options, undefined)
+    return { command: res.command, rowCount: res.rowCount }
   }
 
   protected exec(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {

@@ -8,6 +8,7 @@ import type { PooledConnection } from '../pool/connection.js'
 import type { SessionResult } from '../pool/session.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import type { TemplateCache } from '../sql/template.js'
+import { batchesOf, pipelinesBatches, runBatchOn, type ExecuteManyOptions } from './batch.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions, type RunExtras } from './execute.js'
 import type { QueryHooks } from './hooks.js'
@@ -148,6 +149,29 @@ export class ConnectionScope extends Queryable {
   private async *copyRendered(sql: string): AsyncGenerator<Buffer> {
     await this.ready()
     yield* copyChunksOut(this.conn, sql)
+  }
+
+  /**
+   * Run `sql` once per set of values, batched (see Database.executeMany): all or nothing. Outside
+   * a transaction a single pipelined batch is one implicit transaction; anything else runs in a
+   * transaction of its own. Returns the total row count.
+   */
+  async executeMany(sql: string, sets: readonly Params[], options?: ExecuteManyOptions): Promise<number> {
+    this.assertOpen()
+    const rendered = this.render(sql)
+    const batches = batchesOf(sets, options)
+    if (batches.length === 0) return 0
+    await this.ready()
+    if (this.conn.transactionStatus() === 'I' && (batches.length > 1 || !pipelinesBatches(this.conn))) {
+      return this.transaction((tx) => tx.executeMany(sql, sets, options))
+    }
+    let rows = 0
+    let offset = 0
+    for (const batch of batches) {
+      rows += await runBatchOn(this.conn, rendered, batch, offset, sets.length)
+      offset += batch.length
+    }
+    return rows
   }
 
   /** Run fn in a transaction on this held connection (retried on serialization failure). */

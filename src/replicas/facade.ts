@@ -8,7 +8,8 @@ import type { Logger } from '../config/logger.js'
 import { Database, copyChunksOut, cursorRows, type ConnectionScope, type QueryEvents, type StreamOptions, type Transaction } from '../db/index.js'
 import type { QueryHooks } from '../db/hooks.js'
 import { joinedTransaction } from '../db/ambient.js'
-import { Queryable, type Params, type Row, type RunProbe } from '../db/queryable.js'
+import type { ExecuteManyOptions } from '../db/batch.js'
+import { Queryable, type CommandTag, type Params, type Row, type RunProbe } from '../db/queryable.js'
 import type { QueryResult } from '../db/execute.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
@@ -91,6 +92,9 @@ export class ClusterDatabase extends Queryable {
   override execute(sql: string, params?: Params, options?: ClusterQueryOptions): Promise<number> {
     return super.execute(sql, params, options)
   }
+  override executeTag(sql: string, params?: Params, options?: ClusterQueryOptions): Promise<CommandTag> {
+    return super.executeTag(sql, params, options)
+  }
 
   /**
    * A transaction on one node: the primary (writes; in a session its commit LSN becomes the
@@ -130,6 +134,12 @@ export class ClusterDatabase extends Queryable {
   async *copyTo(sql: string, options?: ReadOptions & { signal?: AbortSignal }): AsyncGenerator<Buffer> {
     const rendered = this.render(sql)
     yield* this.onHeldReplica(rendered, options, (conn) => copyChunksOut(conn, rendered), () => this.primaryDb.copyTo(sql))
+  }
+
+  /** Run a statement once per set of values, batched (see Database.executeMany): always on the primary. */
+  executeMany(sql: string, sets: readonly Params[], options?: ExecuteManyOptions): Promise<number> {
+    if (this.joinsPrimary()) return this.primaryDb.executeMany(sql, sets, options)
+    return this.router.primaryPath.hold(this.primaryDb, (scope) => scope.executeMany(sql, sets, options), undefined)
   }
 
   /** COPY rows into a table: always on the primary. */
