@@ -481,6 +481,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     statementCacheSize: pick('statementCacheSize'),
     keepAlive: pick('keepAlive', fromUrl.keepAlive),
     keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs', fromUrl.keepAliveInitialDelayMs),
+    warnOnSecondPool: pick('warnOnSecondPool'),
   }
 
   if (config.pooler === 'pgbouncer-transaction') applyPoolerLimits(config)

@@ -112,6 +112,7 @@ export const configInputSchema = z
     statementCacheSize: count('statementCacheSize', 0).optional(),
     keepAlive: z.boolean().optional(),
     keepAliveInitialDelayMs: nonNegMs('keepAliveInitialDelayMs').optional(),
+    warnOnSecondPool: z.boolean({ error: 'warnOnSecondPool must be true or false' }).optional(),
   })
   .strict()
 
@@ -178,6 +179,8 @@ export interface DatabaseConfig {
   statementCacheSize: number
   keepAlive: boolean
   keepAliveInitialDelayMs: number
+  /** Warn when createPool opens a second pool to this server, database and user in the process. */
+  warnOnSecondPool: boolean
 }
 
 type Tunables = Omit<DatabaseConfig, 'name' | 'hosts' | 'targetSessionAttrs' | 'database' | 'user' | 'password' | 'ssl' | 'pgbouncerAdminUrl'>
@@ -215,6 +218,7 @@ export const DEFAULTS: Tunables = {
   statementCacheSize: 100,
   keepAlive: true,
   keepAliveInitialDelayMs: 30_000,
+  warnOnSecondPool: true,
 }
 
 /**

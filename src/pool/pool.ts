@@ -19,6 +19,7 @@ import { EventHub } from './events.js'
 import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
+import { noteNewPool } from './second-pool.js'
 
 export type PoolState = 'open' | 'closing' | 'closed'
 
@@ -812,6 +813,7 @@ function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
 /** Create a pool and open its first connections, failing fast with ConnectError if unreachable. */
 export async function createPool(source?: ConfigSource | PoolOptions, options?: { logger?: Logger; warmup?: boolean }): Promise<Pool> {
   const pool = new Pool(source, options)
+  noteNewPool(pool)
   if (options?.warmup === false) return pool
   try {
     await pool.warmup()
