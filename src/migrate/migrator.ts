@@ -15,7 +15,7 @@ import {
   type FailedStatement,
 } from './errors.js'
 import { loadMigrationFiles, type MigrationFile } from './files.js'
-import { acquireLock, ensureTrackingTable, lockHolder, migrationLockKey, readHistory, recordApplied, releaseLock, type AppliedRecord } from './history.js'
+import { acquireLock, ensureTrackingTable, forgetApplied, lockHolder, migrationLockKey, readHistory, recordApplied, releaseLock, type AppliedRecord } from './history.js'
 import { lineAt } from './split.js'
 
 export interface MigratorOptions {
@@ -209,6 +209,32 @@ export class Migrator {
     }
     await conn.fetchAll(changed.map(([name, ms]) => `SELECT set_config('${name}', '${ms}', false)`).join('; '))
     return changed.map(([name]) => name)
+  }
+
+  /** The record of an applied `version` of this module, if there is one. */
+  async applied(version: number): Promise<AppliedRecord | undefined> {
+    return (await readHistory(this.db, this.module)).find((r) => r.version === version)
+  }
+
+  /**
+   * Delete the record of applied migration `version` (under the module's lock, so never in the
+   * middle of a run): the next `up()` applies that file again. What the migration changed stays.
+   * Returns the deleted record, or undefined when the version was not recorded.
+   */
+  async forget(version: number): Promise<AppliedRecord | undefined> {
+    const key = migrationLockKey(this.module, this.schema)
+    return this.db.withConnection(async (conn) => {
+      const waited = await acquireLock(conn, key, this.lockTimeoutMs, async () => {
+        const holder = await lockHolder(conn, key).catch(() => undefined)
+        this.emit({ type: 'lock-wait', module: this.module, schema: this.schema, holderPid: holder?.pid })
+      })
+      if (waited === undefined) throw new MigrationLockError(this.module, this.schema, this.lockTimeoutMs, await lockHolder(conn, key).catch(() => undefined))
+      try {
+        return await forgetApplied(conn, this.module, version)
+      } finally {
+        await releaseLock(conn, key)
+      }
+    })
   }
 
   /** What `up()` would apply, rendered for this schema; changes nothing (a dry run). */
