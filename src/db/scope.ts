@@ -8,6 +8,7 @@ import type { PooledConnection } from '../pool/connection.js'
 import type { SessionResult } from '../pool/session.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import type { TemplateCache } from '../sql/template.js'
+import { withAmbient } from './ambient.js'
 import { batchesOf, pipelinesBatches, runBatchOn, type ExecuteManyOptions } from './batch.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions, type RunExtras } from './execute.js'
@@ -181,7 +182,7 @@ export class ConnectionScope extends Queryable {
     for (let attempt = 0; ; attempt++) {
       const after: (() => Promise<void>)[] = []
       try {
-        return await runTransactionOn(this.ctx, this.conn, fn, options, after)
+        return await runTransactionOn(this.ctx, this.conn, (tx) => withAmbient(this.ctx.pool, tx, () => fn(tx)), options, after)
       } catch (err) {
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
         await backoffBeforeRetry(this.ctx, attempt, err, options)

@@ -217,3 +217,18 @@ describe('through the other layers', () => {
     await cache.close()
   })
 })
+
+describe('a transaction on a held connection', () => {
+  it('is joined too: db calls inside conn.transaction run in it', async () => {
+    await db
+      .withConnection((conn) =>
+        conn.transaction(async () => {
+          await db.execute("INSERT INTO {{tables.notes}} (body) VALUES ('held')")
+          expect(await db.fetchVal('SELECT pg_backend_pid()')).toBe(conn.pid)
+          throw new Error('undo')
+        }),
+      )
+      .catch(() => {})
+    expect(await count()).toBe(0)
+  })
+})
