@@ -140,6 +140,12 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
     expect(await gdb.transaction((tx) => tx.fetchVal("SELECT current_setting('statement_timeout') || $1", ['!']))).toBe('1min!')
     // A server session outside a transaction keeps its own settings: nothing leaked to other clients.
     expect(await gdb.fetchVal('SHOW statement_timeout')).toBe('0')
+    // executeMany over several batches: a transaction whose BEGIN carries the guards, then the batches.
+    await gdb.execute(`CREATE TABLE IF NOT EXISTS batch_${driver} (id int PRIMARY KEY)`)
+    expect(await gdb.executeMany(`INSERT INTO batch_${driver} (id) VALUES ($1)`, Array.from({ length: 120 }, (_, i) => [i]), { batchSize: 50 })).toBe(120)
+    const failed = await gdb.executeMany(`INSERT INTO batch_${driver} (id) VALUES ($1)`, [[1000], [1]], { batchSize: 1 }).catch((e: unknown) => e)
+    expect(failed).toMatchObject({ sqlstate: '23505' })
+    expect(await gdb.fetchVal(`SELECT count(*)::int FROM batch_${driver}`)).toBe(120)
     const tuned = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, statementTimeoutMs: 0, lockTimeoutMs: null, jit: null }, { logger: recordingLogger() })
     pools.push(tuned)
     expect(await new Database(tuned).transaction((tx) => tx.fetchOne(show))).toMatchObject({ st: '0', lt: '0', idle: '1min' })
