@@ -37,9 +37,13 @@ function joinedFrame(pool: Pool): Frame | undefined {
   return undefined
 }
 
-/** Whether this async context is inside any open transaction (of any pool). */
+/** Whether calls made here would join an open transaction (of any pool). */
 export function insideTransaction(): boolean {
-  for (let f = frames.getStore(); f !== undefined; f = f.parent) if (f.tx?.open) return true
+  let hidden: Set<Pool> | undefined
+  for (let f = frames.getStore(); f !== undefined; f = f.parent) {
+    if (f.tx === undefined) (hidden ??= new Set()).add(f.pool)
+    else if (f.tx.open && !hidden?.has(f.pool)) return true
+  }
   return false
 }
 

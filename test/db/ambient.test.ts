@@ -214,6 +214,7 @@ describe('through the other layers', () => {
       .catch((e: { rows: unknown }) => e.rows)
     expect(inside).toEqual([{ body: 'uncommitted' }])
     expect(await cache.query(db, 'SELECT body FROM {{tables.notes}}')).toEqual([])
+    expect(cache.stats().memory.entries).toBe(1) // the committed (empty) result only
     await cache.close()
   })
 })
