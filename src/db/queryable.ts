@@ -88,6 +88,24 @@ export abstract class Queryable {
     return this.observed(rendered, params, options, rowMode)
   }
 
+  /** One query event around work that is not one statement (executeMany's batches); `run` returns the row count. */
+  protected async observedWork(sql: string, node: string | undefined, run: () => Promise<number>): Promise<number> {
+    if (!this.hooks.active) return run()
+    const hub = this.hooks.hub
+    const start: QueryStartEvent = { sql, fingerprint: this.hooks.shape(sql), schema: this.schema, pool: this.poolName, inTransaction: this.inTransaction, params: undefined }
+    hub.emit('queryStart', start)
+    const t0 = performance.now()
+    try {
+      const rowCount = await run()
+      hub.emit('query', endEvent(start, undefined, performance.now() - t0, rowCount, undefined, node, undefined))
+      return rowCount
+    } catch (err) {
+      const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
+      hub.emit('query', endEvent(start, undefined, performance.now() - t0, 0, undefined, node, error))
+      throw err
+    }
+  }
+
   private async observed(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {
     const hub = this.hooks.hub
     const start: QueryStartEvent = {

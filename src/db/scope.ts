@@ -166,13 +166,15 @@ export class ConnectionScope extends Queryable {
     if (this.conn.transactionStatus() === 'I' && (batches.length > 1 || !pipelinesBatches(this.conn))) {
       return this.transaction((tx) => tx.executeMany(sql, sets, options))
     }
-    let rows = 0
-    let offset = 0
-    for (const batch of batches) {
-      rows += await runBatchOn(this.conn, rendered, batch, offset, sets.length)
-      offset += batch.length
-    }
-    return rows
+    return this.observedWork(rendered, this.conn.node, async () => {
+      let rows = 0
+      let offset = 0
+      for (const batch of batches) {
+        rows += await runBatchOn(this.conn, rendered, batch, offset, sets.length)
+        offset += batch.length
+      }
+      return rows
+    })
   }
 
   /** Run fn in a transaction on this held connection (retried on serialization failure). */

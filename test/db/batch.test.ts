@@ -21,8 +21,12 @@ describe.each(['tidepool', 'pg'] as const)('executeMany (driver %s)', (driver) =
   beforeEach(() => db.execute('TRUNCATE {{tables.items}}'))
   afterAll(() => pool.close())
 
-  it('inserts 1,000 sets and returns the total row count', async () => {
+  it('inserts 1,000 sets and returns the total row count (one query event)', async () => {
+    const events: { sql: string; rowCount: number }[] = []
+    const off = db.on('query', (e) => events.push({ sql: e.sql, rowCount: e.rowCount }))
     expect(await db.executeMany('INSERT INTO {{tables.items}} (id, name) VALUES ($1, $2)', rows(1_000))).toBe(1_000)
+    off()
+    expect(events).toEqual([{ sql: `INSERT INTO "batch_${driver}"."items" (id, name) VALUES ($1, $2)`, rowCount: 1_000 }])
     expect(await count()).toBe(1_000)
     expect(await db.executeMany('UPDATE {{tables.items}} SET name = $2 WHERE id <= $1', [[10, 'x'], [5, 'y']])).toBe(15)
     expect(await db.executeMany('DELETE FROM {{tables.items}} WHERE id = $1', [])).toBe(0)
