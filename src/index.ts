@@ -39,6 +39,8 @@ export {
   type TransactionOptions,
   type IsolationLevel,
   type StreamOptions,
+  type ExecuteManyOptions,
+  type CommandTag,
   type Params,
   type Row,
   safeJson,

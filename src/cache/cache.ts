@@ -12,6 +12,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from '../config/logger.js'
 import { printAs } from '../config/redact.js'
+import { detachedFromTransactions, insideTransaction } from '../db/ambient.js'
 import { safeJson, type Serializer } from '../db/codec.js'
 import { Database } from '../db/database.js'
 import type { Params, Row } from '../db/queryable.js'
@@ -114,7 +115,19 @@ export class Cache {
       return Promise.resolve(entry.value as T)
     }
     this.counters.memoryMisses++
+    if (insideTransaction()) return this.loadInTransaction(key, loader, options) as Promise<T>
     return this.miss(key, loader, options) as Promise<T>
+  }
+
+  /**
+   * A miss inside a transaction: the loader's queries join it (ambient.ts) and may read rows not
+   * yet committed, so the value goes to this caller only: not kept, not shared, not sent to Redis.
+   */
+  private async loadInTransaction(key: string, loader: Loader<unknown>, options: GetOptions | undefined): Promise<unknown> {
+    this.settings.check(key, options)
+    const text = this.serializer.encode(await loader({ key, lsn: undefined }))
+    this.counters.loads++
+    return deepFreeze(this.serializer.decode(text))
   }
 
   /**
@@ -204,8 +217,9 @@ export class Cache {
     if (this.closed || this.refreshing.has(key) || this.flights.has(key)) return
     this.refreshing.add(key)
     this.counters.refreshes++
+    // Started by a caller inside a transaction, the refresh still loads committed rows only.
     this.track(
-      this.fill(key, loader, options, true)
+      detachedFromTransactions(() => this.fill(key, loader, options, true))
         .catch((err: unknown) => this.refreshFailed(key, err))
         .finally(() => this.refreshing.delete(key)),
     )

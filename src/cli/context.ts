@@ -96,7 +96,8 @@ export async function withPool<T>(
   const config = resolveSettings(settings, io)
   const applicationName = config.applicationName === DEFAULTS.applicationName ? 'tidepool cli' : config.applicationName
   const connections = typeof size === 'function' ? size(settings) : size
-  const pool = await createPool({ ...settings.input, size: connections, maxOverflow: 0, minIdle: 0, applicationName, ...overrides }, { logger: cliLogger(io) })
+  // A command's own short-lived pool: run in-process next to an app's pool, that is meant.
+  const pool = await createPool({ ...settings.input, size: connections, maxOverflow: 0, minIdle: 0, applicationName, warnOnSecondPool: false, ...overrides }, { logger: cliLogger(io) })
   try {
     return await fn(pool, settings)
   } finally {

@@ -71,6 +71,8 @@ export interface RunOptions {
   cwd?: string
   /** Pretend stderr is a terminal (progress redraws in place). */
   isTTY?: boolean
+  /** What the user types at prompts, one answer a line (none: the input has ended). */
+  input?: string
 }
 
 export interface RunResult {
@@ -88,6 +90,11 @@ export async function run(argv: string[], options: RunOptions = {}): Promise<Run
     isTTY: options.isTTY ?? false,
     env: options.env ?? process.env,
     cwd: options.cwd ?? process.cwd(),
+  }
+  const answers = options.input === undefined ? [] : options.input.replace(/\n$/, '').split('\n')
+  io.ask = async (question) => {
+    captured.stderr += question
+    return answers.shift()
   }
   const code = await execute(argv, io)
   return { code, ...captured }

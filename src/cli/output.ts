@@ -19,6 +19,8 @@ export interface Io {
   isTTY: boolean
   env: NodeJS.ProcessEnv
   cwd: string
+  /** Ask a question (a confirmation) and read one line of answer; undefined when input has ended. */
+  ask?(question: string): Promise<string | undefined>
 }
 
 export const processIo: Io = {
@@ -33,6 +35,24 @@ export const processIo: Io = {
   get cwd() {
     return process.cwd()
   },
+  ask: (question) => askOnStdin(question),
+}
+
+/** The question on stderr (stdout stays the command's result), one line read from stdin. */
+async function askOnStdin(question: string): Promise<string | undefined> {
+  const { createInterface } = await import('node:readline')
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY === true })
+  return new Promise((resolve) => {
+    let answered = false
+    rl.once('close', () => {
+      if (!answered) resolve(undefined)
+    })
+    rl.question(question, (answer) => {
+      answered = true
+      rl.close()
+      resolve(answer)
+    })
+  })
 }
 
 const ios = new WeakMap<Command, Io>()

@@ -35,6 +35,13 @@ export interface ParsedUrl {
   connectTimeoutMs?: number
   targetSessionAttrs?: TargetSessionAttrs
   serverSettings?: Record<string, string>
+  /** From `options=-c statement_timeout=…` and friends: the dedicated options, not serverSettings. */
+  statementTimeoutMs?: number
+  lockTimeoutMs?: number
+  idleInTransactionTimeoutMs?: number
+  jit?: boolean
+  keepAlive?: boolean
+  keepAliveInitialDelayMs?: number
 }
 
 const URL_PATTERN = /^(postgres(?:ql)?):\/\/(?:([^@/?#]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/
@@ -53,6 +60,10 @@ const URL_PARAMS = [
   'dbname',
   'host',
   'port',
+  'keepalives',
+  'keepalives_idle',
+  'keepalives_interval',
+  'keepalives_count',
 ] as const
 
 function decode(part: string, what: string): string {
@@ -107,6 +118,46 @@ function parseOptions(text: string): Record<string, string> {
     settings[token.slice(0, eq).replace(/-/g, '_')] = token.slice(eq + 1)
   }
   return settings
+}
+
+const DURATION_UNITS: Record<string, number> = { us: 0.001, ms: 1, s: 1_000, min: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** A PostgreSQL duration setting (`5000`, `5s`, `1min`, `250 ms`; no unit = ms) in milliseconds. */
+function parseDurationMs(name: string, text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text)
+  const factor = m ? DURATION_UNITS[(m[2] || 'ms').toLowerCase()] : undefined
+  if (!m || factor === undefined) {
+    throw new ConfigError(`url: options ${name}=${JSON.stringify(text)} is not a duration (a number of ms, or with a unit: 500ms, 5s, 1min, 1h)`, { key: 'url' })
+  }
+  return Math.round(Number(m[1]) * factor)
+}
+
+/** PostgreSQL's boolean spellings. */
+function parseBool(name: string, text: string): boolean {
+  const t = text.trim().toLowerCase()
+  if (['on', 'true', 'yes', '1', 't', 'y'].includes(t)) return true
+  if (['off', 'false', 'no', '0', 'f', 'n'].includes(t)) return false
+  throw new ConfigError(`url: ${name} must be on or off (got ${JSON.stringify(text)})`, { key: 'url' })
+}
+
+/** Seconds as libpq takes them (keepalives_idle …): a whole number ≥ 0. */
+function parseSeconds(name: string, text: string): number {
+  if (!/^\d+$/.test(text.trim())) throw new ConfigError(`url: ${name} must be a whole number of seconds (got ${JSON.stringify(text)})`, { key: 'url' })
+  return Number(text.trim())
+}
+
+/** `options` settings that have a dedicated option go there; the rest stay server settings. */
+function takeDedicated(settings: Record<string, string>, out: ParsedUrl): Record<string, string> {
+  const rest: Record<string, string> = {}
+  for (const [name, value] of Object.entries(settings)) {
+    if (name === 'statement_timeout') out.statementTimeoutMs = parseDurationMs(name, value)
+    else if (name === 'lock_timeout') out.lockTimeoutMs = parseDurationMs(name, value)
+    else if (name === 'idle_in_transaction_session_timeout') out.idleInTransactionTimeoutMs = parseDurationMs(name, value)
+    else if (name === 'jit') out.jit = parseBool('options jit', value)
+    else if (name === 'application_name') out.applicationName = value
+    else rest[name] = value
+  }
+  return rest
 }
 
 /** Parse a postgres:// URL, including libpq's comma-separated multi-host form. */
@@ -175,7 +226,19 @@ export function parseDatabaseUrl(url: string): ParsedUrl {
         out.targetSessionAttrs = value as TargetSessionAttrs
         break
       case 'options':
-        out.serverSettings = { ...out.serverSettings, ...parseOptions(value) }
+        out.serverSettings = { ...out.serverSettings, ...takeDedicated(parseOptions(value), out) }
+        break
+      case 'keepalives':
+        out.keepAlive = parseBool('keepalives', value)
+        break
+      case 'keepalives_idle':
+        out.keepAliveInitialDelayMs = parseSeconds('keepalives_idle', value) * 1000
+        break
+      // Node sets only "keep-alive on" and the idle time before the first probe; the probe
+      // interval and count stay the operating system's (checked, then left to it: see README).
+      case 'keepalives_interval':
+      case 'keepalives_count':
+        parseSeconds(key, value)
         break
       case 'user':
         out.user = value
@@ -329,23 +392,20 @@ function resolveSsl(input: DatabaseConfigInput['ssl'], fromUrl: ParsedUrl['ssl']
 
 /**
  * PgBouncer passes only a few startup parameters (application_name, client_encoding, DateStyle,
- * TimeZone, …) and refuses the connection for others, so server-side timeouts cannot travel in
- * the startup packet through it. Given explicitly, that is an error saying where to set them;
- * from a preset, they are dropped (the preset is a starting point, not a demand).
+ * TimeZone, …) and refuses the connection for any other, `options` included (1.18 measured; with
+ * ignore_startup_parameters it accepts them and drops them). So behind it the guard rails
+ * (timeouts, jit) are not sent at startup: each transaction's BEGIN carries them as SET LOCAL
+ * (pool/connect.ts leaves them out, db/transaction.ts adds them). Other server settings have no
+ * such path: that is an error saying where to set them.
  */
-function applyPoolerLimits(config: DatabaseConfig, input: DatabaseConfigInput): void {
-  const given: string[] = (['statementTimeoutMs', 'lockTimeoutMs', 'idleInTransactionTimeoutMs'] as const).filter((k) => input[k] !== undefined)
-  if (Object.keys(config.serverSettings).length > 0) given.push('serverSettings')
-  if (given.length > 0) {
+function applyPoolerLimits(config: DatabaseConfig): void {
+  if (Object.keys(config.serverSettings).length > 0) {
     throw new ConfigError(
-      `${given.join(', ')} cannot be sent through PgBouncer (pooler: 'pgbouncer-transaction'): it refuses connections with startup parameters it does not know. ` +
-        "Set them on the role or database (ALTER ROLE app SET statement_timeout = '30s'), or per transaction with SET LOCAL",
-      { key: given[0]! },
+      "serverSettings cannot be sent through PgBouncer (pooler: 'pgbouncer-transaction'): it refuses connections with startup parameters it does not know. " +
+        "Set them on the role or database (ALTER ROLE app SET work_mem = '64MB'), or per transaction with SET LOCAL",
+      { key: 'serverSettings' },
     )
   }
-  config.statementTimeoutMs = undefined
-  config.lockTimeoutMs = undefined
-  config.idleInTransactionTimeoutMs = undefined
 }
 
 export type ConfigSource = string | DatabaseConfigInput | undefined
@@ -397,6 +457,9 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
   const pick = <K extends keyof typeof DEFAULTS>(key: K, fromSource?: (typeof DEFAULTS)[K]): (typeof DEFAULTS)[K] =>
     (input[key as keyof typeof input] as (typeof DEFAULTS)[K] | undefined) ?? fromSource ?? (preset[key] as (typeof DEFAULTS)[K] | undefined) ?? DEFAULTS[key]
 
+  const guard = <K extends 'statementTimeoutMs' | 'lockTimeoutMs' | 'idleInTransactionTimeoutMs' | 'jit'>(key: K, fromSource: (typeof DEFAULTS)[K]): (typeof DEFAULTS)[K] =>
+    input[key] === null ? undefined : pick(key, fromSource)
+
   const config: DatabaseConfig = {
     name: input.name ?? 'default',
     hosts,
@@ -422,9 +485,11 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     closeTimeoutMs: pick('closeTimeoutMs'),
     resetQuery: pick('resetQuery'),
     applicationName: input.applicationName ?? fromUrl.applicationName ?? env.PGAPPNAME ?? preset.applicationName ?? DEFAULTS.applicationName,
-    statementTimeoutMs: pick('statementTimeoutMs'),
-    lockTimeoutMs: pick('lockTimeoutMs'),
-    idleInTransactionTimeoutMs: pick('idleInTransactionTimeoutMs'),
+    // null (given) sends nothing; undefined falls through to the URL, the preset, the default.
+    statementTimeoutMs: guard('statementTimeoutMs', fromUrl.statementTimeoutMs),
+    lockTimeoutMs: guard('lockTimeoutMs', fromUrl.lockTimeoutMs),
+    idleInTransactionTimeoutMs: guard('idleInTransactionTimeoutMs', fromUrl.idleInTransactionTimeoutMs),
+    jit: guard('jit', fromUrl.jit),
     serverSettings: { ...preset.serverSettings, ...fromUrl.serverSettings, ...input.serverSettings },
     driver: pick('driver', envDriver as Driver | undefined),
     // Behind PgBouncer in transaction mode a named statement prepared in one transaction is gone
@@ -434,17 +499,18 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     pooler: pick('pooler'),
     pgbouncerAdminUrl: input.pgbouncerAdminUrl,
     statementCacheSize: pick('statementCacheSize'),
-    keepAlive: pick('keepAlive'),
-    keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs'),
+    keepAlive: pick('keepAlive', fromUrl.keepAlive),
+    keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs', fromUrl.keepAliveInitialDelayMs),
+    warnOnSecondPool: pick('warnOnSecondPool'),
   }
 
-  if (config.pooler === 'pgbouncer-transaction') applyPoolerLimits(config, input)
+  if (config.pooler === 'pgbouncer-transaction') applyPoolerLimits(config)
   if (config.minIdle > config.size) {
     throw new ConfigError(`minIdle (${config.minIdle}) must not exceed size (${config.size})`, { key: 'minIdle' })
   }
-  for (const reserved of ['application_name', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout']) {
+  for (const reserved of ['application_name', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'jit']) {
     if (reserved in config.serverSettings) {
-      throw new ConfigError(`serverSettings.${reserved}: use the dedicated option instead (applicationName, statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs)`, {
+      throw new ConfigError(`serverSettings.${reserved}: use the dedicated option instead (applicationName, statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs, jit)`, {
         key: `serverSettings.${reserved}`,
       })
     }

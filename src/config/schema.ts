@@ -95,9 +95,11 @@ export const configInputSchema = z
     resetQuery: z.string().optional(),
 
     applicationName: z.string().max(63, 'applicationName must be ≤ 63 characters').optional(),
-    statementTimeoutMs: nonNegMs('statementTimeoutMs').optional(),
-    lockTimeoutMs: nonNegMs('lockTimeoutMs').optional(),
-    idleInTransactionTimeoutMs: nonNegMs('idleInTransactionTimeoutMs').optional(),
+    // 0 turns the guard off for the session; null sends nothing (the role's or server's setting applies).
+    statementTimeoutMs: nonNegMs('statementTimeoutMs').nullable().optional(),
+    lockTimeoutMs: nonNegMs('lockTimeoutMs').nullable().optional(),
+    idleInTransactionTimeoutMs: nonNegMs('idleInTransactionTimeoutMs').nullable().optional(),
+    jit: z.boolean({ error: 'jit must be true, false or null' }).nullable().optional(),
     serverSettings: z.record(z.string().regex(/^[a-z_][a-z0-9_.]*$/i, 'serverSettings keys must be GUC names'), z.string()).optional(),
 
     driver: z.enum(DRIVERS, { error: `driver must be one of ${DRIVERS.join(', ')}` }).optional(),
@@ -110,6 +112,7 @@ export const configInputSchema = z
     statementCacheSize: count('statementCacheSize', 0).optional(),
     keepAlive: z.boolean().optional(),
     keepAliveInitialDelayMs: nonNegMs('keepAliveInitialDelayMs').optional(),
+    warnOnSecondPool: z.boolean({ error: 'warnOnSecondPool must be true or false' }).optional(),
   })
   .strict()
 
@@ -163,6 +166,8 @@ export interface DatabaseConfig {
   statementTimeoutMs: number | undefined
   lockTimeoutMs: number | undefined
   idleInTransactionTimeoutMs: number | undefined
+  /** Sent as the `jit` setting; undefined sends nothing. */
+  jit: boolean | undefined
   serverSettings: Record<string, string>
 
   driver: Driver
@@ -174,6 +179,8 @@ export interface DatabaseConfig {
   statementCacheSize: number
   keepAlive: boolean
   keepAliveInitialDelayMs: number
+  /** Warn when createPool opens a second pool to this server, database and user in the process. */
+  warnOnSecondPool: boolean
 }
 
 type Tunables = Omit<DatabaseConfig, 'name' | 'hosts' | 'targetSessionAttrs' | 'database' | 'user' | 'password' | 'ssl' | 'pgbouncerAdminUrl'>
@@ -197,9 +204,13 @@ export const DEFAULTS: Tunables = {
   closeTimeoutMs: 10_000,
   resetQuery: undefined,
   applicationName: 'tidepool',
-  statementTimeoutMs: undefined,
-  lockTimeoutMs: undefined,
-  idleInTransactionTimeoutMs: undefined,
+  // Guard rails (README, configuration reference): a runaway statement, a lock queue or a
+  // transaction left open cannot hold a connection and its locks for ever.
+  statementTimeoutMs: 60_000,
+  lockTimeoutMs: 10_000,
+  idleInTransactionTimeoutMs: 60_000,
+  // JIT compilation costs more than it saves on short OLTP statements.
+  jit: false,
   serverSettings: {},
   driver: 'tidepool',
   statementMode: 'named',
@@ -207,6 +218,7 @@ export const DEFAULTS: Tunables = {
   statementCacheSize: 100,
   keepAlive: true,
   keepAliveInitialDelayMs: 30_000,
+  warnOnSecondPool: true,
 }
 
 /**

@@ -10,6 +10,8 @@ import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
 import type { SessionResult } from '../pool/session.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
+import { joinedSavepoint, joinedTransaction, outsideAmbient, withAmbient } from './ambient.js'
+import type { ExecuteManyOptions } from './batch.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
@@ -32,7 +34,6 @@ export class Database extends Queryable {
   protected readonly templates: TemplateCache
   protected readonly hooks: QueryHooks
   protected readonly logParams: boolean
-  protected readonly inTransaction = false
   private readonly ctx: DbContext
   private ownsPool = false
 
@@ -64,6 +65,21 @@ export class Database extends Queryable {
     return this.pool.name
   }
 
+  /** Inside a transaction of this pool opened in the calling async context (its calls join it). */
+  protected get inTransaction(): boolean {
+    return joinedTransaction(this.pool) !== undefined
+  }
+
+  /**
+   * Run fn with its calls on this Database's pool outside any transaction open in the calling
+   * context: they take connections of their own and commit on their own (an audit row that must
+   * survive a rollback). With every connection held by that transaction (a pool of one) such a
+   * call waits for acquireTimeoutMs and fails with PoolTimeoutError.
+   */
+  outsideTransaction<T>(fn: () => Promise<T>): Promise<T> {
+    return outsideAmbient(this.pool, fn)
+  }
+
   get logger(): Logger {
     return this.pool.logger
   }
@@ -79,6 +95,8 @@ export class Database extends Queryable {
   }
 
   protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return joined.runJoined(sql, params, options, rowMode, probe)
     const budget = options?.timeoutMs
     const deadline = budget === undefined ? undefined : performance.now() + budget
     // One statement and straight back: a leak report names the statement rather than a stack.
@@ -99,6 +117,8 @@ export class Database extends Queryable {
 
   /** Hold one connection for several statements (temporary tables, session settings, …). */
   async withConnection<T>(fn: (conn: ConnectionScope) => Promise<T>, options?: { signal?: AbortSignal }): Promise<T> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return this.onJoined(joined, fn)
     const conn = await this.pool.acquire(options)
     const scope = new ConnectionScope(this.ctx, conn)
     try {
@@ -115,13 +135,15 @@ export class Database extends Queryable {
    * times (default 3) with backoff and jitter.
    */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    const savepoint = joinedSavepoint(this.pool, this.ctx, fn, options)
+    if (savepoint) return savepoint
     const retries = retryLimit(options)
     for (let attempt = 0; ; attempt++) {
       const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
       const after: (() => Promise<void>)[] = []
       let failure: unknown
       try {
-        return await runTransactionOn(this.ctx, conn, fn, options, after)
+        return await runTransactionOn(this.ctx, conn, (tx) => withAmbient(this.pool, tx, () => fn(tx)), options, after)
       } catch (err) {
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
         failure = err
@@ -134,8 +156,24 @@ export class Database extends Queryable {
     }
   }
 
+  /**
+   * Run `sql` once per set of values: `executeMany('INSERT … VALUES ($1, $2)', [[1, 'a'], [2, 'b']])`.
+   * The statement is parsed once and each batch (`batchSize` sets, default 1000) goes in one
+   * socket write and one round trip on the default driver. All or nothing: one batch runs as one
+   * implicit transaction, several in a transaction of their own, and inside a transaction (joined
+   * or on `tx`) in that one. Returns the total row count. A failure is a QueryError naming the
+   * set that failed (its position, never its values).
+   */
+  executeMany(sql: string, sets: readonly Params[], options?: ExecuteManyOptions): Promise<number> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return this.onJoined(joined, (scope) => scope.executeMany(sql, sets, options))
+    return this.withConnection((scope) => scope.executeMany(sql, sets, options))
+  }
+
   /** Stream the rows of a query through a cursor: memory stays bounded by one batch. */
   async *stream<R = Row>(sql: string, params?: Params, options?: StreamOptions): AsyncGenerator<R> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return yield* this.streamJoined(joined, (scope) => scope.stream<R>(sql, params, options))
     const rendered = this.render(sql)
     const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
     try {
@@ -150,6 +188,8 @@ export class Database extends Queryable {
    * Values follow the same conversions as parameters (Date, Buffer, arrays, JSON objects).
    */
   async copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return this.onJoined(joined, (scope) => scope.copyFrom(table, columns, rows))
     const { target, cols } = copyTarget(this.ctx, table, columns)
     const conn = await this.pool.acquire()
     try {
@@ -161,12 +201,33 @@ export class Database extends Queryable {
 
   /** Run `COPY … TO STDOUT …` and yield its output (text, CSV or binary, as the statement says). */
   async *copyTo(sql: string): AsyncGenerator<Buffer> {
+    const joined = joinedTransaction(this.pool)
+    if (joined) return yield* this.streamJoined(joined, (scope) => scope.copyTo(sql))
     const rendered = this.render(sql)
     const conn = await this.pool.acquire()
     try {
       yield* copyChunksOut(conn, rendered)
     } finally {
       this.pool.release(conn)
+    }
+  }
+
+  /** fn on the connection of the transaction this call joined, with this Database's schema. */
+  private async onJoined<T>(tx: Transaction, fn: (scope: ConnectionScope) => Promise<T>): Promise<T> {
+    const scope = await tx.joinedScope(this.ctx)
+    try {
+      return await fn(scope)
+    } finally {
+      scope.end('ended')
+    }
+  }
+
+  private async *streamJoined<T>(tx: Transaction, produce: (scope: ConnectionScope) => AsyncGenerator<T>): AsyncGenerator<T> {
+    const scope = await tx.joinedScope(this.ctx)
+    try {
+      yield* produce(scope)
+    } finally {
+      scope.end('ended')
     }
   }
 

@@ -67,6 +67,11 @@ export class PgBouncerAdmin {
         applicationName: 'tidepool-pgbouncer-admin',
         connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
         acquireTimeoutMs: 10_000,
+        // The console refuses startup parameters it does not know: no guard rails here.
+        statementTimeoutMs: null,
+        lockTimeoutMs: null,
+        idleInTransactionTimeoutMs: null,
+        jit: null,
       },
       options.logger ? { logger: options.logger } : {},
     )

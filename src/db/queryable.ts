@@ -11,6 +11,14 @@ import type { QueryEndEvent, QueryHooks, QueryStartEvent } from './hooks.js'
 export type Params = readonly unknown[]
 export type Row = Record<string, unknown>
 
+/** What the server said a statement did: its command tag (`INSERT 0 3`, `UPDATE 2`), parsed. */
+export interface CommandTag {
+  /** The tag's first word: `INSERT`, `UPDATE`, `DELETE`, `SELECT`, `MERGE`, `COPY`, `CREATE`, … */
+  command: string
+  /** Rows affected or returned; null for commands without a count (CREATE TABLE, SET, …). */
+  rowCount: number | null
+}
+
 /** Where a statement ran; filled in only when someone listens to query events. */
 export interface RunProbe {
   node?: string
@@ -62,6 +70,15 @@ export abstract class Queryable {
     return (await this.exec(sql, params, options, undefined)).rowCount ?? 0
   }
 
+  /**
+   * Run a statement for its effect; returns its command tag, `{ command, rowCount }`: tells an
+   * UPDATE that matched nothing (0) from a command that has no count (null).
+   */
+  async executeTag(sql: string, params?: Params, options?: QueryOptions): Promise<CommandTag> {
+    const res = await this.exec(sql, params, options, undefined)
+    return { command: res.command, rowCount: res.rowCount }
+  }
+
   protected exec(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {
     let rendered: string
     try {
@@ -71,6 +88,24 @@ export abstract class Queryable {
     }
     if (!this.hooks.active) return this.runRendered(rendered, params, options, rowMode, undefined)
     return this.observed(rendered, params, options, rowMode)
+  }
+
+  /** One query event around work that is not one statement (executeMany's batches); `run` returns the row count. */
+  protected async observedWork(sql: string, node: string | undefined, run: () => Promise<number>): Promise<number> {
+    if (!this.hooks.active) return run()
+    const hub = this.hooks.hub
+    const start: QueryStartEvent = { sql, fingerprint: this.hooks.shape(sql), schema: this.schema, pool: this.poolName, inTransaction: this.inTransaction, params: undefined }
+    hub.emit('queryStart', start)
+    const t0 = performance.now()
+    try {
+      const rowCount = await run()
+      hub.emit('query', endEvent(start, undefined, performance.now() - t0, rowCount, undefined, node, undefined))
+      return rowCount
+    } catch (err) {
+      const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
+      hub.emit('query', endEvent(start, undefined, performance.now() - t0, 0, undefined, node, error))
+      throw err
+    }
   }
 
   private async observed(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {

@@ -8,6 +8,8 @@ import type { PooledConnection } from '../pool/connection.js'
 import type { SessionResult } from '../pool/session.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import type { TemplateCache } from '../sql/template.js'
+import { withAmbient } from './ambient.js'
+import { batchesOf, pipelinesBatches, runBatchOn, type ExecuteManyOptions } from './batch.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions, type RunExtras } from './execute.js'
 import type { QueryHooks } from './hooks.js'
@@ -150,6 +152,31 @@ export class ConnectionScope extends Queryable {
     yield* copyChunksOut(this.conn, sql)
   }
 
+  /**
+   * Run `sql` once per set of values, batched (see Database.executeMany): all or nothing. Outside
+   * a transaction a single pipelined batch is one implicit transaction; anything else runs in a
+   * transaction of its own. Returns the total row count.
+   */
+  async executeMany(sql: string, sets: readonly Params[], options?: ExecuteManyOptions): Promise<number> {
+    this.assertOpen()
+    const rendered = this.render(sql)
+    const batches = batchesOf(sets, options)
+    if (batches.length === 0) return 0
+    await this.ready()
+    if (this.conn.transactionStatus() === 'I' && (batches.length > 1 || !pipelinesBatches(this.conn))) {
+      return this.transaction((tx) => tx.executeMany(sql, sets, options))
+    }
+    return this.observedWork(rendered, this.conn.node, async () => {
+      let rows = 0
+      let offset = 0
+      for (const batch of batches) {
+        rows += await runBatchOn(this.conn, rendered, batch, offset, sets.length)
+        offset += batch.length
+      }
+      return rows
+    })
+  }
+
   /** Run fn in a transaction on this held connection (retried on serialization failure). */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
     this.assertOpen()
@@ -157,7 +184,7 @@ export class ConnectionScope extends Queryable {
     for (let attempt = 0; ; attempt++) {
       const after: (() => Promise<void>)[] = []
       try {
-        return await runTransactionOn(this.ctx, this.conn, fn, options, after)
+        return await runTransactionOn(this.ctx, this.conn, (tx) => withAmbient(this.ctx.pool, tx, () => fn(tx)), options, after)
       } catch (err) {
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
         await backoffBeforeRetry(this.ctx, attempt, err, options)
@@ -170,6 +197,23 @@ export class ConnectionScope extends Queryable {
   /** @internal */
   end(how: string): void {
     this.ended = how
+  }
+
+  /** @internal Whether statements may still run here (the callback has not returned). */
+  get open(): boolean {
+    return this.ended === undefined
+  }
+
+  /** @internal SQL already rendered by a Database on the same pool that joined this scope (ambient.ts). */
+  runJoined(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
+    return this.runRendered(sql, params, options, rowMode, probe)
+  }
+
+  /** @internal This held connection seen by another Database (its schema), once BEGIN has been sent. */
+  async joinedScope(ctx: DbContext): Promise<ConnectionScope> {
+    this.assertOpen()
+    await this.ready()
+    return new ConnectionScope(ctx, this.conn)
   }
 }
 
@@ -195,6 +239,8 @@ export class Transaction extends ConnectionScope {
   }
 
   protected override async runHere(sql: string, params: Params | undefined, options: QueryOptions | undefined, extras?: RunExtras): Promise<SessionResult> {
+    // BEGIN with SET LOCAL guards (behind PgBouncer) is several statements: no extended-protocol prelude.
+    if (this.begin?.includes(';') && ((params !== undefined && params.length > 0) || options?.prepare === true)) await this.ready()
     while (this.beginning) await this.beginning.catch(() => {})
     if (this.beginError) throw new TransactionError(`the transaction could not begin: ${this.beginError.message}`, { cause: this.beginError })
     const begin = this.begin
@@ -264,11 +310,16 @@ export class Transaction extends ConnectionScope {
   }
 
   /** A nested transaction: a savepoint, released on return and rolled back to on throw. */
-  override async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+  override transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    return this.savepoint(this.ctx, fn)
+  }
+
+  /** @internal A savepoint whose Transaction renders for `ctx` (a joining Database's schema). */
+  async savepoint<T>(ctx: DbContext, fn: (tx: Transaction) => Promise<T>): Promise<T> {
     this.assertOpen()
     const name = `tp_sp_${this.depth + 1}_${++this.savepointSeq}`
     await this.runHere(`SAVEPOINT ${name}`, undefined, undefined)
-    const inner = new Transaction(this.ctx, this.conn, this.depth + 1)
+    const inner = new Transaction(ctx, this.conn, this.depth + 1)
     try {
       const value = await fn(inner)
       await runOn(this.conn, `RELEASE SAVEPOINT ${name}`, undefined, undefined)
@@ -298,7 +349,7 @@ export async function runTransactionOn<T>(
   if (conn.transactionStatus() !== 'I') {
     throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
   }
-  const tx = new Transaction(ctx, conn, 0, beginStatement(options))
+  const tx = new Transaction(ctx, conn, 0, beginStatement(options, ctx.pool.config))
   let value: T
   try {
     value = await fn(tx)

@@ -3,6 +3,8 @@
 // jitter, but never after a COMMIT whose outcome is unknown.
 import { ConnectionLostError, QueryError, TransactionError } from '../errors/index.js'
 import type { Logger } from '../config/logger.js'
+import type { DatabaseConfig } from '../config/schema.js'
+import { guardSettings } from '../pool/connect.js'
 
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
 const ISOLATION_LEVELS: readonly IsolationLevel[] = ['read committed', 'repeatable read', 'serializable']
@@ -29,8 +31,26 @@ export interface TransactionOptions {
   withCommit?: { sql: string; onRow: (row: Record<string, unknown> | undefined) => void }
 }
 
-export function beginStatement(options: TransactionOptions | undefined): string {
-  if (!options) return 'BEGIN'
+const pooledGuards = new WeakMap<DatabaseConfig, string>()
+
+/**
+ * Behind PgBouncer in transaction mode the guard rails cannot be startup parameters (it refuses
+ * them), so BEGIN carries them as SET LOCAL, in the same message: no extra round trip.
+ */
+function guardsAfterBegin(config: DatabaseConfig | undefined): string {
+  if (config?.pooler !== 'pgbouncer-transaction') return ''
+  let text = pooledGuards.get(config)
+  if (text === undefined) {
+    text = Object.entries(guardSettings(config))
+      .map(([name, value]) => `; SET LOCAL ${name} = ${value}`)
+      .join('')
+    pooledGuards.set(config, text)
+  }
+  return text
+}
+
+export function beginStatement(options: TransactionOptions | undefined, config?: DatabaseConfig): string {
+  if (!options) return 'BEGIN' + guardsAfterBegin(config)
   let sql = 'BEGIN'
   if (options.isolation !== undefined) {
     if (!ISOLATION_LEVELS.includes(options.isolation)) {
@@ -40,7 +60,7 @@ export function beginStatement(options: TransactionOptions | undefined): string 
   }
   if (options.readOnly !== undefined) sql += options.readOnly ? ' READ ONLY' : ' READ WRITE'
   if (options.deferrable !== undefined) sql += options.deferrable ? ' DEFERRABLE' : ' NOT DEFERRABLE'
-  return sql
+  return sql + guardsAfterBegin(config)
 }
 
 export function retryLimit(options: TransactionOptions | undefined): number {

@@ -83,6 +83,17 @@ export async function recordApplied(q: Queryable, module: string, file: Migratio
   )
 }
 
+/** Delete the module's record of `version`; returns the record, or undefined when there was none. */
+export async function forgetApplied(q: Queryable, module: string, version: number): Promise<AppliedRecord | undefined> {
+  if (!(await trackingTableExists(q))) return undefined
+  const row = await q.fetchOne<AppliedRecord>(
+    `DELETE FROM {{tables.${TRACKING_TABLE}}} WHERE module = $1 AND version = $2
+     RETURNING version, name, checksum, applied_at AS "appliedAt", duration_ms AS "durationMs", applied_by AS "appliedBy", client, transactional`,
+    [module, version],
+  )
+  return row ?? undefined
+}
+
 export interface LockHolder {
   pid: number
   application: string | null

@@ -16,7 +16,7 @@ import {
   type FailedStatement,
 } from './errors.js'
 import { loadMigrationFiles, type MigrationFile } from './files.js'
-import { acquireLock, ensureTrackingTable, lockHolder, migrationLockKey, readHistory, recordApplied, releaseLock, type AppliedRecord } from './history.js'
+import { acquireLock, ensureTrackingTable, forgetApplied, lockHolder, migrationLockKey, readHistory, recordApplied, releaseLock, type AppliedRecord } from './history.js'
 import { lineAt } from './split.js'
 
 /** Anything `{{…}}` in a file, whatever it contains (`;` included); rendering says whether it is valid. */
@@ -36,6 +36,14 @@ export interface MigratorOptions {
   allowOutOfOrder?: boolean
   /** Live progress: waiting for the lock, each migration started and applied. */
   onProgress?: (event: MigrationProgress) => void
+  /**
+   * statement_timeout and lock_timeout of the migrating session while it applies files (default 0
+   * and 0, i.e. off: building an index or backfilling a column may take an hour, and DDL waits for
+   * its locks). The pool's guard rails come back (RESET) before the connection returns to the
+   * pool. A number sets that value (e.g. `lockTimeoutMs: 5000` so a migration fails rather than
+   * queue every query behind its ACCESS EXCLUSIVE lock); null keeps the pool's setting.
+   */
+  serverTimeouts?: { statementTimeoutMs?: number | null; lockTimeoutMs?: number | null }
 }
 
 export const MIGRATOR_OPTION_KEYS = optionKeys<keyof MigratorOptions>({ path: true, module: true, lockTimeoutMs: true, allowOutOfOrder: true, onProgress: true })
@@ -170,7 +178,9 @@ export class Migrator {
       if (lockWaitMs === undefined) {
         throw new MigrationLockError(this.module, this.schema, this.lockTimeoutMs, await lockHolder(conn, key).catch(() => undefined))
       }
+      let lifted: string[] = []
       try {
+        lifted = await this.liftTimeouts(conn)
         // Read again under the lock: whatever another runner applied meanwhile is seen.
         const history = await readHistory(conn, this.module)
         const pending = this.pendingAfterChecks(prepared, history, false)
@@ -182,6 +192,52 @@ export class Migrator {
           this.emit({ type: 'applied', file: migration.file.name, version: migration.file.version, index: i + 1, total: pending.length, durationMs })
         }
         return result(history.length, applied, lockWaitMs)
+      } finally {
+        if (lifted.length > 0) {
+          // Back to the session's values from the startup packet (the pool's guard rails).
+          await conn.execute(lifted.map((name) => `RESET ${name}`).join('; ')).catch(() => conn.retire())
+        }
+        await releaseLock(conn, key)
+      }
+    })
+  }
+
+  /** Set this session's migration timeouts; returns the settings changed. */
+  private async liftTimeouts(conn: ConnectionScope): Promise<string[]> {
+    const wanted = this.options.serverTimeouts
+    const settings: [string, number | null][] = [
+      ['statement_timeout', wanted?.statementTimeoutMs === undefined ? 0 : wanted.statementTimeoutMs],
+      ['lock_timeout', wanted?.lockTimeoutMs === undefined ? 0 : wanted.lockTimeoutMs],
+    ]
+    const changed = settings.filter((s): s is [string, number] => s[1] !== null)
+    if (changed.length === 0) return []
+    for (const [, ms] of changed) {
+      if (!Number.isInteger(ms) || ms < 0) throw new MigrationError(`serverTimeouts: timeouts must be whole numbers of ms ≥ 0 or null (got ${ms})`)
+    }
+    await conn.fetchAll(changed.map(([name, ms]) => `SELECT set_config('${name}', '${ms}', false)`).join('; '))
+    return changed.map(([name]) => name)
+  }
+
+  /** The record of an applied `version` of this module, if there is one. */
+  async applied(version: number): Promise<AppliedRecord | undefined> {
+    return (await readHistory(this.db, this.module)).find((r) => r.version === version)
+  }
+
+  /**
+   * Delete the record of applied migration `version` (under the module's lock, so never in the
+   * middle of a run): the next `up()` applies that file again. What the migration changed stays.
+   * Returns the deleted record, or undefined when the version was not recorded.
+   */
+  async forget(version: number): Promise<AppliedRecord | undefined> {
+    const key = migrationLockKey(this.module, this.schema)
+    return this.db.withConnection(async (conn) => {
+      const waited = await acquireLock(conn, key, this.lockTimeoutMs, async () => {
+        const holder = await lockHolder(conn, key).catch(() => undefined)
+        this.emit({ type: 'lock-wait', module: this.module, schema: this.schema, holderPid: holder?.pid })
+      })
+      if (waited === undefined) throw new MigrationLockError(this.module, this.schema, this.lockTimeoutMs, await lockHolder(conn, key).catch(() => undefined))
+      try {
+        return await forgetApplied(conn, this.module, version)
       } finally {
         await releaseLock(conn, key)
       }

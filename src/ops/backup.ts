@@ -73,6 +73,9 @@ export async function backup(db: Database, options: BackupOptions): Promise<Back
     // counts taken here see exactly what the dump contains.
     await db.transaction(
       async (tx) => {
+        // This transaction sits idle while pg_dump works: the pool's idle-in-transaction guard
+        // would end it (and fail the backup) after a minute.
+        await tx.execute('SET LOCAL idle_in_transaction_session_timeout = 0')
         const snapshot = (await tx.fetchVal<string>('SELECT pg_export_snapshot()'))!
         const names = await listTables(tx, schemas)
         progress.tablesTotal = names.length

@@ -102,7 +102,7 @@ async function compareCounts(db: Database, manifest: BackupManifest, started: nu
 
 /** Run fn with a Database on another database of the same server and credentials. */
 async function onDatabase<T>(config: DatabaseConfig, database: string, fn: (db: Database) => Promise<T>): Promise<T> {
-  const pool = await createPool({ ...config, name: 'tidepool-ops', database, size: 1, maxOverflow: 0, minIdle: 0 })
+  const pool = await createPool({ ...config, name: 'tidepool-ops', database, size: 1, maxOverflow: 0, minIdle: 0, warnOnSecondPool: false })
   try {
     return await fn(new Database(pool))
   } finally {

@@ -106,6 +106,8 @@ export async function refreshView(db: Database, name: string, options: RefreshVi
           `create one (CREATE UNIQUE INDEX ON ${qualified} (id)), or refresh without concurrently (readers then wait for the refresh)`,
       )
     }
+    // A refresh may run for minutes: the pool's statement_timeout guard is for requests, not for it.
+    await tx.execute('SET LOCAL statement_timeout = 0')
     await tx.execute(`REFRESH MATERIALIZED VIEW ${concurrently ? 'CONCURRENTLY ' : ''}${qualified}`)
     await ensureStateTable(tx)
     const refreshedAt = (await tx.fetchVal<Date>(

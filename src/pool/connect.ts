@@ -68,7 +68,11 @@ export function classifyConnectError(err: unknown, target: string): ConnectError
     else if (code.startsWith('ERR_TLS') || /SSL|TLS|certificate|self.signed/i.test(message + code)) reason = 'tls'
   }
   const sqlstate = /^[0-9A-Z]{5}$/.test(code) ? code : undefined
-  return new ConnectError(reason, target, `${HINTS[reason]} (${message})`, { cause: err, sqlstate })
+  // PgBouncer refusing the guard rails (statement_timeout, …) sent as startup parameters.
+  const pooler = /unsupported startup parameter/i.test(message)
+    ? "; behind PgBouncer in transaction mode set pooler: 'pgbouncer-transaction' (the timeouts and jit then travel with each transaction as SET LOCAL), or set statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs and jit to null"
+    : ''
+  return new ConnectError(reason, target, `${HINTS[reason]} (${message})${pooler}`, { cause: err, sqlstate })
 }
 
 async function resolvePassword(config: DatabaseConfig): Promise<string | undefined> {
@@ -76,19 +80,34 @@ async function resolvePassword(config: DatabaseConfig): Promise<string | undefin
   return typeof p === 'function' ? await p() : p
 }
 
-/** Startup settings both drivers send (pg sends client_encoding itself). */
+/**
+ * The guard rails as server settings: timeouts (0 = off) and jit. Behind PgBouncer in transaction
+ * mode none: it refuses unknown startup parameters, so each transaction's BEGIN carries them.
+ */
+export function guardSettings(config: DatabaseConfig): Record<string, string> {
+  const settings: Record<string, string> = {}
+  if (config.statementTimeoutMs !== undefined) settings.statement_timeout = String(config.statementTimeoutMs)
+  if (config.lockTimeoutMs !== undefined) settings.lock_timeout = String(config.lockTimeoutMs)
+  if (config.idleInTransactionTimeoutMs !== undefined) settings.idle_in_transaction_session_timeout = String(config.idleInTransactionTimeoutMs)
+  if (config.jit !== undefined) settings.jit = config.jit ? 'on' : 'off'
+  return settings
+}
+
+function startupGuards(config: DatabaseConfig): Record<string, string> {
+  return config.pooler === 'pgbouncer-transaction' ? {} : guardSettings(config)
+}
+
+/** Startup settings of the wire driver: any setting may be a startup parameter of its own. */
 function startupParams(config: DatabaseConfig): Record<string, string> {
-  const params: Record<string, string> = { user: config.user, database: config.database, application_name: config.applicationName }
-  if (config.statementTimeoutMs !== undefined) params.statement_timeout = String(config.statementTimeoutMs)
-  if (config.lockTimeoutMs !== undefined) params.lock_timeout = String(config.lockTimeoutMs)
-  if (config.idleInTransactionTimeoutMs !== undefined) params.idle_in_transaction_session_timeout = String(config.idleInTransactionTimeoutMs)
+  const params: Record<string, string> = { user: config.user, database: config.database, application_name: config.applicationName, ...startupGuards(config) }
   const options = startupOptions(config.serverSettings)
   if (options !== undefined) params.options = options
   return params
 }
 
 async function openPgSession(config: DatabaseConfig, host: HostPort, password: string | undefined): Promise<Session> {
-  const params = startupParams(config)
+  // pg sends only the parameters it knows and drops a 0 timeout: everything goes in `options`.
+  const options = startupOptions({ ...startupGuards(config), ...config.serverSettings })
   const client = new pg.Client({
     host: host.host,
     port: host.port,
@@ -99,11 +118,8 @@ async function openPgSession(config: DatabaseConfig, host: HostPort, password: s
     connectionTimeoutMillis: config.connectTimeoutMs,
     keepAlive: config.keepAlive,
     keepAliveInitialDelayMillis: config.keepAliveInitialDelayMs,
-    application_name: params.application_name,
-    statement_timeout: config.statementTimeoutMs,
-    lock_timeout: config.lockTimeoutMs,
-    idle_in_transaction_session_timeout: config.idleInTransactionTimeoutMs,
-    options: params.options,
+    application_name: config.applicationName,
+    options,
     types: typeParsers,
   } as pg.ClientConfig)
   const session = new PgSession(client)

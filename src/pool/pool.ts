@@ -19,6 +19,7 @@ import { EventHub } from './events.js'
 import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
+import { noteNewPool } from './second-pool.js'
 
 export type PoolState = 'open' | 'closing' | 'closed'
 
@@ -815,6 +816,7 @@ printAs(Pool.prototype, (pool) => ({ name: pool.name, target: pool.target, state
 /** Create a pool and open its first connections, failing fast with ConnectError if unreachable. */
 export async function createPool(source?: ConfigSource | PoolOptions, options?: { logger?: Logger; warmup?: boolean }): Promise<Pool> {
   const pool = new Pool(source, options)
+  noteNewPool(pool)
   if (options?.warmup === false) return pool
   try {
     await pool.warmup()

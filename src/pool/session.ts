@@ -67,6 +67,11 @@ export interface Session {
   whenReady(timeoutMs: number): Promise<boolean>
   /** Run one statement. Server errors reject with the server's fields (code, detail, constraint, …). */
   run(statement: Statement): Promise<SessionResult>
+  /**
+   * Run `text` once per set of values in one round trip (implicit transaction: all or nothing);
+   * resolves to the summed row count. Only drivers that can pipeline it have it.
+   */
+  runBatch?(text: string, sets: readonly (readonly unknown[])[]): Promise<number>
   /** Convenience: `run({ text, values })`, rows as objects. */
   query<R = any>(text: string, values?: readonly unknown[]): Promise<SessionResult<R>>
   /** DEALLOCATE these prepared statements and forget what we knew about them. */

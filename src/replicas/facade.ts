@@ -7,7 +7,9 @@ import type { SessionResult } from '../pool/session.js'
 import type { Logger } from '../config/logger.js'
 import { Database, copyChunksOut, cursorRows, type ConnectionScope, type QueryEvents, type StreamOptions, type Transaction } from '../db/index.js'
 import type { QueryHooks } from '../db/hooks.js'
-import { Queryable, type Params, type Row, type RunProbe } from '../db/queryable.js'
+import { joinedTransaction } from '../db/ambient.js'
+import type { ExecuteManyOptions } from '../db/batch.js'
+import { Queryable, type CommandTag, type Params, type Row, type RunProbe } from '../db/queryable.js'
 import type { QueryResult } from '../db/execute.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
@@ -30,7 +32,6 @@ export class ClusterDatabase extends Queryable {
   protected readonly templates: TemplateCache
   protected readonly hooks: QueryHooks
   protected readonly logParams: boolean
-  protected readonly inTransaction = false
   private readonly primaryDb: Database
   private readonly onReplicas = new Map<ReplicaNode, Database>()
 
@@ -50,6 +51,11 @@ export class ClusterDatabase extends Queryable {
 
   protected get poolName(): string {
     return this.shared.name
+  }
+
+  /** Inside a transaction open on the primary's pool in the calling context (calls join it). */
+  protected get inTransaction(): boolean {
+    return this.joinsPrimary()
   }
 
   get logger(): Logger {
@@ -86,6 +92,9 @@ export class ClusterDatabase extends Queryable {
   override execute(sql: string, params?: Params, options?: ClusterQueryOptions): Promise<number> {
     return super.execute(sql, params, options)
   }
+  override executeTag(sql: string, params?: Params, options?: ClusterQueryOptions): Promise<CommandTag> {
+    return super.executeTag(sql, params, options)
+  }
 
   /**
    * A transaction on one node: the primary (writes; in a session its commit LSN becomes the
@@ -93,7 +102,11 @@ export class ClusterDatabase extends Queryable {
    * the token, e.g. a repeatable-read report.
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions & ReadOptions): Promise<T> {
-    if (!this.router.wantsReplica(this.mode, undefined, options)) return this.router.primaryPath.transaction(this.primaryDb, fn, options)
+    if (!this.router.wantsReplica(this.mode, undefined, options)) {
+      // Already inside a transaction on the primary: a savepoint in it (its COMMIT carries the LSN).
+      if (this.joinsPrimary()) return this.primaryDb.transaction(fn, options)
+      return this.router.primaryPath.transaction(this.primaryDb, fn, options)
+    }
     return this.router.holdReplica(
       options,
       (node) => this.databaseOn(node),
@@ -104,7 +117,10 @@ export class ClusterDatabase extends Queryable {
 
   /** Hold one connection (on the primary, or a replica for a reader view) for several statements. */
   withConnection<T>(fn: (conn: ConnectionScope) => Promise<T>, options?: { signal?: AbortSignal } & ReadOptions): Promise<T> {
-    if (!this.router.wantsReplica(this.mode, undefined, options)) return this.router.primaryPath.hold(this.primaryDb, fn, options)
+    if (!this.router.wantsReplica(this.mode, undefined, options)) {
+      if (this.joinsPrimary()) return this.primaryDb.withConnection(fn, options)
+      return this.router.primaryPath.hold(this.primaryDb, fn, options)
+    }
     return this.router.holdReplica(options, (node) => this.databaseOn(node), fn, () => this.primaryDb.withConnection(fn, options))
   }
 
@@ -120,8 +136,15 @@ export class ClusterDatabase extends Queryable {
     yield* this.onHeldReplica(rendered, options, (conn) => copyChunksOut(conn, rendered), () => this.primaryDb.copyTo(sql))
   }
 
+  /** Run a statement once per set of values, batched (see Database.executeMany): always on the primary. */
+  executeMany(sql: string, sets: readonly Params[], options?: ExecuteManyOptions): Promise<number> {
+    if (this.joinsPrimary()) return this.primaryDb.executeMany(sql, sets, options)
+    return this.router.primaryPath.hold(this.primaryDb, (scope) => scope.executeMany(sql, sets, options), undefined)
+  }
+
   /** COPY rows into a table: always on the primary. */
   copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
+    if (this.joinsPrimary()) return this.primaryDb.copyFrom(table, columns, rows)
     return this.router.primaryPath.hold(this.primaryDb, (scope) => scope.copyFrom(table, columns, rows), undefined)
   }
 
@@ -138,6 +161,16 @@ export class ClusterDatabase extends Queryable {
 
   /** A no-op: the cluster owns the pools (`cluster.close()`). */
   async close(): Promise<void> {}
+
+  /** Called inside a transaction open on the primary's pool, which this call joins. */
+  private joinsPrimary(): boolean {
+    return joinedTransaction(this.router.primary.pool) !== undefined
+  }
+
+  /** Run fn with its calls on the primary outside a transaction open in the calling context (see Database.outsideTransaction). */
+  outsideTransaction<T>(fn: () => Promise<T>): Promise<T> {
+    return this.primaryDb.outsideTransaction(fn)
+  }
 
   private databaseOn(node: ReplicaNode): Database {
     let db = this.onReplicas.get(node)

@@ -7,6 +7,7 @@ import type { AsyncLocalStorage } from 'node:async_hooks'
 import type { SessionResult } from '../pool/session.js'
 import type { ConnectionScope, Database, Transaction } from '../db/index.js'
 import { runOn, type QueryOptions } from '../db/index.js'
+import { joinedTransaction } from '../db/ambient.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { QueryError } from '../errors/index.js'
@@ -44,6 +45,12 @@ export class PrimaryPath {
 
   /** One statement; with `capture`, the LSN after it raises that session's token. */
   run(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined, capture: ConsistencySession | undefined): Promise<SessionResult> {
+    // Inside a transaction open on the primary's pool: run in it (its COMMIT carries the LSN).
+    const joined = joinedTransaction(this.node.pool)
+    if (joined) {
+      if (probe) probe.pool = this.node.name
+      return joined.runJoined(sql, params, options, rowMode, probe)
+    }
     return this.followingFailover(async () => {
       const pool = this.node.pool
       const deadline = deadlineOf(options)

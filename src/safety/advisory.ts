@@ -45,7 +45,7 @@ export interface AdvisoryLockOptions {
   /**
    * Give up with LockTimeoutError after this long. Applied with `SET LOCAL lock_timeout` around
    * the lock statement only (the previous value is restored). Default: wait as long as the
-   * server's lock_timeout allows (by default, forever).
+   * session's lock_timeout allows (the pool's lockTimeoutMs, 10 s by default; 0 = forever).
    */
   timeoutMs?: number
   /** A shared lock: many shared holders at once, exclusive holders wait for all of them. */

@@ -42,7 +42,7 @@ describe('resolveConfig', () => {
   it('applies presets under explicit values', () => {
     expect(resolveConfig({ host: 'h', preset: 'serverless' }, noEnv)).toMatchObject({ size: 1, prePing: 'always', idleTimeoutMs: 10_000 })
     expect(resolveConfig({ host: 'h', preset: 'large', size: 7 }, noEnv)).toMatchObject({ size: 7, maxOverflow: 20, statementTimeoutMs: 60_000 })
-    expect(resolveConfig({ host: 'h' }, noEnv)).toMatchObject({ size: 10, maxOverflow: 5, acquireTimeoutMs: 30_000, prePing: 'if-idle', statementTimeoutMs: undefined })
+    expect(resolveConfig({ host: 'h' }, noEnv)).toMatchObject({ size: 10, maxOverflow: 5, acquireTimeoutMs: 30_000, prePing: 'if-idle', statementTimeoutMs: 60_000, lockTimeoutMs: 10_000, idleInTransactionTimeoutMs: 60_000, jit: false })
   })
 
   it.each([

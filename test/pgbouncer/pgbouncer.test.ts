@@ -129,6 +129,28 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
     expect(sessions.rows[0].n).toBeLessThanOrEqual(SERVER_POOL)
   })
 
+  it.each(['tidepool', 'pg'] as const)('connects with the default guard rails and applies them to every transaction as SET LOCAL (driver %s)', async (driver) => {
+    // The guard rails as startup parameters (or in `options`) would be refused: "unsupported startup parameter".
+    const guarded = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+    pools.push(guarded)
+    const gdb = new Database(guarded)
+    const show = "SELECT current_setting('statement_timeout') AS st, current_setting('lock_timeout') AS lt, current_setting('idle_in_transaction_session_timeout') AS idle, current_setting('jit') AS jit"
+    expect(await gdb.transaction((tx) => tx.fetchOne(show))).toEqual({ st: '1min', lt: '10s', idle: '1min', jit: 'off' })
+    // With bind values the first statement cannot carry a multi-statement BEGIN: it goes first.
+    expect(await gdb.transaction((tx) => tx.fetchVal("SELECT current_setting('statement_timeout') || $1", ['!']))).toBe('1min!')
+    // A server session outside a transaction keeps its own settings: nothing leaked to other clients.
+    expect(await gdb.fetchVal('SHOW statement_timeout')).toBe('0')
+    // executeMany over several batches: a transaction whose BEGIN carries the guards, then the batches.
+    await gdb.execute(`CREATE TABLE IF NOT EXISTS batch_${driver} (id int PRIMARY KEY)`)
+    expect(await gdb.executeMany(`INSERT INTO batch_${driver} (id) VALUES ($1)`, Array.from({ length: 120 }, (_, i) => [i]), { batchSize: 50 })).toBe(120)
+    const failed = await gdb.executeMany(`INSERT INTO batch_${driver} (id) VALUES ($1)`, [[1000], [1]], { batchSize: 1 }).catch((e: unknown) => e)
+    expect(failed).toMatchObject({ sqlstate: '23505' })
+    expect(await gdb.fetchVal(`SELECT count(*)::int FROM batch_${driver}`)).toBe(120)
+    const tuned = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, statementTimeoutMs: 0, lockTimeoutMs: null, jit: null }, { logger: recordingLogger() })
+    pools.push(tuned)
+    expect(await new Database(tuned).transaction((tx) => tx.fetchOne(show))).toMatchObject({ st: '0', lt: '0', idle: '1min' })
+  })
+
   it('detects the PgBouncer version and mode from the admin console, and feeds the Observer', async () => {
     const detected = await detectPooler(bouncer.adminUrl)
     expect(detected).toMatchObject({ version: bouncer.version, poolMode: 'transaction' })
@@ -219,12 +241,14 @@ describe('pooler setting', () => {
     expect(refused('WITH x AS (SELECT 1) SELECT pg_advisory_lock_shared (7) FROM x')).toBe('pg_advisory_lock_shared')
   })
 
-  it('forces unnamed statements unless named is asked for, and refuses server-side timeouts it cannot send', () => {
+  it('forces unnamed statements unless named is asked for, and refuses server settings it cannot send', () => {
     expect(resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction' }, {})).toMatchObject({ statementMode: 'unnamed', pooler: 'pgbouncer-transaction' })
     expect(resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', statementMode: 'named' }, {}).statementMode).toBe('named')
-    // A preset's timeouts are dropped; explicit ones are an error saying where to set them.
-    expect(resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', preset: 'medium' }, {}).statementTimeoutMs).toBeUndefined()
-    expect(() => resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', statementTimeoutMs: 5_000 }, {})).toThrow(ConfigError)
-    expect(() => resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', statementTimeoutMs: 5_000 }, {})).toThrow(/ALTER ROLE app SET statement_timeout/)
+    // Timeouts are kept (each transaction's BEGIN carries them); other server settings cannot travel.
+    expect(resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', preset: 'medium' }, {}).statementTimeoutMs).toBe(30_000)
+    expect(resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', statementTimeoutMs: 5_000 }, {}).statementTimeoutMs).toBe(5_000)
+    expect(() => resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', serverSettings: { work_mem: '8MB' } }, {})).toThrow(ConfigError)
+    expect(() => resolveConfig({ url: 'postgres://app@pgb:6432/db', pooler: 'pgbouncer-transaction', serverSettings: { work_mem: '8MB' } }, {})).toThrow(/ALTER ROLE app SET/)
   })
+
 })

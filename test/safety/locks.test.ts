@@ -79,7 +79,7 @@ describe('advisory locks', () => {
     holder.release()
     await holder.done
     const inside = await withAdvisoryLock(db, 'slow-job', (tx) => tx.fetchVal<string>('SHOW lock_timeout'), { timeoutMs: 5_000 })
-    expect(inside).toBe('0') // the server default again, not our 5 s
+    expect(inside).toBe('10s') // the pool's lock_timeout again, not our 5 s
   })
 
   it('tries without waiting', async () => {
@@ -103,8 +103,9 @@ describe('advisory locks', () => {
   it('locks inside a transaction you already have, until it ends', async () => {
     await db.transaction(async (tx) => {
       await withAdvisoryLock(tx, 'in-my-tx', async () => {})
-      // Still held after fn: transaction-scoped locks end with the transaction.
-      expect(await tryAdvisoryLock(db, 'in-my-tx', async () => 'other')).toEqual({ acquired: false })
+      // Still held after fn: transaction-scoped locks end with the transaction. (Asked from
+      // another connection: a call on db in here would join this transaction.)
+      expect(await db.outsideTransaction(() => tryAdvisoryLock(db, 'in-my-tx', async () => 'other'))).toEqual({ acquired: false })
     })
     expect(await tryAdvisoryLock(db, 'in-my-tx', async () => 'other')).toEqual({ acquired: true, value: 'other' })
   })

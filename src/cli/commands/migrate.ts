@@ -1,11 +1,11 @@
-// `tidepool migrate up|status|verify|create`: one schema's migrations from a folder.
+// `tidepool migrate up|status|verify|create|forget`: one schema's migrations from a folder.
 import type { Command } from 'commander'
 import { relative, resolve } from 'node:path'
 import { Database } from '../../db/database.js'
 import { createMigrationFile } from '../../migrate/files.js'
 import { DEFAULT_LOCK_TIMEOUT_MS, Migrator, type MigrationProgress, type MigrationStatusEntry } from '../../migrate/migrator.js'
 import { intOption, loadSettings, withPool, type CliSettings } from '../context.js'
-import { EXIT, ExitWith, formatMs, ioOf, plural, printJson, table, type Io } from '../output.js'
+import { EXIT, ExitWith, formatMs, ioOf, plural, printJson, table, UsageError, type Io } from '../output.js'
 import { Progress } from '../progress.js'
 
 interface MigrateOptions {
@@ -134,6 +134,47 @@ export function registerMigrate(program: Command): void {
           io.out(table(report.problems.map((p) => [String(p.version), p.name, p.outOfOrder ? 'out of order' : p.state, describeEntry(p)])))
         }
         if (!report.ok) throw new ExitWith(EXIT.failure)
+      })
+    })
+
+  migrate
+    .command('forget')
+    .argument('<module>', 'the module whose record to delete (default for a single folder)')
+    .argument('<version>', 'the migration number, e.g. 3 for 003_add_invoices.sql')
+    .description("delete one applied migration's record so `migrate up` applies its file again; the database's tables are not touched")
+    .option('-s, --schema <name>', 'schema (default: migrations.schema of the config file, else public)')
+    .option('-y, --yes', 'do not ask for confirmation (scripts)')
+    .option('--json', 'print the deleted record as JSON on stdout')
+    .action(async (module: string, versionText: string, opts: { schema?: string; yes?: boolean; json?: boolean }, cmd: Command) => {
+      const io = ioOf(cmd)
+      const version = intOption(versionText, '<version>', 0)
+      await withPool(cmd, 1, async (pool, settings) => {
+        const schema = opts.schema ?? settings.sections.migrations?.schema ?? 'public'
+        const lockTimeoutMs = settings.sections.migrations?.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS
+        const migrator = new Migrator(new Database(pool, { schema }), { path: '.', module, lockTimeoutMs })
+        const record = await migrator.applied(version)
+        if (!record) {
+          io.err(`no applied migration ${version} for module ${module} in schema ${schema}; nothing changed\n`)
+          throw new ExitWith(EXIT.failure)
+        }
+        const what = `${record.name} (module ${module}, schema ${schema}, applied ${record.appliedAt.toISOString()} by ${record.appliedBy})`
+        if (!opts.yes) {
+          if (!io.ask) throw new UsageError('cannot ask for confirmation here; pass --yes')
+          io.err(`This deletes the record of ${what}.\nIts changes stay in the database; \`migrate up\` will run the file again.\n`)
+          const answer = await io.ask('Forget it? Type yes to confirm: ')
+          if (answer === undefined) throw new UsageError('no answer on standard input; pass --yes to forget without asking')
+          if (!/^y(es)?$/i.test(answer.trim())) {
+            io.err('not confirmed; nothing changed\n')
+            throw new ExitWith(EXIT.failure)
+          }
+        }
+        const forgotten = await migrator.forget(version)
+        if (!forgotten) {
+          io.err(`migration ${version} of module ${module} was no longer recorded (forgotten meanwhile); nothing changed\n`)
+          throw new ExitWith(EXIT.failure)
+        }
+        if (opts.json) printJson({ ok: true, module, schema, forgotten }, io)
+        else io.out(`forgot ${forgotten.name}: \`migrate up\` will apply it again\n`)
       })
     })
 

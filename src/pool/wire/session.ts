@@ -72,6 +72,8 @@ class Request {
   copyOut: CopyOutQueue | undefined = undefined
   /** The COPY source failed: that error, not the server's "COPY from stdin failed", is reported. */
   copyError: Error | undefined = undefined
+  /** runBatch: statements completed so far, and their row counts summed. */
+  batch: { completed: number; rows: number } | undefined = undefined
 
   constructor(
     readonly resolve: (result: SessionResult) => void,
@@ -305,6 +307,40 @@ export class WireSession implements Session {
     })
   }
 
+  /**
+   * One statement run once per set of values, in one socket write and one round trip: Parse once,
+   * Bind/Execute per set, one Sync. Without an explicit transaction the server runs them all in
+   * one implicit transaction, so a failure leaves nothing behind. Resolves to the summed row
+   * count; a server error carries `batchIndex`, the position of the set that failed.
+   */
+  runBatch(text: string, sets: readonly (readonly unknown[])[]): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      if (this.failure) return reject(this.closedError())
+      const batch = { completed: 0, rows: 0 }
+      const request = new Request(
+        () => resolve(batch.rows),
+        (err) => reject(Object.assign(err, { batchIndex: batch.completed })),
+        false,
+      )
+      request.batch = batch
+      const w = this.writer
+      try {
+        w.parse('', text)
+        for (const [i, values] of sets.entries()) {
+          w.bind('', values)
+          // The first portal is described so rows (RETURNING) can be read; they are not kept.
+          if (i === 0) w.describe('P', '')
+          w.execute()
+        }
+        w.sync()
+      } catch (err) {
+        w.reset()
+        return reject(err as Error)
+      }
+      this.send(request)
+    })
+  }
+
   private writeExtended(request: Request, text: string, values: readonly unknown[] | undefined, name: string | undefined): void {
     const w = this.writer
     if (name === undefined || name === '') {
@@ -444,6 +480,10 @@ export class WireSession implements Session {
         }
         if (msg.name === 'commandComplete') {
           const { command, rowCount } = parseCommandTag((msg as CommandCompleteMessage).text)
+          if (request.batch) {
+            request.batch.completed++
+            request.batch.rows += rowCount ?? 0
+          }
           request.result = { rows: request.rows, rowCount, command, fields: request.shape.fields }
         } else {
           request.result = EMPTY_RESULT()
