@@ -4,6 +4,7 @@
 // reused connection.
 import type { Logger } from '../config/logger.js'
 import type { ConfigSource } from '../config/resolve.js'
+import { withStatementLease } from '../pool/one-statement.js'
 import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
 import type { SessionResult } from '../pool/session.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
@@ -71,34 +72,22 @@ export class Database extends Queryable {
     return this.hooks.hub.on(event, listener)
   }
 
-  protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
-    const budget = options?.timeoutMs
-    const deadline = budget === undefined ? undefined : performance.now() + budget
-    // One statement and straight back: a leak report names the statement rather than a stack.
-    const { leakWarningMs, leakReclaimMs } = this.pool.config
-    const holder = leakWarningMs > 0 || leakReclaimMs > 0 ? `statement: ${sql}` : undefined
-    const conn = await this.pool.acquire(
-      options === undefined && holder === undefined
-        ? undefined
-        : { signal: options?.signal, timeoutMs: budget === undefined ? undefined : Math.min(budget, this.pool.config.acquireTimeoutMs), holder },
-    )
-    if (probe) probe.node = conn.node
-    try {
-      return await runOn(conn, sql, params, options, { rowMode, deadline })
-    } finally {
-      this.pool.release(conn)
-    }
+  protected runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
+    return withStatementLease(this.pool, sql, options, (lease, deadline) => {
+      if (probe) probe.node = lease.node
+      return runOn(lease, sql, params, options, { rowMode, deadline })
+    })
   }
 
   /** Hold one connection for several statements (temporary tables, session settings, …). */
   async withConnection<T>(fn: (conn: ConnectionScope) => Promise<T>, options?: { signal?: AbortSignal }): Promise<T> {
-    const conn = await this.pool.acquire(options)
-    const scope = new ConnectionScope(this.ctx, conn)
+    const lease = await this.pool.acquire(options)
+    const scope = new ConnectionScope(this.ctx, lease)
     try {
       return await fn(scope)
     } finally {
       scope.end('ended')
-      this.pool.release(conn)
+      lease.release()
     }
   }
 
@@ -110,17 +99,17 @@ export class Database extends Queryable {
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
     const retries = retryLimit(options)
     for (let attempt = 0; ; attempt++) {
-      const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
+      const lease = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
       const after: (() => Promise<void>)[] = []
       let failure: unknown
       try {
-        return await runTransactionOn(this.ctx, conn, fn, options, after)
+        return await runTransactionOn(this.ctx, lease, fn, options, after)
       } catch (err) {
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
         failure = err
       } finally {
         // Released whatever happened above, including a failed BEGIN; callbacks run after that.
-        this.pool.release(conn)
+        lease.release()
         for (const run of after) await run()
       }
       await backoffBeforeRetry(this.ctx, attempt, failure, options)
@@ -130,11 +119,11 @@ export class Database extends Queryable {
   /** Stream the rows of a query through a cursor: memory stays bounded by one batch. */
   async *stream<R = Row>(sql: string, params?: Params, options?: StreamOptions): AsyncGenerator<R> {
     const rendered = this.render(sql)
-    const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
+    const lease = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
     try {
-      yield* cursorRows<R>(conn, rendered, params, options, false)
+      yield* cursorRows<R>(lease, rendered, params, options, false)
     } finally {
-      this.pool.release(conn)
+      lease.release()
     }
   }
 
@@ -144,22 +133,22 @@ export class Database extends Queryable {
    */
   async copyFrom(table: string, columns: string[], rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>): Promise<number> {
     const { target, cols } = copyTarget(this.ctx, table, columns)
-    const conn = await this.pool.acquire()
+    const lease = await this.pool.acquire()
     try {
-      return await copyRowsIn(conn, target, cols, rows)
+      return await copyRowsIn(lease, target, cols, rows)
     } finally {
-      this.pool.release(conn)
+      lease.release()
     }
   }
 
   /** Run `COPY … TO STDOUT …` and yield its output (text, CSV or binary, as the statement says). */
   async *copyTo(sql: string): AsyncGenerator<Buffer> {
     const rendered = this.render(sql)
-    const conn = await this.pool.acquire()
+    const lease = await this.pool.acquire()
     try {
-      yield* copyChunksOut(conn, rendered)
+      yield* copyChunksOut(lease, rendered)
     } finally {
-      this.pool.release(conn)
+      lease.release()
     }
   }
 

@@ -19,6 +19,8 @@ export type TidepoolErrorCode =
   | 'MIGRATION'
   | 'HARNESS'
   | 'SESSION_STATE'
+  | 'PARAMETER'
+  | 'DECODE'
   | (string & {})
 
 export class TidepoolError extends Error {
@@ -102,10 +104,37 @@ export class ConnectError extends TidepoolError {
   }
 }
 
-/** The connection died while a statement was running; its outcome is unknown. */
+/**
+ * The connection died around a statement. `executed` says what is known: 'unknown' (the socket
+ * failed after the statement was sent: it may or may not have run) or 'no' (it was never sent, or
+ * the server ended the session before answering it; such a statement is safe to run again).
+ */
 export class ConnectionLostError extends TidepoolError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly executed: 'unknown' | 'no'
+  constructor(message: string, options?: { cause?: unknown; executed?: 'unknown' | 'no' }) {
     super('CONNECTION_LOST', message, options)
+    this.executed = options?.executed ?? 'unknown'
+  }
+}
+
+/**
+ * A bind value could not be encoded (a circular object, a BigInt inside JSON, …) or a statement
+ * failed validation before it was sent. Nothing reached the server; the connection stays usable.
+ */
+export class ParameterError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PARAMETER', message, options)
+  }
+}
+
+/**
+ * The server answered but its result could not be turned into values (a type parser threw, a row
+ * did not match its description). The statement ran; the session was drained to ReadyForQuery and
+ * stays usable.
+ */
+export class ResultDecodeError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('DECODE', message, options)
   }
 }
 
@@ -234,6 +263,12 @@ export class MisuseError extends TidepoolError {
     super('MISUSE', message)
   }
 }
+
+/**
+ * A lease was used in a way its connection's state does not allow (released twice, a statement
+ * after release, …). Refused before anything changes: no slot is lost.
+ */
+export class LeaseError extends MisuseError {}
 
 export function isTidepoolError(err: unknown): err is TidepoolError {
   return err instanceof TidepoolError
