@@ -6,6 +6,9 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import pg from 'pg'
 import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
+import pgUtils from 'pg/lib/utils.js'
+import { ParameterError, ResultDecodeError } from '../errors/index.js'
+import { isServerError, markNotRun } from './errors.js'
 import type { Notice, Session, SessionResult, Statement, TransactionStatus } from './session.js'
 
 interface PgInternals {
@@ -16,14 +19,19 @@ interface PgInternals {
   connection: EventEmitter & { parsedStatements: Record<string, string>; stream: { destroy(): void } }
 }
 
+const prepareValue = (pgUtils as { prepareValue(value: unknown): unknown }).prepareValue
+
 export class PgSession implements Session {
   readonly driver = 'pg' as const
   private readonly internals: PgInternals
+  /** The socket failed or the server ended the session (pg emits 'error'/'end' before its queries settle). */
+  private failed: Error | undefined
 
   constructor(readonly client: pg.Client) {
     this.internals = client as unknown as PgInternals
     // The pool reports failures through onFailure; an 'error' with no listener would crash.
-    client.on('error', () => {})
+    client.on('error', (err: Error) => (this.failed ??= err))
+    client.on('end', () => (this.failed ??= new Error('connection ended by the server')))
   }
 
   get pid(): number {
@@ -69,6 +77,21 @@ export class PgSession implements Session {
   }
 
   async run(statement: Statement): Promise<SessionResult> {
+    if (this.failed) throw markNotRun(new Error(`the connection is closed (${this.failed.message})`, { cause: this.failed }), 'never-sent')
+    if (statement.values !== undefined) checkEncodable(statement.values)
+    try {
+      return await this.send(statement)
+    } catch (err) {
+      // pg reads a failed row to ReadyForQuery and rejects with what the type parser threw. With
+      // the session alive and no server error, that is what this is.
+      if (this.failed || isServerError(err) || err instanceof ParameterError) throw err
+      throw new ResultDecodeError(`a result value could not be decoded: ${(err as Error)?.name ?? 'an error'} (see cause). The statement ran; the connection stays usable. Fix the type parser for that type`, {
+        cause: err,
+      })
+    }
+  }
+
+  private async send(statement: Statement): Promise<SessionResult> {
     if (statement.prelude !== undefined) await this.client.query(statement.prelude)
     const { text, values, name, rowMode } = statement
     const hasValues = values !== undefined && values.length > 0
@@ -114,6 +137,7 @@ export class PgSession implements Session {
   }
 
   onFailure(listener: (error: Error) => void): void {
+    if (this.failed) return listener(this.failed)
     let reported = false
     const once = (error: Error) => {
       if (reported) return
@@ -134,5 +158,23 @@ export class PgSession implements Session {
 
   end(): Promise<void> {
     return this.client.end()
+  }
+}
+
+/**
+ * pg encodes bind values only after it has written Parse, and then answers the failure with a
+ * Close and a Sync of its own. Encode the values that can fail (objects, arrays) first, so a value
+ * that cannot be encoded is refused before anything is sent.
+ */
+function checkEncodable(values: readonly unknown[]): void {
+  for (const value of values) {
+    if (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || value instanceof Date) continue
+    try {
+      prepareValue(value)
+    } catch (err) {
+      throw new ParameterError(`a bind value could not be encoded (${(err as Error)?.message ?? err}); nothing was sent, the connection stays usable. Pass JSON-safe values (no cycles, no BigInt inside objects) or convert the value first`, {
+        cause: err,
+      })
+    }
   }
 }
