@@ -14,7 +14,7 @@ import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import { backoffBeforeRetry, ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
-import { isRetryable, retryLimit, type TransactionOptions } from './transaction.js'
+import { isRetryable, neverStarted, retryLimit, type TransactionOptions } from './transaction.js'
 
 export interface DatabaseOptions {
   /** Schema for `{{tables.x}}` (default `public`). Validated as an identifier. */
@@ -98,13 +98,22 @@ export class Database extends Queryable {
    */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
     const retries = retryLimit(options)
+    let lostBeforeBegin = false
     for (let attempt = 0; ; attempt++) {
       const lease = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
       const after: (() => Promise<void>)[] = []
+      const outcome = { begun: true }
       let failure: unknown
       try {
-        return await runTransactionOn(this.ctx, lease, fn, options, after)
+        return await runTransactionOn(this.ctx, lease, fn, options, after, outcome)
       } catch (err) {
+        // The session was ended under the connection before BEGIN ran (a restart, a terminated
+        // backend): nothing of this attempt reached the server, so it runs once more elsewhere.
+        if (!lostBeforeBegin && !outcome.begun && neverStarted(err) && !options?.signal?.aborted) {
+          lostBeforeBegin = true
+          attempt--
+          continue
+        }
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
         failure = err
       } finally {

@@ -294,6 +294,7 @@ export async function runTransactionOn<T>(
   fn: (tx: Transaction) => Promise<T>,
   options: TransactionOptions | undefined,
   after: (() => Promise<void>)[],
+  outcome?: { begun: boolean },
 ): Promise<T> {
   if (conn.transactionStatus() !== 'I') {
     throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
@@ -304,6 +305,7 @@ export async function runTransactionOn<T>(
     value = await fn(tx)
   } catch (err) {
     tx.end('been rolled back')
+    if (outcome) outcome.begun = await tx.begun()
     if (conn.usable && (await tx.begun())) {
       await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => conn.retire('ROLLBACK failed'))
     }

@@ -53,6 +53,11 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof QueryError && err.isRetryable
 }
 
+/** The connection was lost before the statement ran (never sent, or the server ended the session first). */
+export function neverStarted(err: unknown): boolean {
+  return err instanceof ConnectionLostError && err.executed === 'no'
+}
+
 /** Exponential backoff with ±50 % jitter, so conflicting transactions do not collide again. */
 export function retryDelay(attempt: number, options: TransactionOptions | undefined): number {
   const base = options?.retryDelayMs ?? 10

@@ -8,7 +8,7 @@ import pg from 'pg'
 import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
 import pgUtils from 'pg/lib/utils.js'
 import { ParameterError, ResultDecodeError } from '../errors/index.js'
-import { isServerError, markNotRun } from './errors.js'
+import { isServerError, isSessionEnding, markNotRun } from './errors.js'
 import type { Notice, Session, SessionResult, Statement, TransactionStatus } from './session.js'
 
 interface PgInternals {
@@ -26,12 +26,25 @@ export class PgSession implements Session {
   private readonly internals: PgInternals
   /** The socket failed or the server ended the session (pg emits 'error'/'end' before its queries settle). */
   private failed: Error | undefined
+  /** Statements handed to pg and not settled: pg queues them, so only a lone one is sent at once. */
+  private pending = 0
+  /** Messages that answer a statement (not notices, not errors), counted to prove "unanswered". */
+  private answers = 0
+  /** `answers` when a session-ending FATAL arrived. */
+  private answersAtFatal = -1
 
   constructor(readonly client: pg.Client) {
     this.internals = client as unknown as PgInternals
     // The pool reports failures through onFailure; an 'error' with no listener would crash.
     client.on('error', (err: Error) => (this.failed ??= err))
     client.on('end', () => (this.failed ??= new Error('connection ended by the server')))
+    this.internals.connection.on('message', (msg: { name: string }) => {
+      if (msg.name === 'error') {
+        if (isSessionEnding(msg)) this.answersAtFatal = this.answers
+      } else if (msg.name !== 'notice' && msg.name !== 'parameterStatus' && msg.name !== 'notification') {
+        this.answers++
+      }
+    })
   }
 
   get pid(): number {
@@ -79,15 +92,24 @@ export class PgSession implements Session {
   async run(statement: Statement): Promise<SessionResult> {
     if (this.failed) throw markNotRun(new Error(`the connection is closed (${this.failed.message})`, { cause: this.failed }), 'never-sent')
     if (statement.values !== undefined) checkEncodable(statement.values)
+    // Alone and the session idle: pg writes it (or its prelude, which goes first on its own) now,
+    // so the next message answers it.
+    const alone = this.pending === 0 && this.internals.readyForQuery
+    const mark = this.answers
+    this.pending++
     try {
       return await this.send(statement)
     } catch (err) {
+      // The server's termination notice came before anything for this statement: it never ran.
+      if (alone && isSessionEnding(err) && this.answersAtFatal === mark) throw markNotRun(err as Error, 'unanswered')
       // pg reads a failed row to ReadyForQuery and rejects with what the type parser threw. With
       // the session alive and no server error, that is what this is.
       if (this.failed || isServerError(err) || err instanceof ParameterError) throw err
       throw new ResultDecodeError(`a result value could not be decoded: ${(err as Error)?.name ?? 'an error'} (see cause). The statement ran; the connection stays usable. Fix the type parser for that type`, {
         cause: err,
       })
+    } finally {
+      this.pending--
     }
   }
 
