@@ -1,6 +1,7 @@
 // A replica is never ejected for a client-side error: a bind value that cannot be encoded (never
 // sent) or a result the client cannot decode (the replica answered) is the caller's error, thrown
-// as such, not a node failure to route around.
+// as such, not a node failure to route around. And the cluster's one-statement paths (primary and
+// replica) name the statement in leak reports, as Database does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
 import { ParameterError, ResultDecodeError, createCluster, type Cluster } from '../../src/index.js'
@@ -9,6 +10,7 @@ import { replicaStats, sharedReplicaUrl } from './helpers.js'
 
 const testDb = await useDatabase()
 let cluster: Cluster
+let replicaUrl: string
 let moodOid = 0
 
 beforeAll(async () => {
@@ -18,7 +20,7 @@ beforeAll(async () => {
     if (text === 'grumpy') throw new RangeError('not a mood we parse')
     return text
   })
-  const replicaUrl = await sharedReplicaUrl(testDb.name)
+  replicaUrl = await sharedReplicaUrl(testDb.name)
   cluster = await createCluster({ primary: testDb.url, replicas: [replicaUrl], logger: recordingLogger(), probeIntervalMs: 100 })
   await waitFor(async () => (await cluster.reader().fetchVal("SELECT 'fine'::mood").catch(() => undefined)) === 'fine', 15_000, 'the type on the replica')
 })
@@ -51,5 +53,22 @@ describe('client-side errors on a replica read', () => {
     expect(new Set(pools)).toEqual(new Set([replica]))
     // And the replica keeps serving.
     await expect(cluster.reader().fetchVal("SELECT 'fine'::mood")).resolves.toBe('fine')
+  })
+})
+
+describe('leak reports on the cluster paths', () => {
+  it('a one-statement call held past leakWarningMs is reported by its statement, on the primary and on a replica', async () => {
+    const logger = recordingLogger()
+    const c = await createCluster({ primary: { url: testDb.url, leakWarningMs: 50 }, replicas: [{ url: replicaUrl, leakWarningMs: 50 }], logger, probeIntervalMs: 100 })
+    try {
+      await waitFor(async () => (await c.reader().fetchVal('SELECT 1').catch(() => undefined)) === 1, 15_000, 'the replica')
+      await c.db.fetchVal('SELECT pg_sleep(0.3) AS on_primary')
+      await c.reader().fetchVal('SELECT pg_sleep(0.3) AS on_replica')
+      const warnings = logger.lines.filter((l) => /connection held for \d+ ms/.test(l.message)).map((l) => l.message)
+      expect(warnings.some((m) => m.includes('held by statement: SELECT pg_sleep(0.3) AS on_primary'))).toBe(true)
+      expect(warnings.some((m) => m.includes('held by statement: SELECT pg_sleep(0.3) AS on_replica'))).toBe(true)
+    } finally {
+      await c.close()
+    }
   })
 })
