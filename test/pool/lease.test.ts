@@ -178,6 +178,25 @@ describe('failed transaction control loses no slot', () => {
     await p.close()
   })
 
+  it('a ROLLBACK that fails (the backend is terminated as fn throws) loses no slot', async () => {
+    const p = await pool({ size: 1 })
+    const database = new Database(p)
+    for (let i = 0; i < 5; i++) {
+      const err = await database
+        .transaction(async (tx) => {
+          const pid = await tx.fetchVal<number>('SELECT pg_backend_pid()')
+          await db.admin('SELECT pg_terminate_backend($1)', [pid])
+          throw new Error('boom') // the ROLLBACK goes to a session that is ending (or is skipped if already seen dead)
+        })
+        .catch((e: unknown) => e)
+      expect((err as Error).message).toBe('boom')
+      expect(slots(p)).toMatchObject({ checkedOut: 0 })
+    }
+    await expect(database.fetchVal('SELECT 42')).resolves.toBe(42)
+    expect(slots(p)).toMatchObject({ total: 1, checkedOut: 0 })
+    await p.close()
+  })
+
   it('a BEGIN that fails (the backend ends itself with it) loses no slot', async () => {
     const p = await pool({ size: 1 })
     const database = new Database(p)
