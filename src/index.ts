@@ -22,7 +22,7 @@ export {
   type Logger,
   type LogLevel,
 } from './config/index.js'
-export { Pool, createPool, PooledConnection, type PoolOptions, type PoolStats, type PoolEvents, type AcquireOptions, type Percentiles, type Notice } from './pool/index.js'
+export { Pool, createPool, PooledConnection, Lease, type ConnectionInfo, type LeaseStatement, type LeaseRunOptions, type PoolOptions, type PoolStats, type PoolEvents, type AcquireOptions, type Percentiles, type Notice } from './pool/index.js'
 export { isSafeIdentifier, assertIdentifier, quoteIdentifier, qualifiedName, renderTemplate, normalizeSql, statementShape } from './sql/index.js'
 export {
   Database,

@@ -2,8 +2,7 @@
 // socket write and one round trip (Parse once, Bind/Execute per set, one Sync); node-postgres
 // cannot pipeline, so there the sets run one after another on a prepared statement.
 import { QueryError } from '../errors/index.js'
-import type { PooledConnection } from '../pool/connection.js'
-import { isServerError, toQueryError } from './errors.js'
+import type { Lease } from '../pool/lease.js'
 import { runOn } from './execute.js'
 import { assertNoSessionState } from './session-state.js'
 
@@ -14,9 +13,6 @@ export interface ExecuteManyOptions {
 
 const DEFAULT_BATCH_SIZE = 1_000
 
-/** How long to wait for ReadyForQuery after an error before giving the session up. */
-const READY_TIMEOUT_MS = 5_000
-
 export function batchesOf(sets: readonly (readonly unknown[])[], options: ExecuteManyOptions | undefined): (readonly (readonly unknown[])[])[] {
   const size = options?.batchSize ?? DEFAULT_BATCH_SIZE
   if (!Number.isInteger(size) || size < 1) throw new RangeError(`executeMany: batchSize must be an integer ≥ 1 (got ${size})`)
@@ -26,8 +22,8 @@ export function batchesOf(sets: readonly (readonly unknown[])[], options: Execut
 }
 
 /** Whether `conn` runs a batch in one round trip (and so, alone, in one implicit transaction). */
-export function pipelinesBatches(conn: PooledConnection): boolean {
-  return typeof conn.client.runBatch === 'function'
+export function pipelinesBatches(conn: Lease): boolean {
+  return conn.pipelinesBatches
 }
 
 /** The error of the set at `index` (0-based, within all sets), saying which one it was; never its values. */
@@ -38,10 +34,9 @@ function atSet(err: unknown, index: number, total: number): unknown {
 }
 
 /** Run one batch on `conn`; `offset` and `total` place it among all the sets, for errors. */
-export async function runBatchOn(conn: PooledConnection, sql: string, batch: readonly (readonly unknown[])[], offset: number, total: number): Promise<number> {
+export async function runBatchOn(conn: Lease, sql: string, batch: readonly (readonly unknown[])[], offset: number, total: number): Promise<number> {
   if (conn.refusesSessionState) assertNoSessionState(sql)
-  const client = conn.client
-  if (client.runBatch === undefined) {
+  if (!conn.pipelinesBatches) {
     let rows = 0
     for (const [i, values] of batch.entries()) {
       try {
@@ -52,15 +47,10 @@ export async function runBatchOn(conn: PooledConnection, sql: string, batch: rea
     }
     return rows
   }
-  conn.inFlight++
   try {
-    return await client.runBatch(sql, batch)
+    return await conn.runBatch(sql, batch)
   } catch (err) {
-    if (isServerError(err) && !(await conn.whenReady(READY_TIMEOUT_MS))) conn.poisoned = true
     const index = (err as { batchIndex?: number }).batchIndex
-    const mapped = toQueryError(err, sql)
-    throw index === undefined ? mapped : atSet(mapped, offset + index, total)
-  } finally {
-    conn.inFlight--
+    throw index === undefined ? err : atSet(err, offset + index, total)
   }
 }

@@ -1,7 +1,7 @@
 // Streaming reads through a server-side cursor (bounded memory whatever the result size) and
 // bulk writes through COPY (the fastest way to load rows into PostgreSQL).
 import { AbortError, ConnectionLostError, type QueryError } from '../errors/index.js'
-import type { PooledConnection } from '../pool/connection.js'
+import type { Lease } from '../pool/lease.js'
 import { CopySourceFailure, encodeRows } from './copy-text.js'
 import { isServerError, toQueryError } from './errors.js'
 import { runOn } from './execute.js'
@@ -21,7 +21,7 @@ let cursorSeq = 0
  * transaction unless `inTransaction`, because a cursor lives only inside one.
  */
 export async function* cursorRows<R>(
-  conn: PooledConnection,
+  conn: Lease,
   sql: string,
   params: readonly unknown[] | undefined,
   options: StreamOptions | undefined,
@@ -48,10 +48,10 @@ export async function* cursorRows<R>(
     }
   } finally {
     // Runs on normal end, on error and when the consumer stops early (break/return).
-    if (!conn.broken) {
+    if (conn.usable) {
       const status = conn.transactionStatus()
       if (opened) {
-        await runOn(conn, status === 'E' ? 'ROLLBACK' : 'COMMIT', undefined, undefined).catch(() => (conn.poisoned = true))
+        await runOn(conn, status === 'E' ? 'ROLLBACK' : 'COMMIT', undefined, undefined).catch(() => conn.retire('the cursor transaction could not be ended'))
       } else if (declared && status === 'T') {
         await runOn(conn, `CLOSE "${cursor}"`, undefined, undefined).catch(() => {})
       }
@@ -67,7 +67,7 @@ const COLUMN_TYPES = `SELECT a.attname AS name, coalesce(nullif(t.typbasetype, 0
 /** `"name"` → name; a bare name folds to lower case, as the server folds it. */
 const unquote = (column: string) => (column.startsWith('"') ? column.slice(1, -1).replace(/""/g, '"') : column.toLowerCase())
 
-async function byteaColumns(conn: PooledConnection, target: string, columns: string[]): Promise<boolean[]> {
+async function byteaColumns(conn: Lease, target: string, columns: string[]): Promise<boolean[]> {
   // An unknown table gives no rows here; the COPY itself then reports it.
   const { rows } = await runOn(conn, COLUMN_TYPES, [target], undefined)
   const bytea = new Set((rows as { name: string; bytea: boolean }[]).filter((r) => r.bytea).map((r) => r.name))
@@ -107,40 +107,27 @@ function copyFailure(err: unknown, sql: string, direction: 'copyFrom' | 'copyTo'
 
 /** COPY rows into `target (columns)`; returns the number of rows written. */
 export async function copyRowsIn(
-  conn: PooledConnection,
+  conn: Lease,
   target: string,
   columns: string[],
   rows: Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>,
 ): Promise<number> {
   const bytea = await byteaColumns(conn, target, columns)
   const sql = `COPY ${target} (${columns.join(', ')}) FROM STDIN`
-  conn.inFlight++
   try {
-    return await conn.client.copyFrom(sql, encodeRows(rows, bytea))
+    // A failed COPY retires the connection (the sub-protocol may still be open on the wire).
+    return await conn.copyIn(sql, encodeRows(rows, bytea))
   } catch (err) {
-    // The COPY sub-protocol may still be open on the wire; never reuse such a session.
-    conn.poisoned = true
     throw copyFailure(err, sql, 'copyFrom')
-  } finally {
-    conn.inFlight--
   }
 }
 
 /** Run a `COPY … TO STDOUT` statement and yield its output chunks. */
-export async function* copyChunksOut(conn: PooledConnection, sql: string): AsyncGenerator<Buffer> {
-  conn.inFlight++
+export async function* copyChunksOut(conn: Lease, sql: string): AsyncGenerator<Buffer> {
+  // Stopped early or failed: the lease retires the connection (the rest of the output is still coming).
   try {
-    let finished = false
-    try {
-      yield* conn.client.copyTo(sql)
-      finished = true
-    } catch (err) {
-      throw copyFailure(err, sql, 'copyTo')
-    } finally {
-      // Stopped early or failed: the rest of the COPY output is still coming; retire the session.
-      if (!finished) conn.poisoned = true
-    }
-  } finally {
-    conn.inFlight--
+    yield* conn.copyOut(sql)
+  } catch (err) {
+    throw copyFailure(err, sql, 'copyTo')
   }
 }

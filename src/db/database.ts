@@ -6,6 +6,7 @@ import type { Logger } from '../config/logger.js'
 import { checkOptionKeys } from '../config/options.js'
 import { printAs } from '../config/redact.js'
 import type { ConfigSource } from '../config/resolve.js'
+import { withStatementLease } from '../pool/one-statement.js'
 import { createPool, type Pool, type PoolOptions } from '../pool/pool.js'
 import type { SessionResult } from '../pool/session.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
@@ -17,7 +18,7 @@ import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import { backoffBeforeRetry, ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
-import { isRetryable, retryLimit, type TransactionOptions } from './transaction.js'
+import { isRetryable, neverStarted, retryLimit, type TransactionOptions } from './transaction.js'
 
 export interface DatabaseOptions {
   /** Schema for `{{tables.x}}` (default `public`). Validated as an identifier. */
@@ -94,38 +95,26 @@ export class Database extends Queryable {
     return this.hooks.hub.on(event, listener)
   }
 
-  protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
+  protected runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     const joined = joinedTransaction(this.pool)
     if (joined) return joined.runJoined(sql, params, options, rowMode, probe)
-    const budget = options?.timeoutMs
-    const deadline = budget === undefined ? undefined : performance.now() + budget
-    // One statement and straight back: a leak report names the statement rather than a stack.
-    const { leakWarningMs, leakReclaimMs } = this.pool.config
-    const holder = leakWarningMs > 0 || leakReclaimMs > 0 ? `statement: ${sql}` : undefined
-    const conn = await this.pool.acquire(
-      options === undefined && holder === undefined
-        ? undefined
-        : { signal: options?.signal, timeoutMs: budget === undefined ? undefined : Math.min(budget, this.pool.config.acquireTimeoutMs), holder },
-    )
-    if (probe) probe.node = conn.node
-    try {
-      return await runOn(conn, sql, params, options, { rowMode, deadline })
-    } finally {
-      this.pool.release(conn)
-    }
+    return withStatementLease(this.pool, sql, options, (lease, deadline) => {
+      if (probe) probe.node = lease.node
+      return runOn(lease, sql, params, options, { rowMode, deadline })
+    })
   }
 
   /** Hold one connection for several statements (temporary tables, session settings, …). */
   async withConnection<T>(fn: (conn: ConnectionScope) => Promise<T>, options?: { signal?: AbortSignal }): Promise<T> {
     const joined = joinedTransaction(this.pool)
     if (joined) return this.onJoined(joined, fn)
-    const conn = await this.pool.acquire(options)
-    const scope = new ConnectionScope(this.ctx, conn)
+    const lease = await this.pool.acquire(options)
+    const scope = new ConnectionScope(this.ctx, lease)
     try {
       return await fn(scope)
     } finally {
       scope.end('ended')
-      this.pool.release(conn)
+      lease.release()
     }
   }
 
@@ -138,18 +127,27 @@ export class Database extends Queryable {
     const savepoint = joinedSavepoint(this.pool, this.ctx, fn, options)
     if (savepoint) return savepoint
     const retries = retryLimit(options)
+    let lostBeforeBegin = false
     for (let attempt = 0; ; attempt++) {
-      const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
+      const lease = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
       const after: (() => Promise<void>)[] = []
+      const outcome = { begun: true }
       let failure: unknown
       try {
-        return await runTransactionOn(this.ctx, conn, (tx) => withAmbient(this.pool, tx, () => fn(tx)), options, after)
+        return await runTransactionOn(this.ctx, lease, (tx) => withAmbient(this.pool, tx, () => fn(tx)), options, after, outcome)
       } catch (err) {
+        // The session was ended under the connection before BEGIN ran (a restart, a terminated
+        // backend): nothing of this attempt reached the server, so it runs once more elsewhere.
+        if (!lostBeforeBegin && !outcome.begun && neverStarted(err) && !options?.signal?.aborted) {
+          lostBeforeBegin = true
+          attempt--
+          continue
+        }
         if (!isRetryable(err) || attempt >= retries || options?.signal?.aborted) throw err
         failure = err
       } finally {
         // Released whatever happened above, including a failed BEGIN; callbacks run after that.
-        this.pool.release(conn)
+        lease.release()
         for (const run of after) await run()
       }
       await backoffBeforeRetry(this.ctx, attempt, failure, options)
@@ -175,11 +173,11 @@ export class Database extends Queryable {
     const joined = joinedTransaction(this.pool)
     if (joined) return yield* this.streamJoined(joined, (scope) => scope.stream<R>(sql, params, options))
     const rendered = this.render(sql)
-    const conn = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
+    const lease = await this.pool.acquire(options?.signal ? { signal: options.signal } : undefined)
     try {
-      yield* cursorRows<R>(conn, rendered, params, options, false)
+      yield* cursorRows<R>(lease, rendered, params, options, false)
     } finally {
-      this.pool.release(conn)
+      lease.release()
     }
   }
 
@@ -191,11 +189,11 @@ export class Database extends Queryable {
     const joined = joinedTransaction(this.pool)
     if (joined) return this.onJoined(joined, (scope) => scope.copyFrom(table, columns, rows))
     const { target, cols } = copyTarget(this.ctx, table, columns)
-    const conn = await this.pool.acquire()
+    const lease = await this.pool.acquire()
     try {
-      return await copyRowsIn(conn, target, cols, rows)
+      return await copyRowsIn(lease, target, cols, rows)
     } finally {
-      this.pool.release(conn)
+      lease.release()
     }
   }
 
@@ -204,11 +202,11 @@ export class Database extends Queryable {
     const joined = joinedTransaction(this.pool)
     if (joined) return yield* this.streamJoined(joined, (scope) => scope.copyTo(sql))
     const rendered = this.render(sql)
-    const conn = await this.pool.acquire()
+    const lease = await this.pool.acquire()
     try {
-      yield* copyChunksOut(conn, rendered)
+      yield* copyChunksOut(lease, rendered)
     } finally {
-      this.pool.release(conn)
+      lease.release()
     }
   }
 

@@ -1,74 +1,9 @@
-// Driver errors → our hierarchy. Server errors keep every structured field PostgreSQL sends;
-// socket failures become ConnectionLostError because the statement's outcome is then unknown.
-import { scrubSecrets } from '../config/redact.js'
-import { ConnectionLostError, QueryCanceledError, QueryError, TidepoolError, type QueryErrorFields } from '../errors/index.js'
+// Driver errors are classified by the pool layer, where the driver knows what happened
+// (src/pool/errors.ts); re-exported here for the query layer. What stays here is how the query
+// layer reports an error it logs: without the bind values a server message may quote.
+import { QueryError, type TidepoolError } from '../errors/index.js'
 
-interface PgDatabaseError {
-  code?: string
-  severity?: string
-  detail?: string
-  hint?: string
-  position?: string
-  schema?: string
-  table?: string
-  column?: string
-  constraint?: string
-  where?: string
-  routine?: string
-  message: string
-}
-
-const SQLSTATE = /^[0-9A-Z]{5}$/
-
-export function isServerError(err: unknown): err is PgDatabaseError {
-  return typeof err === 'object' && err !== null && typeof (err as PgDatabaseError).code === 'string' && SQLSTATE.test((err as PgDatabaseError).code!) && 'severity' in err
-}
-
-const SQL_EXCERPT = 300
-
-function excerpt(sql: string): string {
-  const flat = sql.replace(/\s+/g, ' ').trim()
-  return flat.length > SQL_EXCERPT ? flat.slice(0, SQL_EXCERPT - 3) + '...' : flat
-}
-
-/**
- * Map anything thrown while running `sql` to a TidepoolError. The rendered SQL is attached (in
- * `.sql`, and an excerpt in the message); bind values never are.
- */
-export function toQueryError(err: unknown, sql: string): TidepoolError {
-  if (err instanceof TidepoolError) return err
-  if (isServerError(err)) {
-    const fields: QueryErrorFields = {
-      sqlstate: err.code!,
-      severity: err.severity,
-      detail: err.detail,
-      hint: err.hint,
-      schema: err.schema,
-      table: err.table,
-      column: err.column,
-      constraint: err.constraint,
-      position: err.position ? Number(err.position) : undefined,
-      where: err.where,
-      routine: err.routine,
-    }
-    const where = [err.constraint && `constraint ${err.constraint}`, err.table && `table ${err.table}`].filter(Boolean).join(', ')
-    const message = `${err.message} (SQLSTATE ${err.code}${where ? `, ${where}` : ''}) in: ${excerpt(sql)}`
-    const ErrorClass = err.code === '57014' ? QueryCanceledError : QueryError
-    return new ErrorClass(message, fields, sql, { cause: err })
-  }
-  const message = scrubSecrets(String((err as Error)?.message ?? err))
-  return new ConnectionLostError(`the connection failed while running a statement; its outcome is unknown (${message}) in: ${excerpt(sql)}`, {
-    cause: err,
-  })
-}
-
-/** A server error that means our cached prepared statement is stale and can be re-prepared. */
-export function isStaleStatement(err: unknown): 'plan' | 'missing' | undefined {
-  if (!isServerError(err)) return undefined
-  if (err.code === '0A000' && /cached plan must not change result type/.test(err.message)) return 'plan'
-  if (err.code === '26000') return 'missing'
-  return undefined
-}
+export { isServerError, isStaleStatement, toQueryError } from '../pool/errors.js'
 
 // Server messages that quote a value: `invalid input syntax for type integer: "user-7"`, `value
 // "99999999999" is out of range …`, details `Key (email)=(ada@example.com) already exists` and

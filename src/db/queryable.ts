@@ -13,8 +13,8 @@ export type Row = Record<string, unknown>
 
 /** What the server said a statement did: its command tag (`INSERT 0 3`, `UPDATE 2`), parsed. */
 export interface CommandTag {
-  /** The tag's first word: `INSERT`, `UPDATE`, `DELETE`, `SELECT`, `MERGE`, `COPY`, `CREATE`, … */
-  command: string
+  /** The tag's first word: `INSERT`, `UPDATE`, `DELETE`, `SELECT`, `MERGE`, `COPY`, `CREATE`, …; null for an empty query. */
+  command: string | null
   /** Rows affected or returned; null for commands without a count (CREATE TABLE, SET, …). */
   rowCount: number | null
 }

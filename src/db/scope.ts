@@ -4,7 +4,7 @@
 import type { Logger } from '../config/logger.js'
 import { QueryError, TransactionError, type TidepoolError } from '../errors/index.js'
 import type { Pool } from '../pool/pool.js'
-import type { PooledConnection } from '../pool/connection.js'
+import type { Lease } from '../pool/lease.js'
 import type { SessionResult } from '../pool/session.js'
 import { quoteIdentifier } from '../sql/identifier.js'
 import type { TemplateCache } from '../sql/template.js'
@@ -56,7 +56,7 @@ export class ConnectionScope extends Queryable {
 
   constructor(
     protected readonly ctx: DbContext,
-    protected readonly conn: PooledConnection,
+    protected readonly conn: Lease,
   ) {
     super()
   }
@@ -91,7 +91,7 @@ export class ConnectionScope extends Queryable {
    * the next borrower.
    */
   retire(): void {
-    this.conn.poisoned = true
+    this.conn.retire('retired by its connection scope')
   }
 
   protected assertOpen(): void {
@@ -229,7 +229,7 @@ export class Transaction extends ConnectionScope {
 
   constructor(
     ctx: DbContext,
-    conn: PooledConnection,
+    conn: Lease,
     /** 0 for the outermost transaction, 1+ for savepoints. */
     readonly depth: number,
     begin?: string,
@@ -328,7 +328,7 @@ export class Transaction extends ConnectionScope {
       return value
     } catch (err) {
       inner.end('been rolled back')
-      if (!this.conn.broken) await runOn(this.conn, `ROLLBACK TO SAVEPOINT ${name}`, undefined, undefined)
+      if (this.conn.usable) await runOn(this.conn, `ROLLBACK TO SAVEPOINT ${name}`, undefined, undefined)
       await TransactionCallbacks.run(inner.callbacks.onRollback, this.ctx.logger, 'afterRollback')
       throw err
     }
@@ -341,10 +341,11 @@ export class Transaction extends ConnectionScope {
  */
 export async function runTransactionOn<T>(
   ctx: DbContext,
-  conn: PooledConnection,
+  conn: Lease,
   fn: (tx: Transaction) => Promise<T>,
   options: TransactionOptions | undefined,
   after: (() => Promise<void>)[],
+  outcome?: { begun: boolean },
 ): Promise<T> {
   if (conn.transactionStatus() !== 'I') {
     throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
@@ -355,10 +356,9 @@ export async function runTransactionOn<T>(
     value = await fn(tx)
   } catch (err) {
     tx.end('been rolled back')
-    if (!conn.broken && (await tx.begun())) {
-      await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => {
-        conn.poisoned = true
-      })
+    if (outcome) outcome.begun = await tx.begun()
+    if (conn.usable && (await tx.begun())) {
+      await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => conn.retire('ROLLBACK failed'))
     }
     after.push(() => TransactionCallbacks.run(tx.callbacks.onRollback, ctx.logger, 'afterRollback'))
     throw err
@@ -371,7 +371,7 @@ export async function runTransactionOn<T>(
   }
   if (conn.transactionStatus() === 'E') {
     // COMMIT of an aborted transaction "succeeds" as a ROLLBACK; never let that pass silently.
-    await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => (conn.poisoned = true))
+    await runOn(conn, 'ROLLBACK', undefined, undefined).catch(() => conn.retire('ROLLBACK failed'))
     after.push(() => TransactionCallbacks.run(tx.callbacks.onRollback, ctx.logger, 'afterRollback'))
     throw new TransactionError(
       'the transaction was rolled back, not committed: a statement inside it failed and the error was caught; rethrow it, or use a nested transaction (savepoint) around statements that may fail',
@@ -389,7 +389,7 @@ export async function runTransactionOn<T>(
   } catch (err) {
     const unknown = commitOutcomeUnknown(err)
     if (unknown) {
-      conn.poisoned = true
+      conn.retire('COMMIT outcome unknown')
       throw unknown
     }
     after.push(() => TransactionCallbacks.run(tx.callbacks.onRollback, ctx.logger, 'afterRollback'))

@@ -73,6 +73,11 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof QueryError && err.isRetryable
 }
 
+/** The connection was lost before the statement ran (never sent, or the server ended the session first). */
+export function neverStarted(err: unknown): boolean {
+  return err instanceof ConnectionLostError && err.executed === 'no'
+}
+
 /** Exponential backoff with ±50 % jitter, so conflicting transactions do not collide again. */
 export function retryDelay(attempt: number, options: TransactionOptions | undefined): number {
   const base = options?.retryDelayMs ?? 10
@@ -86,6 +91,13 @@ export function sleep(ms: number): Promise<void> {
 /** COMMIT failed on the wire: whether it took effect is unknown, so it must not be retried. */
 export function commitOutcomeUnknown(err: unknown): TransactionError | undefined {
   if (!(err instanceof ConnectionLostError)) return undefined
+  if (err.executed === 'no') {
+    // The session was gone before COMMIT reached the server, which rolls back a transaction
+    // whose session ends: known not committed, but still not retried (fn may have had effects).
+    return new TransactionError('the connection was lost before COMMIT was sent: the server rolled the transaction back. It was not retried; run it again if it is safe to', {
+      cause: err,
+    })
+  }
   return new TransactionError(
     'the connection failed during COMMIT: the transaction may or may not have committed. It was not retried; check the data (or use an idempotency key) before running it again',
     { cause: err },

@@ -20,6 +20,7 @@ export type TidepoolErrorCode =
   | 'HARNESS'
   | 'SESSION_STATE'
   | 'PARAMETER'
+  | 'DECODE'
   | (string & {})
 
 export class TidepoolError extends Error {
@@ -103,13 +104,54 @@ export class ConnectError extends TidepoolError {
   }
 }
 
-/** The connection died while a statement was running; its outcome is unknown. */
+/**
+ * The connection died around a statement. `executed` says what is known: 'unknown' (the socket
+ * failed after the statement was sent: it may or may not have run) or 'no' (it was never sent, or
+ * the server ended the session before answering it; such a statement is safe to run again).
+ */
 export class ConnectionLostError extends TidepoolError {
+  readonly executed: 'unknown' | 'no'
   /** The server's SQLSTATE when it said why it ended the session (e.g. 57P01: terminated by an administrator). */
   readonly sqlstate: string | undefined
-  constructor(message: string, options?: { cause?: unknown; sqlstate?: string }) {
+  constructor(message: string, options?: { cause?: unknown; executed?: 'unknown' | 'no'; sqlstate?: string }) {
     super('CONNECTION_LOST', message, options)
+    this.executed = options?.executed ?? 'unknown'
     this.sqlstate = options?.sqlstate
+  }
+}
+
+/**
+ * A bind value could not be encoded (a circular object, a BigInt inside JSON, …), a statement had
+ * more bind values than the protocol carries, or it failed validation before it was sent. Nothing
+ * reached the server; the connection stays usable.
+ */
+export class ParameterError extends TidepoolError {
+  /** For too many bind values: how many were given, and the protocol's limit. */
+  readonly count: number | undefined
+  readonly limit: number | undefined
+  constructor(message: string, options?: { cause?: unknown; count?: number; limit?: number }) {
+    super('PARAMETER', message, options)
+    this.count = options?.count
+    this.limit = options?.limit
+  }
+
+  static tooMany(count: number, limit: number): ParameterError {
+    return new ParameterError(
+      `a statement has ${count} bind values but PostgreSQL accepts at most ${limit}; nothing was sent. ` +
+        'Send the values as one array parameter (e.g. WHERE id = ANY($1)), use copyFrom for bulk loads, or split the statement.',
+      { count, limit },
+    )
+  }
+}
+
+/**
+ * The server answered but its result could not be turned into values (a type parser threw, a row
+ * did not match its description). The statement ran; the session was drained to ReadyForQuery and
+ * stays usable.
+ */
+export class ResultDecodeError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('DECODE', message, options)
   }
 }
 
@@ -235,30 +277,18 @@ export class SessionStateError extends TidepoolError {
   }
 }
 
-/**
- * A statement has more bind values than the protocol can carry (a 16-bit count: at most 65,535).
- * Refused before anything is sent; the connection stays usable.
- */
-export class ParameterError extends TidepoolError {
-  readonly count: number
-  readonly limit: number
-  constructor(count: number, limit: number) {
-    super(
-      'PARAMETER',
-      `a statement has ${count} bind values but PostgreSQL accepts at most ${limit}; nothing was sent. ` +
-        'Send the values as one array parameter (e.g. WHERE id = ANY($1)), use copyFrom for bulk loads, or split the statement.',
-    )
-    this.count = count
-    this.limit = limit
-  }
-}
-
 /** The API was used in a way that cannot work (double release, …). */
 export class MisuseError extends TidepoolError {
   constructor(message: string) {
     super('MISUSE', message)
   }
 }
+
+/**
+ * A lease was used in a way its connection's state does not allow (released twice, a statement
+ * after release, …). Refused before anything changes: no slot is lost.
+ */
+export class LeaseError extends MisuseError {}
 
 export function isTidepoolError(err: unknown): err is TidepoolError {
   return err instanceof TidepoolError

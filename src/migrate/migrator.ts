@@ -46,7 +46,7 @@ export interface MigratorOptions {
   serverTimeouts?: { statementTimeoutMs?: number | null; lockTimeoutMs?: number | null }
 }
 
-export const MIGRATOR_OPTION_KEYS = optionKeys<keyof MigratorOptions>({ path: true, module: true, lockTimeoutMs: true, allowOutOfOrder: true, onProgress: true })
+export const MIGRATOR_OPTION_KEYS = optionKeys<keyof MigratorOptions>({ path: true, module: true, lockTimeoutMs: true, allowOutOfOrder: true, onProgress: true, serverTimeouts: true })
 
 export type MigrationProgress =
   | { type: 'lock-wait'; module: string; schema: string; holderPid: number | undefined }

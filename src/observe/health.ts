@@ -94,11 +94,11 @@ export function poolCheck(pool: Pool, options: { name?: string; critical?: boole
       const started = performance.now()
       let answered: boolean
       try {
-        const conn = await pool.acquire({ signal })
+        const lease = await pool.acquire({ signal })
         try {
-          answered = await conn.ping(pool.config.prePingTimeoutMs)
+          answered = await lease.ping(pool.config.prePingTimeoutMs)
         } finally {
-          pool.release(conn) // a failed ping marked it broken: release closes it
+          lease.release() // a failed ping marked it broken: release closes it
         }
       } catch (err) {
         return { status: 'down', detail: { ...detail, ...failure(err).detail } }

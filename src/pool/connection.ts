@@ -1,24 +1,68 @@
 // One server connection as the pool sees it: a Session plus the bookkeeping that production
-// semantics need (lifetime, uses, state, leak tracking, prepared statements, cancellation).
+// semantics need (lifetime, uses, leak tracking, prepared statements, cancellation) and its state.
+//
+// The state is private and changes only through `moveTo`, which refuses an illegal transition
+// with a LeaseError. Only src/pool/ moves it: the pool (checkout, return, close) and the Lease
+// (a statement running). Everything above the pool holds a Lease, never this object.
+//
+//   opened ──► idle ◄──► leased ◄──► running
+//     │         │   ▲       │           │
+//     │         │   └── returning ◄─────┘ (release: reset, then idle or the next waiter)
+//     └─────────┴───────────┴──► closed (with the reason kept)
 import type { DatabaseConfig, HostPort, TargetSessionAttrs } from '../config/schema.js'
 import { tlsOptionsFor } from '../config/tls.js'
+import { LeaseError } from '../errors/index.js'
 import { sendCancelRequest } from './cancel.js'
 import { matchesTargetSessionAttrs, ROLE_QUERY } from './connect.js'
 import type { Session, TransactionStatus } from './session.js'
 
-export type ConnectionState = 'idle' | 'acquired' | 'returning' | 'closed'
+export type ConnectionState = 'opened' | 'idle' | 'leased' | 'running' | 'returning' | 'closed'
 export type { TransactionStatus }
+
+/** What pool events and drain predicates see of a connection: read-only. */
+export interface ConnectionInfo {
+  readonly id: number
+  readonly pid: number
+  /** `host:port` */
+  readonly node: string
+  readonly host: HostPort
+  readonly createdAt: number
+  readonly expiresAt: number
+  readonly uses: number
+  readonly state: ConnectionState
+  /** Why it was closed, once closed. */
+  readonly closeReason: string | undefined
+}
 
 let nextId = 1
 
-export class PooledConnection {
+function legal(from: ConnectionState, to: ConnectionState): boolean {
+  switch (from) {
+    case 'opened':
+      return to === 'idle' || to === 'leased' || to === 'closed'
+    case 'idle':
+      return to === 'leased' || to === 'closed'
+    case 'leased':
+      return to === 'running' || to === 'returning' || to === 'closed'
+    case 'running':
+      // Straight to closed when released mid-statement: its state on the wire is unknown.
+      return to === 'leased' || to === 'closed'
+    case 'returning':
+      return to === 'idle' || to === 'leased' || to === 'closed'
+    case 'closed':
+      return false
+  }
+}
+
+export class PooledConnection implements ConnectionInfo {
   readonly id = nextId++
   readonly createdAt: number
   /** When this connection should be retired (recycleMs with ±10 % jitter); Infinity if never. */
   readonly expiresAt: number
-  state: ConnectionState = 'acquired'
-  /** Set by release(), cleared by checkout: catches a double release. */
-  released = false
+  private _state: ConnectionState = 'opened'
+  private _closeReason: string | undefined
+  /** Statements of the current lease on the wire (a transaction may pipeline several). */
+  private running = 0
   uses = 0
   /** When it was last returned to the pool (or opened): pre-ping and idle timeouts count from here. */
   idleSince = 0
@@ -28,12 +72,10 @@ export class PooledConnection {
   /** What holds it, when the acquirer said (AcquireOptions.holder); then there is no stack. */
   holder: string | undefined
   leakReported = false
-  /** The socket failed; never hand this connection out again. */
-  broken = false
-  /** Statements currently on the wire. Non-zero at release means "returned mid-query": destroy. */
-  inFlight = 0
-  /** State unknown (a cancel raced a completion, a reset failed): destroy on release. */
-  poisoned = false
+  /** The socket failed (or a ping did not answer): never hand this connection out again. */
+  lost = false
+  /** Why it must be closed instead of reused when returned (a cancel raced a completion, …). */
+  retiredFor: string | undefined
   /** Drained (its server changed role, or the caller asked): close it when it is returned. */
   draining = false
   /** When the server was last known to be alive (and of the wanted role): opened or pinged. */
@@ -49,7 +91,7 @@ export class PooledConnection {
   readonly pendingDeallocate: string[] = []
 
   constructor(
-    /** The server session: run statements through the query layer (Database), not directly. */
+    /** The server session. Only the pool layer talks to it. */
     readonly client: Session,
     readonly host: HostPort,
     private readonly config: DatabaseConfig,
@@ -66,7 +108,49 @@ export class PooledConnection {
   /** `host:port`, as query events report the node that ran a statement. */
   readonly node: string
 
-  /** Server process id of this session (as in pg_stat_activity.pid). */
+  get state(): ConnectionState {
+    return this._state
+  }
+
+  get closeReason(): string | undefined {
+    return this._closeReason
+  }
+
+  /** Checked out (by a caller, or by the pool itself for a pre-ping), whether or not a statement runs. */
+  get isLeased(): boolean {
+    return this._state === 'leased' || this._state === 'running'
+  }
+
+  /** A statement of the current holder is on the wire: returning it now means closing it. */
+  get isRunning(): boolean {
+    return this._state === 'running'
+  }
+
+  /** Move to `to`, or throw LeaseError if that is not a legal transition (nothing changes then). */
+  moveTo(to: ConnectionState, reason?: string): void {
+    const from = this._state
+    if (!legal(from, to)) throw new LeaseError(`connection ${this.id} (pid ${this.pid}) cannot go from ${from} to ${to}${from === 'closed' ? ` (closed: ${this._closeReason})` : ''}`)
+    this._state = to
+    if (to === 'closed') this._closeReason = reason ?? 'closed'
+  }
+
+  /** A statement starts on the wire (leased → running; pipelined statements just count). */
+  beginRun(): void {
+    if (this._state === 'running') {
+      this.running++
+      return
+    }
+    this.moveTo('running')
+    this.running = 1
+  }
+
+  /** A statement settled. Nothing to do if the pool closed the connection under it meanwhile. */
+  endRun(): void {
+    if (this._state !== 'running') return
+    if (--this.running === 0) this._state = 'leased'
+  }
+
+  /** Pid of the server process of this session (as in pg_stat_activity.pid). */
   get pid(): number {
     return this.client.pid
   }
@@ -127,14 +211,18 @@ export class PooledConnection {
     await this.client.deallocate(this.pendingDeallocate.splice(0))
   }
 
-  /** A statement's ReadyForQuery (which carries the transaction status) is still to come. */
+  /**
+   * The session still owes a ReadyForQuery (a statement that failed before it arrived). Unlike
+   * `isRunning` (a holder's call is still in progress: close on return), this only means "wait
+   * for the session to settle before reusing it".
+   */
   get awaitingReady(): boolean {
     return this.client.awaitingReady
   }
 
   /** Resolve true once the server's ReadyForQuery has been processed (false on timeout). */
   whenReady(timeoutMs: number): Promise<boolean> {
-    if (this.broken) return Promise.resolve(false)
+    if (this.lost) return Promise.resolve(false)
     return this.client.whenReady(timeoutMs)
   }
 
@@ -153,24 +241,25 @@ export class PooledConnection {
     return matchesTargetSessionAttrs(attrs, row.rec, row.ro === 'on') ? 'ok' : 'mismatch'
   }
 
-  /** The first row of `sql`, or undefined (and the connection marked broken) on error or timeout. */
+  /** The first row of `sql`, or undefined (and the connection marked lost) on error or timeout. */
   private askWithin<R>(sql: string, timeoutMs: number): Promise<R | undefined> {
+    if (this._state === 'closed') return Promise.resolve(undefined)
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.broken = true
+        this.lost = true
         resolve(undefined)
       }, timeoutMs)
-      this.inFlight++
+      this.beginRun()
       this.client.query(sql).then(
         (res) => {
-          this.inFlight--
+          this.endRun()
           clearTimeout(timer)
-          resolve(this.broken ? undefined : ((res.rows[0] ?? {}) as R))
+          resolve(this.lost ? undefined : ((res.rows[0] ?? {}) as R))
         },
         () => {
-          this.inFlight--
+          this.endRun()
           clearTimeout(timer)
-          this.broken = true
+          this.lost = true
           resolve(undefined)
         },
       )
@@ -184,14 +273,15 @@ export class PooledConnection {
 
   /** Force the socket closed: pending statements reject at once. */
   abortSocket(): void {
-    this.broken = true
+    this.lost = true
     this.client.destroy()
   }
 
-  /** Close politely (Terminate), or force the socket shut after `graceMs`. Never rejects. */
-  close(graceMs = 1_000): Promise<void> {
-    if (this.state === 'closed') return Promise.resolve()
-    this.state = 'closed'
+  /** Move to closed and close politely (Terminate), or force the socket shut after `graceMs`. Never rejects. */
+  close(reason: string, graceMs = 1_000): Promise<void> {
+    if (this._state === 'closed') return Promise.resolve()
+    const abrupt = this.lost || this._state === 'running'
+    this.moveTo('closed', reason)
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.abortSocket()
@@ -202,7 +292,7 @@ export class PooledConnection {
         clearTimeout(timer)
         resolve()
       }
-      if (this.broken || this.inFlight > 0) {
+      if (abrupt) {
         this.abortSocket()
         done()
         return

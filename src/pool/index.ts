@@ -1,5 +1,7 @@
 export { Pool, createPool, type PoolOptions, type PoolStats, type PoolEvents, type PoolState, type AcquireOptions, type ReleaseOptions } from './pool.js'
-export { PooledConnection, type ConnectionState, type TransactionStatus } from './connection.js'
+export { PooledConnection, type ConnectionState, type ConnectionInfo, type TransactionStatus } from './connection.js'
+export { Lease, type LeaseStatement, type LeaseRunOptions } from './lease.js'
+export { withStatementLease, type StatementLeaseOptions } from './one-statement.js'
 export { openClient, classifyConnectError, type OpenedClient } from './connect.js'
 export { sendCancelRequest } from './cancel.js'
 export { EventHub, type Listener } from './events.js'

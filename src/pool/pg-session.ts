@@ -6,6 +6,9 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import pg from 'pg'
 import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
+import pgUtils from 'pg/lib/utils.js'
+import { ParameterError, ResultDecodeError } from '../errors/index.js'
+import { isServerError, isSessionEnding, markNotRun } from './errors.js'
 import { assertParameterCount, hideStatementName, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from './session.js'
 
 interface PgInternals {
@@ -16,14 +19,32 @@ interface PgInternals {
   connection: EventEmitter & { parsedStatements: Record<string, string>; stream: { destroy(): void } }
 }
 
+const prepareValue = (pgUtils as { prepareValue(value: unknown): unknown }).prepareValue
+
 export class PgSession implements Session {
   readonly driver = 'pg' as const
   private readonly internals: PgInternals
+  /** The socket failed or the server ended the session (pg emits 'error'/'end' before its queries settle). */
+  private failed: Error | undefined
+  /** Statements handed to pg and not settled: pg queues them, so only a lone one is sent at once. */
+  private pending = 0
+  /** Messages that answer a statement (not notices, not errors), counted to prove "unanswered". */
+  private answers = 0
+  /** `answers` when a session-ending FATAL arrived. */
+  private answersAtFatal = -1
 
   constructor(readonly client: pg.Client) {
     this.internals = client as unknown as PgInternals
     // The pool reports failures through onFailure; an 'error' with no listener would crash.
-    client.on('error', () => {})
+    client.on('error', (err: Error) => (this.failed ??= err))
+    client.on('end', () => (this.failed ??= new Error('connection ended by the server')))
+    this.internals.connection.on('message', (msg: { name: string }) => {
+      if (msg.name === 'error') {
+        if (isSessionEnding(msg)) this.answersAtFatal = this.answers
+      } else if (msg.name !== 'notice' && msg.name !== 'parameterStatus' && msg.name !== 'notification') {
+        this.answers++
+      }
+    })
   }
 
   get pid(): number {
@@ -69,8 +90,32 @@ export class PgSession implements Session {
   }
 
   async run(statement: Statement): Promise<SessionResult> {
+    if (this.failed) throw markNotRun(new Error(`the connection is closed (${this.failed.message})`, { cause: this.failed }), 'never-sent')
     // pg would wrap a count past 65,535 around to a small number and send the message anyway.
     assertParameterCount(statement.values)
+    if (statement.values !== undefined) checkEncodable(statement.values)
+    // Alone and the session idle: pg writes it (or its prelude, which goes first on its own) now,
+    // so the next message answers it.
+    const alone = this.pending === 0 && this.internals.readyForQuery
+    const mark = this.answers
+    this.pending++
+    try {
+      return await this.send(statement)
+    } catch (err) {
+      // The server's termination notice came before anything for this statement: it never ran.
+      if (alone && isSessionEnding(err) && this.answersAtFatal === mark) throw markNotRun(err as Error, 'unanswered')
+      // pg reads a failed row to ReadyForQuery and rejects with what the type parser threw. With
+      // the session alive and no server error, that is what this is.
+      if (this.failed || isServerError(err) || err instanceof ParameterError) throw err
+      throw new ResultDecodeError(`a result value could not be decoded: ${(err as Error)?.name ?? 'an error'} (see cause). The statement ran; the connection stays usable. Fix the type parser for that type`, {
+        cause: err,
+      })
+    } finally {
+      this.pending--
+    }
+  }
+
+  private async send(statement: Statement): Promise<SessionResult> {
     if (statement.prelude !== undefined) await this.client.query(statement.prelude)
     const { text, values, name, rowMode } = statement
     const hasValues = values !== undefined && values.length > 0
@@ -120,6 +165,7 @@ export class PgSession implements Session {
   }
 
   onFailure(listener: (error: Error) => void): void {
+    if (this.failed) return listener(this.failed)
     let reported = false
     const once = (error: Error) => {
       if (reported) return
@@ -140,5 +186,23 @@ export class PgSession implements Session {
 
   end(): Promise<void> {
     return this.client.end()
+  }
+}
+
+/**
+ * pg encodes bind values only after it has written Parse, and then answers the failure with a
+ * Close and a Sync of its own. Encode the values that can fail (objects, arrays) first, so a value
+ * that cannot be encoded is refused before anything is sent.
+ */
+function checkEncodable(values: readonly unknown[]): void {
+  for (const value of values) {
+    if (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || value instanceof Date) continue
+    try {
+      prepareValue(value)
+    } catch (err) {
+      throw new ParameterError(`a bind value could not be encoded (${(err as Error)?.message ?? err}); nothing was sent, the connection stays usable. Pass JSON-safe values (no cycles, no BigInt inside objects) or convert the value first`, {
+        cause: err,
+      })
+    }
   }
 }

@@ -4,6 +4,8 @@
 //
 // Invariants worth keeping in mind when changing this file:
 //  - every connection is in exactly one place: `idle`, handed to a caller, being reset, or closed;
+//    its state (connection.ts) says which, and only this file and lease.ts move it;
+//  - a caller holds a Lease, never the connection: release() takes a lease back exactly once;
 //  - `all` counts every open connection; `opening` counts connects in progress; their sum never
 //    exceeds size + maxOverflow;
 //  - nothing that happens in the background (an idle socket dying, a refill failing) may throw
@@ -12,9 +14,10 @@ import { resolveConfig, type ConfigSource } from '../config/resolve.js'
 import { describeTarget, printAs, redactConfig } from '../config/redact.js'
 import type { DatabaseConfig, DatabaseConfigInput, HostPort } from '../config/schema.js'
 import { defaultLogger, type Logger } from '../config/logger.js'
-import { AbortError, ConfigError, ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, type PoolFigures } from '../errors/index.js'
+import { AbortError, ConfigError, ConnectError, LeaseError, MisuseError, PoolClosedError, PoolTimeoutError, type PoolFigures } from '../errors/index.js'
 import { openClient } from './connect.js'
-import { PooledConnection } from './connection.js'
+import { PooledConnection, type ConnectionInfo } from './connection.js'
+import { connectionOf, Lease } from './lease.js'
 import { EventHub } from './events.js'
 import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
@@ -83,17 +86,17 @@ export interface PoolStats {
 
 export interface PoolEvents {
   [key: string]: unknown
-  connect: { connection: PooledConnection }
-  acquire: { connection: PooledConnection; waitMs: number }
-  release: { connection: PooledConnection; holdMs: number }
-  close: { connection: PooledConnection; reason: string }
+  connect: { connection: ConnectionInfo }
+  acquire: { connection: ConnectionInfo; waitMs: number }
+  release: { connection: ConnectionInfo; holdMs: number }
+  close: { connection: ConnectionInfo; reason: string }
   timeout: { error: PoolTimeoutError }
   connectError: { error: ConnectError }
   /** A connection failed while idle and was evicted. */
-  connectionError: { connection: PooledConnection; error: Error }
-  leak: { connection: PooledConnection; heldMs: number; stack: string | undefined; holder: string | undefined }
+  connectionError: { connection: ConnectionInfo; error: Error }
+  leak: { connection: ConnectionInfo; heldMs: number; stack: string | undefined; holder: string | undefined }
   /** A NOTICE or WARNING from the server (also logged at debug level). */
-  notice: { connection: PooledConnection; notice: Notice }
+  notice: { connection: ConnectionInfo; notice: Notice }
 }
 
 interface Waiter {
@@ -135,7 +138,11 @@ export class Pool {
   private readonly resetDropsStatements: boolean
   /** targetSessionAttrs names a role, so pre-pings also check that the server still has it. */
   private readonly checksRole: boolean
-  /** Connections last verified before this moment are checked before their next checkout. */
+  /**
+   * Connections last verified before this moment are checked before their next checkout: set by
+   * revalidate(), and whenever a connection is found dead by a disconnect (as SQLAlchemy does, a
+   * server restart or a mass termination makes every older connection suspect).
+   */
   private revalidateAt = -Infinity
 
   private readonly counters = {
@@ -196,11 +203,12 @@ export class Pool {
   // ---------------------------------------------------------------- acquire
 
   /**
-   * Check out a connection. Waits (FIFO) up to acquireTimeoutMs when the pool is at its limit, then
-   * fails with PoolTimeoutError; a server that cannot be reached fails with ConnectError instead.
-   * The caller must `release()` it exactly once; prefer Database.withConnection/transaction.
+   * Check out a connection, as a Lease. Waits (FIFO) up to acquireTimeoutMs when the pool is at
+   * its limit, then fails with PoolTimeoutError; a server that cannot be reached fails with
+   * ConnectError instead. The caller must release the lease exactly once (`lease.release()` or
+   * `pool.release(lease)`); prefer Database.withConnection/transaction.
    */
-  async acquire(options?: AcquireOptions): Promise<PooledConnection> {
+  async acquire(options?: AcquireOptions): Promise<Lease> {
     if (this._state !== 'open') throw new PoolClosedError()
     const signal = options?.signal
     if (signal?.aborted) throw new AbortError()
@@ -240,12 +248,12 @@ export class Pool {
   private takeIdle(t: number): PooledConnection | undefined {
     let conn: PooledConnection | undefined
     while ((conn = this.idle.pop())) {
-      if (conn.broken || this.isExpired(conn, t)) {
-        if (!conn.broken) this.counters.recycled++
-        this.discard(conn, conn.broken ? 'broken' : 'expired')
+      if (conn.lost || this.isExpired(conn, t)) {
+        if (!conn.lost) this.counters.recycled++
+        this.discard(conn, conn.lost ? 'broken' : 'expired')
         continue
       }
-      conn.state = 'acquired'
+      conn.moveTo('leased')
       return conn
     }
     return undefined
@@ -259,9 +267,7 @@ export class Pool {
     return t - conn.idleSince >= this.config.prePingIdleMs
   }
 
-  private checkout(conn: PooledConnection, start: number, t: number, holder: string | undefined): PooledConnection {
-    conn.state = 'acquired'
-    conn.released = false
+  private checkout(conn: PooledConnection, start: number, t: number, holder: string | undefined): Lease {
     conn.acquiredAt = t
     conn.uses++
     conn.leakReported = false
@@ -278,7 +284,7 @@ export class Pool {
     const waitMs = t - start
     this.waitSampler.record(waitMs)
     if (this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
-    return conn
+    return new Lease(this, conn)
   }
 
   private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<PooledConnection> {
@@ -443,11 +449,17 @@ export class Pool {
     })
   }
 
-  /** A socket error or end. Idle: evict and replace. Checked out: the holder sees it; release discards. */
+  /**
+   * A socket error or end. Idle: evict and replace. Checked out: the holder sees it; release
+   * discards. Either way every connection opened before now is suspect (the server may have
+   * restarted or ended all its sessions): each is pinged before its next checkout.
+   */
   private onConnectionFailure(conn: PooledConnection, error: Error): void {
     if (conn.state === 'closed') return
-    const wasBroken = conn.broken
-    conn.broken = true
+    const wasBroken = conn.lost
+    conn.lost = true
+    // Not one we closed ourselves (abortSocket marks it lost first).
+    if (!wasBroken) this.revalidateAt = now()
     if (conn.state === 'idle') {
       this.counters.evictions++
       this.logger.warn('idle connection failed; evicted and will be replaced', { pool: this.name, pid: conn.pid, error: error.message })
@@ -463,22 +475,18 @@ export class Pool {
   // ---------------------------------------------------------------- release
 
   /**
-   * Return a connection. Safe to call without awaiting: a connection left inside a transaction is
-   * rolled back first, one returned mid-query (or flagged by the caller) is closed, and an expired
-   * or surplus overflow connection is retired.
+   * Take a lease back. Safe to call without awaiting: a connection left inside a transaction is
+   * rolled back first, one returned mid-statement (or retired by its holder) is closed, and an
+   * expired or surplus overflow connection is retired. The slot is returned exactly once: a
+   * second release of the same lease throws LeaseError and changes nothing; a release after the
+   * pool itself closed the connection (reclaimed, pool closed at its deadline) is accepted.
    */
-  release(conn: PooledConnection, options?: ReleaseOptions): void {
-    if (conn.released) throw new MisuseError('release() called on a connection that was already released')
-    if (!this.all.has(conn)) {
-      // Closed under its holder (pool closed at its deadline, socket failure): nothing to return.
-      if (conn.state === 'closed') {
-        conn.released = true
-        return
-      }
-      throw new MisuseError('release() called with a connection that does not belong to this pool')
-    }
-    conn.released = true
-    conn.state = 'returning'
+  release(lease: Lease, options?: ReleaseOptions): void {
+    if (!(lease instanceof Lease) || !lease.isFrom(this)) throw new MisuseError('release() takes a Lease that acquire() on this pool returned')
+    if (!lease.markReleased()) throw new LeaseError('release() called on a lease that was already released')
+    const conn = connectionOf(lease)
+    // Closed under its holder: nothing to return.
+    if (conn.state === 'closed') return
     const t = now()
     const holdMs = t - conn.acquiredAt
     this.holdSampler.record(holdMs)
@@ -489,15 +497,18 @@ export class Pool {
     conn.holder = undefined
     if (this.events.has('release')) this.events.emit('release', { connection: conn, holdMs })
 
+    // One decision, in order: drained; destroyed, mid-statement or unusable; reset; reuse.
     if (conn.draining && !options?.destroy) {
       this.discard(conn, 'drained')
       return
     }
-    if (options?.destroy || conn.broken || conn.poisoned || conn.inFlight > 0) {
+    const unusable = options?.destroy ? 'destroyed by caller' : conn.isRunning ? 'returned mid-query' : conn.lost ? 'unusable' : conn.retiredFor !== undefined ? 'unusable' : undefined
+    if (unusable !== undefined) {
       this.counters.discarded++
-      this.discard(conn, options?.destroy ? 'destroyed by caller' : conn.inFlight > 0 ? 'returned mid-query' : 'unusable')
+      this.discard(conn, unusable)
       return
     }
+    conn.moveTo('returning')
     const status = conn.transactionStatus()
     if (conn.awaitingReady || status === 'T' || status === 'E' || conn.pendingDeallocate.length > 0 || this.config.resetQuery) {
       this.track(this.resetThenReturn(conn))
@@ -550,7 +561,7 @@ export class Pool {
     const waiter = this.waiters.shift()
     if (waiter) {
       this.settleWaiter(waiter)
-      conn.state = 'acquired'
+      conn.moveTo('leased')
       waiter.resolve(conn)
       return
     }
@@ -558,7 +569,7 @@ export class Pool {
       this.discard(conn, 'overflow returned')
       return
     }
-    conn.state = 'idle'
+    conn.moveTo('idle')
     this.idle.push(conn)
   }
 
@@ -570,8 +581,8 @@ export class Pool {
   private discard(conn: PooledConnection, reason: string): void {
     if (!this.all.delete(conn)) return
     this.counters.closed++
+    this.track(conn.close(reason))
     if (this.events.has('close')) this.events.emit('close', { connection: conn, reason })
-    this.track(conn.close())
     if (this._state === 'open') {
       this.openForWaiters()
       this.refill()
@@ -620,7 +631,7 @@ export class Pool {
     const leakMs = this.config.leakWarningMs
     if (leakMs > 0) {
       for (const conn of this.all) {
-        if (conn.state !== 'acquired' || conn.leakReported) continue
+        if (!conn.isLeased || conn.leakReported) continue
         const heldMs = t - conn.acquiredAt
         if (heldMs < leakMs) continue
         conn.leakReported = true
@@ -642,7 +653,7 @@ export class Pool {
     const reclaimMs = this.config.leakReclaimMs
     if (reclaimMs <= 0) return
     for (const conn of [...this.all]) {
-      if (conn.state !== 'acquired' || t - conn.acquiredAt < reclaimMs) continue
+      if (!conn.isLeased || t - conn.acquiredAt < reclaimMs) continue
       this.counters.reclaimed++
       const { where } = describeHolder(conn)
       this.logger.warn(`reclaimed a connection held for ${Math.round(t - conn.acquiredAt)} ms (leakReclaimMs ${reclaimMs}); ${where}`, { pool: this.name, pid: conn.pid })
@@ -663,7 +674,7 @@ export class Pool {
    */
   async warmup(count = Math.max(this.minIdle, 1)): Promise<void> {
     const wanted = Math.min(count, this.size)
-    const conns: PooledConnection[] = []
+    const conns: Lease[] = []
     try {
       // Holding each one makes the next acquire open a new connection.
       for (let i = 0; i < wanted; i++) conns.push(await this.acquire())
@@ -680,7 +691,7 @@ export class Pool {
    * failover the pool moves to the new primary instead of failing on the old one. Returns how
    * many connections were drained.
    */
-  drain(predicate: (conn: PooledConnection) => boolean, reason = 'drained'): number {
+  drain(predicate: (conn: ConnectionInfo) => boolean, reason = 'drained'): number {
     let count = 0
     for (const conn of [...this.all]) {
       if (conn.draining || conn.state === 'closed' || !predicate(conn)) continue

@@ -96,7 +96,7 @@ export const MAX_PARAMETERS = 65_535
 
 /** Refuse a statement the protocol cannot carry, before anything is written to the socket. */
 export function assertParameterCount(values: readonly unknown[] | undefined): void {
-  if (values !== undefined && values.length > MAX_PARAMETERS) throw new ParameterError(values.length, MAX_PARAMETERS)
+  if (values !== undefined && values.length > MAX_PARAMETERS) throw ParameterError.tooMany(values.length, MAX_PARAMETERS)
 }
 
 /**

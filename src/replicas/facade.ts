@@ -14,7 +14,7 @@ import type { QueryResult } from '../db/execute.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
-import type { PooledConnection } from '../pool/connection.js'
+import type { Lease } from '../pool/lease.js'
 import type { ReplicaNode } from './node.js'
 import { BEHIND, isNodeFailure, type ClusterQueryOptions, type ReadOptions, type Router, type ViewMode } from './router.js'
 
@@ -185,7 +185,7 @@ export class ClusterDatabase extends Queryable {
   private async *onHeldReplica<T>(
     sql: string,
     options: (ReadOptions & { signal?: AbortSignal | undefined }) | undefined,
-    produce: (conn: PooledConnection) => AsyncGenerator<T>,
+    produce: (conn: Lease) => AsyncGenerator<T>,
     onPrimary: () => AsyncGenerator<T>,
   ): AsyncGenerator<T> {
     if (!this.router.wantsReplica(this.mode, sql, options)) {
@@ -193,7 +193,7 @@ export class ClusterDatabase extends Queryable {
       return
     }
     const acquire = options?.signal ? { signal: options.signal } : undefined
-    const held = await this.router.onReplica<{ node: ReplicaNode; conn: PooledConnection } | undefined>(
+    const held = await this.router.onReplica<{ node: ReplicaNode; conn: Lease } | undefined>(
       options,
       async (node, token) => {
         const conn = await this.router.acquireVouched(node, token, acquire)
@@ -214,7 +214,7 @@ export class ClusterDatabase extends Queryable {
       throw err
     } finally {
       node.inFlight--
-      node.pool.release(conn)
+      conn.release()
     }
   }
 }

@@ -11,7 +11,7 @@ import { joinedTransaction } from '../db/ambient.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import type { TransactionOptions } from '../db/transaction.js'
 import { QueryError } from '../errors/index.js'
-import type { AcquireOptions, Pool } from '../pool/pool.js'
+import { withStatementLease } from '../pool/one-statement.js'
 import type { Lsn } from './lsn.js'
 import { COMMIT_LSN_SQL, lsnOrUndefined, type NodeHost, type PrimaryNode } from './node.js'
 import type { ConsistencySession, RouteContext } from './session.js'
@@ -19,19 +19,6 @@ import type { ConsistencySession, RouteContext } from './session.js'
 /** 25006: the server is read-only (a standby, or a primary fenced or demoted by a failover). */
 export function isReadOnlyRefusal(err: unknown): boolean {
   return err instanceof QueryError && err.sqlstate === '25006'
-}
-
-const now = () => performance.now()
-
-export function deadlineOf(options: QueryOptions | undefined): number | undefined {
-  return options?.timeoutMs === undefined ? undefined : now() + options.timeoutMs
-}
-
-/** The acquire part of a call's budget, as Database does it. */
-export function acquireOptions(options: QueryOptions | undefined, deadline: number | undefined, pool: Pool): AcquireOptions | undefined {
-  if (options === undefined) return undefined
-  const timeoutMs = deadline === undefined ? undefined : Math.max(1, Math.min(deadline - now(), pool.config.acquireTimeoutMs))
-  return { signal: options.signal, timeoutMs }
 }
 
 export class PrimaryPath {
@@ -51,22 +38,17 @@ export class PrimaryPath {
       if (probe) probe.pool = this.node.name
       return joined.runJoined(sql, params, options, rowMode, probe)
     }
-    return this.followingFailover(async () => {
-      const pool = this.node.pool
-      const deadline = deadlineOf(options)
-      const conn = await pool.acquire(acquireOptions(options, deadline, pool))
-      try {
+    return this.followingFailover(() =>
+      withStatementLease(this.node.pool, sql, options, async (lease, deadline) => {
         if (probe) {
-          probe.node = conn.node
+          probe.node = lease.node
           probe.pool = this.node.name
         }
-        const result = await runOn(conn, sql, params, options, { rowMode, deadline })
-        if (capture) await this.capture(capture, async () => (await runOn(conn, COMMIT_LSN_SQL, undefined, undefined)).rows[0]?.lsn)
+        const result = await runOn(lease, sql, params, options, { rowMode, deadline })
+        if (capture) await this.capture(capture, async () => (await runOn(lease, COMMIT_LSN_SQL, undefined, undefined)).rows[0]?.lsn)
         return result
-      } finally {
-        pool.release(conn)
-      }
-    })
+      }),
+    )
   }
 
   /** A transaction; nothing inside fn is sent to a replica, even through the cluster's views. */

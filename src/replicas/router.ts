@@ -11,7 +11,8 @@ import type { ConnectionScope, Database } from '../db/index.js'
 import { runOn, type QueryOptions } from '../db/index.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import { AbortError, ConnectError, ConnectionLostError, PoolTimeoutError, QueryError } from '../errors/index.js'
-import type { PooledConnection } from '../pool/connection.js'
+import type { Lease } from '../pool/lease.js'
+import { withStatementLease } from '../pool/one-statement.js'
 import type { AcquireOptions } from '../pool/pool.js'
 import { Balancer } from './balance.js'
 import { isPlainRead } from './classify.js'
@@ -19,7 +20,7 @@ import { NoReplicaAvailableError, ReplicaBehindError } from './errors.js'
 import type { FallbackReason } from './events.js'
 import { formatLsn, laterLsn, toLsn, type ConsistencyToken, type Lsn } from './lsn.js'
 import { lsnOrUndefined, REPLAY_SQL, type NodeHost, type PrimaryNode, type ReplicaNode } from './node.js'
-import { acquireOptions, deadlineOf, isReadOnlyRefusal, PrimaryPath } from './primary-path.js'
+import { isReadOnlyRefusal, PrimaryPath } from './primary-path.js'
 import type { ConsistencySession, RouteContext } from './session.js'
 
 /** How a view routes by default: `auto` (primary; replicas when opted in), always `primary`, or `replica`. */
@@ -116,10 +117,9 @@ export class Router {
   /** Run one statement where it belongs. */
   run(view: ViewMode, sql: string, params: Params | undefined, options: ClusterQueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {
     if (this.wantsReplica(view, sql, options)) {
-      const deadline = deadlineOf(options)
       return this.onReplica(
         options,
-        (node, token) => this.readOn(node, token, sql, params, options, rowMode, deadline, probe),
+        (node, token) => this.readOn(node, token, sql, params, options, rowMode, probe),
         (reason) => this.primaryPath.run(sql, params, options, rowMode, probe, reason === 'write-on-replica' ? this.session : undefined),
       )
     }
@@ -204,32 +204,28 @@ export class Router {
     params: Params | undefined,
     options: QueryOptions | undefined,
     rowMode: 'array' | undefined,
-    deadline: number | undefined,
     probe: RunProbe | undefined,
   ): Promise<SessionResult | typeof BEHIND> {
-    const conn = await this.acquireVouched(node, token, acquireOptions(options, deadline, node.pool))
-    if (conn === BEHIND) return BEHIND
-    try {
+    return withStatementLease(node.pool, sql, options, async (lease, deadline) => {
+      if (token !== undefined && !(await this.vouch(node, lease, token))) return BEHIND
       if (probe) {
-        probe.node = conn.node
+        probe.node = lease.node
         probe.pool = node.name
       }
-      return await runOn(conn, sql, params, options, { rowMode, deadline })
-    } finally {
-      node.pool.release(conn)
-    }
+      return runOn(lease, sql, params, options, { rowMode, deadline })
+    })
   }
 
   /** A connection on `node` that sees `token`, or BEHIND (the connection went back). */
-  async acquireVouched(node: ReplicaNode, token: Lsn | undefined, acquire: AcquireOptions | undefined): Promise<PooledConnection | typeof BEHIND> {
-    const conn = await node.pool.acquire(acquire)
+  async acquireVouched(node: ReplicaNode, token: Lsn | undefined, acquire: AcquireOptions | undefined): Promise<Lease | typeof BEHIND> {
+    const lease = await node.pool.acquire(acquire)
     let seen = false
     try {
-      seen = token === undefined || (await this.vouch(node, conn, token))
+      seen = token === undefined || (await this.vouch(node, lease, token))
     } finally {
-      if (!seen) node.pool.release(conn)
+      if (!seen) lease.release()
     }
-    return seen ? conn : BEHIND
+    return seen ? lease : BEHIND
   }
 
   /**
@@ -237,7 +233,7 @@ export class Router {
    * connection that was already open when we asked (a restart would have closed them); a newer
    * connection may have reached a restarted server that replayed less, so it is asked directly.
    */
-  private async vouch(node: ReplicaNode, conn: PooledConnection, token: Lsn): Promise<boolean> {
+  private async vouch(node: ReplicaNode, conn: Lease, token: Lsn): Promise<boolean> {
     if (conn.createdAt < node.observedAt) return node.hasReplayed(token)
     const sentAt = now()
     node.observe(lsnOrUndefined((await runOn(conn, REPLAY_SQL, undefined, undefined)).rows[0]?.replay), sentAt)

@@ -4,6 +4,7 @@
 // an event is being delivered.
 import { describe, expect, it } from 'vitest'
 import { Database, createPool } from '../../src/index.js'
+import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const db = await useDatabase()
@@ -11,7 +12,8 @@ const db = await useDatabase()
 describe('pool hot path', () => {
   it('does not pre-ping a connection handed straight from its holder to a waiter', async () => {
     const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, prePing: 'if-idle', prePingIdleMs: 100 }, { logger: recordingLogger() })
-    const conn = await p.acquire()
+    const lease = await p.acquire()
+    const conn = connectionOf(lease) // the connection behind the lease: count the pool's pings of it
     let pings = 0
     const ping = conn.ping.bind(conn)
     conn.ping = (ms: number) => {
@@ -20,9 +22,9 @@ describe('pool hot path', () => {
     }
     const waiter = p.acquire()
     await sleep(150) // held (busy), not idle, for longer than prePingIdleMs
-    p.release(conn)
+    p.release(lease)
     const next = await waiter
-    expect(next).toBe(conn)
+    expect(connectionOf(next)).toBe(conn)
     expect(pings).toBe(0)
     p.release(next)
     await sleep(150) // now really idle that long

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError, ConnectError, MisuseError, Pool, PoolClosedError, PoolTimeoutError, AbortError, createPool, type PoolOptions } from '../../src/index.js'
+import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, settledWithin, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const db = await useDatabase()
@@ -40,7 +41,7 @@ describe('pool sizing', () => {
     p.release(a)
     p.release(b)
     const next = await p.acquire()
-    expect(next).toBe(b)
+    expect(next.pid).toBe(b.pid)
     p.release(next)
     await p.close()
   })
@@ -155,7 +156,7 @@ describe('connection health', () => {
     expect(killed.rows[0].n).toBe(3)
     await waitFor(() => p.stats().evictions === 3, 5_000, 'evictions')
     const conn = await p.acquire()
-    await expect(conn.client.query('SELECT 1 AS one')).resolves.toMatchObject({ rows: [{ one: 1 }] })
+    await expect(conn.run({ text: 'SELECT 1 AS one' })).resolves.toMatchObject({ rows: [{ one: 1 }] })
     p.release(conn)
     expect(logger.text()).toMatch(/idle connection failed; evicted/)
     await p.close()
@@ -173,7 +174,7 @@ describe('connection health', () => {
     proxy.stallExisting() // the held socket stays open but nothing gets through: no error event
     const next = await p.acquire()
     expect(next.pid).not.toBe(firstPid)
-    await expect(next.client.query('SELECT 1')).resolves.toBeTruthy()
+    await expect(next.run({ text: 'SELECT 1' })).resolves.toBeTruthy()
     p.release(next)
     expect(p.stats().prePingFailures).toBe(1)
     await p.close({ timeoutMs: 100 })
@@ -183,13 +184,14 @@ describe('connection health', () => {
   it("pings only connections idle longer than prePingIdleMs in 'if-idle' mode", async () => {
     const p = await pool({ size: 1, prePing: 'if-idle', prePingIdleMs: 150 })
     let pings = 0
-    const c0 = await p.acquire()
+    const first = await p.acquire()
+    const c0 = connectionOf(first) // the connection behind the lease: count the pool's pings of it
     const original = c0.ping.bind(c0)
     c0.ping = (ms: number) => {
       pings++
       return original(ms)
     }
-    p.release(c0)
+    p.release(first)
     p.release(await p.acquire())
     expect(pings).toBe(0)
     await sleep(200)
@@ -242,9 +244,8 @@ describe('reset on return', () => {
     // No overflow: the next acquire must wait for this connection, not race it with a new one.
     const p = await pool({ size: 1, maxOverflow: 0 })
     const c = await p.acquire()
-    await c.client.query('BEGIN')
-    await c.client.query('SELECT 1/0').catch(() => {})
-    await c.whenReady(1_000)
+    await c.run({ text: 'BEGIN' })
+    await c.run({ text: 'SELECT 1/0' }).catch(() => {})
     expect(c.transactionStatus()).toBe('E')
     const pid = c.pid
     p.release(c)
@@ -261,10 +262,10 @@ describe('reset on return', () => {
     for (let i = 0; i < 20; i++) {
       const c = await p.acquire()
       // Released the instant the error arrives, possibly before ReadyForQuery reports 'E'.
-      await c.client.query('BEGIN; SELECT 1/0').catch(() => {})
+      await c.run({ text: 'BEGIN; SELECT 1/0' }).catch(() => {})
       p.release(c)
       const next = await p.acquire()
-      await expect(next.client.query('SELECT 1 AS ok')).resolves.toMatchObject({ rows: [{ ok: 1 }] })
+      await expect(next.run({ text: 'SELECT 1 AS ok' })).resolves.toMatchObject({ rows: [{ ok: 1 }] })
       p.release(next)
     }
     expect(p.stats().resets).toBe(20)
@@ -274,13 +275,12 @@ describe('reset on return', () => {
   it('destroys a connection returned mid-query', async () => {
     const p = await pool({ size: 1 })
     const c = await p.acquire()
-    c.inFlight++ // what the executor does while a statement is on the wire
-    const running = c.client.query('SELECT pg_sleep(2)').catch((e: unknown) => e)
+    const running = c.run({ text: 'SELECT pg_sleep(2)' }).catch((e: unknown) => e)
     p.release(c)
     expect(p.stats()).toMatchObject({ discarded: 1, total: 0 })
     expect(await running).toBeInstanceOf(Error)
     const fresh = await p.acquire()
-    expect(fresh).not.toBe(c)
+    expect(fresh.pid).not.toBe(c.pid)
     p.release(fresh)
     await p.close()
   })
@@ -357,7 +357,7 @@ describe('startup settings', () => {
       serverSettings: { search_path: 'pg_catalog, public', work_mem: '8MB' },
     })
     const c = await p.acquire()
-    const show = async (name: string) => (await c.client.query(`SHOW ${name}`)).rows[0][name]
+    const show = async (name: string) => (await c.run({ text: `SHOW ${name}` })).rows[0][name]
     expect(await show('application_name')).toBe('tidepool-test')
     expect(await show('statement_timeout')).toBe('1234ms')
     expect(await show('lock_timeout')).toBe('567ms')

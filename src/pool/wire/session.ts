@@ -17,6 +17,8 @@ import type {
   ReadyForQueryMessage,
   RowDescriptionMessage,
 } from 'pg-protocol/dist/messages.js'
+import { ParameterError, ResultDecodeError } from '../../errors/index.js'
+import { isSessionEnding, markNotRun } from '../errors.js'
 import { typeParsers } from '../types.js'
 import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
 import { authenticate, type WireStartup } from './auth.js'
@@ -74,6 +76,11 @@ class Request {
   copyError: Error | undefined = undefined
   /** runBatch: statements completed so far, and their row counts summed. */
   batch: { completed: number; rows: number } | undefined = undefined
+  /**
+   * The server sent something for this request. A session-ending FATAL that comes first proves
+   * the statement never ran (see `error` in dispatch).
+   */
+  answered = false
 
   constructor(
     readonly resolve: (result: SessionResult) => void,
@@ -171,9 +178,38 @@ const isFatal = (error: Error) => {
   return severity === 'FATAL' || severity === 'PANIC'
 }
 
+/** A type parser threw (or a row did not match its description): name the column and type, never the value. */
+function decodeError(request: Request, values: (string | null)[], err: unknown): ResultDecodeError {
+  const { parsers, fields } = request.shape
+  let where = ''
+  for (let i = 0; i < values.length && i < parsers.length; i++) {
+    const v = values[i]
+    if (v === null || v === undefined) continue
+    try {
+      parsers[i]!(v)
+    } catch {
+      where = ` in column "${fields[i]!.name}" (type oid ${fields[i]!.dataTypeID})`
+      break
+    }
+  }
+  // The parser's message stays in `cause`: it may quote the value, which may be personal data.
+  return new ResultDecodeError(`a result value could not be decoded${where}: its type parser threw ${(err as Error)?.name ?? 'an error'} (see cause). The statement ran; the connection stays usable. Fix the type parser for that type`, {
+    cause: err,
+  })
+}
+
 /** An error about the connection itself (lost, closed, out of step); never a server error. */
 function connectionError(message: string, cause?: unknown): Error {
   return new Error(message, cause === undefined ? undefined : { cause })
+}
+
+/** Why a request could not be written: too many values (already a ParameterError) or a value that cannot be encoded. */
+function notEncodable(err: unknown): ParameterError {
+  if (err instanceof ParameterError) return err
+  return new ParameterError(
+    `a bind value could not be encoded (${(err as Error)?.message ?? err}); nothing was sent, the connection stays usable. Pass JSON-safe values (no cycles, no BigInt inside objects) or convert the value first`,
+    { cause: err },
+  )
 }
 
 export class WireSession implements Session {
@@ -278,7 +314,7 @@ export class WireSession implements Session {
 
   run(statement: Statement): Promise<SessionResult> {
     return new Promise<SessionResult>((resolve, reject) => {
-      if (this.failure) return reject(this.closedError())
+      if (this.failure) return reject(markNotRun(this.closedError(), 'never-sent'))
       const request = new Request(resolve, reject, statement.rowMode === 'array')
       const w = this.writer
       try {
@@ -299,9 +335,10 @@ export class WireSession implements Session {
           w.sync()
         }
       } catch (err) {
-        // A bind value could not be encoded, or there are too many: nothing was sent.
+        // A bind value could not be encoded, or there are too many: nothing was sent, the session
+        // is untouched.
         w.reset()
-        return reject(err as Error)
+        return reject(notEncodable(err))
       }
       this.send(request)
     })
@@ -315,7 +352,7 @@ export class WireSession implements Session {
    */
   runBatch(text: string, sets: readonly (readonly unknown[])[]): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      if (this.failure) return reject(this.closedError())
+      if (this.failure) return reject(markNotRun(this.closedError(), 'never-sent'))
       const batch = { completed: 0, rows: 0 }
       const request = new Request(
         () => resolve(batch.rows),
@@ -335,7 +372,7 @@ export class WireSession implements Session {
         w.sync()
       } catch (err) {
         w.reset()
-        return reject(err as Error)
+        return reject(notEncodable(err))
       }
       this.send(request)
     })
@@ -455,12 +492,14 @@ export class WireSession implements Session {
     switch (msg.name) {
       case 'dataRow':
         if (!request) break
+        request.answered = true
         if (request.error) return
         try {
           this.addRow(request, (msg as DataRowMessage).fields as (string | null)[])
         } catch (err) {
-          // A type parser threw: this statement fails; the session itself is fine.
-          request.error = err as Error
+          // A type parser threw: this statement fails; the session itself is fine (the rest of
+          // the answer is read up to ReadyForQuery as usual).
+          request.error = decodeError(request, (msg as DataRowMessage).fields as (string | null)[], err)
         }
         return
       case 'readyForQuery':
@@ -474,6 +513,7 @@ export class WireSession implements Session {
       case 'commandComplete':
       case 'emptyQuery':
         if (!request) break
+        request.answered = true
         if (request.preludePending) {
           request.preludePending = false
           return
@@ -494,15 +534,18 @@ export class WireSession implements Session {
         return
       case 'rowDescription':
         if (!request) break
+        request.answered = true
         request.shape = shapeOf(msg as RowDescriptionMessage)
         this.described(request, request.shape)
         return
       case 'noData':
         if (!request) break
+        request.answered = true
         this.described(request, EMPTY_SHAPE)
         return
       case 'parseComplete':
         if (!request) break
+        request.answered = true
         if (request.preludeParsePending) request.preludeParsePending = false
         else if (request.parsing !== undefined && this.prepared.get(request.parsing) === 'parsing') this.prepared.set(request.parsing, 'parsed')
         return
@@ -511,16 +554,26 @@ export class WireSession implements Session {
       case 'closeComplete':
       case 'copyOutResponse':
       case 'copyDone':
+        if (request) request.answered = true
+        return
       case 'notification':
         return
       case 'error': {
         const error = msg as unknown as Error
         if (!request) {
           // Outside any statement the server only sends FATALs (e.g. terminated by an admin).
+          // Give the session up now rather than when the socket closes: until then the pool
+          // could hand it out and a statement would be written to a session already ended.
           this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
+          this.fail(this.fatal)
+          this.socket.destroy()
           return
         }
         hideStatementName(error, request.statementName)
+        // The server answers in order: a session-ending FATAL that comes before anything else
+        // for this request means it ended the session before it ran the statement.
+        if (!request.answered && request.error === undefined && isSessionEnding(error)) markNotRun(error, 'unanswered')
+        request.answered = true
         request.error ??= error
         if (isFatal(error)) this.fatal = connectionError(`the server ended the session: ${error.message}`, error)
         // A statement whose Parse failed (or was skipped) does not exist on the server.
@@ -530,6 +583,7 @@ export class WireSession implements Session {
       }
       case 'copyInResponse':
         if (!request) break
+        request.answered = true
         if (request.copyIn) void this.pumpCopyIn(request, request.copyIn)
         else this.socket.write(this.writer.copyFail('COPY FROM STDIN is supported through copyFrom() only').take())
         return
@@ -629,10 +683,16 @@ export class WireSession implements Session {
   private fail(error: Error): void {
     if (this.failure) return
     this.failure = error
-    for (const request of this.queue.splice(0)) {
+    const queued = this.queue.splice(0)
+    for (let i = 0; i < queued.length; i++) {
+      const request = queued[i]!
       request.copyOut?.finish(error)
       // A statement the server already failed (e.g. FATAL: terminating connection) keeps that error.
-      request.reject(request.error ?? connectionError(`the connection was lost while a statement was running (${error.message})`, error))
+      const lost = request.error ?? connectionError(`the connection was lost while a statement was running (${error.message})`, error)
+      // Behind the request the server was on when its FATAL came, nothing was started: the
+      // server runs requests one after the other, and the FATAL is the last thing it sent.
+      if (i > 0 && this.fatal !== undefined && request.error === undefined) markNotRun(lost, 'unanswered')
+      request.reject(lost)
     }
     for (const w of this.drainWaiters.splice(0)) w(false)
     for (const listener of this.failureListeners.splice(0)) {
