@@ -202,6 +202,8 @@ export {
   mountDashboard,
   serveDashboard,
   fetchSnapshots,
+  checkSnapshot,
+  type SourceStatus,
   type Dashboard,
   type DashboardOptions,
   type ServedDashboard,

@@ -8,21 +8,25 @@ import { ConfigError } from '../errors/index.js'
 import type { QueryEndEvent, QueryStartEvent } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
 import type { Cluster } from '../replicas/index.js'
-import { Sampler, type Percentiles } from '../pool/sampler.js'
+import type { Percentiles } from '../pool/sampler.js'
 import { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
 import { renderExposition } from './exposition.js'
 import { poolCheck, ProcessHealth, runHealthChecks, type HealthReport, type ReadinessOptions } from './health.js'
 import { CounterVec, HistogramVec, QUERY_SECONDS_BUCKETS } from './histogram.js'
 import { NPlusOneDetector, type NPlusOneWarning } from './n-plus-one.js'
 import { PgBouncerMetrics } from './pgbouncer.js'
-import { PoolMetrics } from './pool-metrics.js'
+import { isInternalStatement } from './internal.js'
+import { PoolMetrics, type RecentPoolWaits } from './pool-metrics.js'
 import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
-import { RateWindow } from './recent.js'
+import { RateWindow, WindowedPercentiles } from './recent.js'
 import { runInScope, type RequestScope } from './scope.js'
 import { SlowQueryLog, type SlowQuery } from './slow-log.js'
 import { cacheMetrics, replicaMetrics } from './sources.js'
 import { StatementStatistics, type StatementOrder, type StatementStats } from './statements.js'
 import type { HealthCheck, MetricFamily, MetricsSource } from './types.js'
+
+/** The window of the snapshot's rates and percentiles: recent enough to fall back after a burst. */
+const RECENT_SECONDS = 10
 
 export interface ObserverOptions {
   /** Where warnings go (default: the first watched pool's logger). */
@@ -51,12 +55,17 @@ export interface ObserverSnapshot {
     retries: number
     slow: number
     nPlusOne: number
-    /** Over the last 10 seconds. */
+    /** Averaged over the last `windowSeconds` whole seconds. */
     perSecond: number
     errorsPerSecond: number
-    /** Over the most recent 2048 statements. */
+    /** Statements that ended in the last `windowSeconds` (zeros when none did). */
     latencyMs: Percentiles
+    /** The window of the rates and latency percentiles above (and of `poolWaits`). */
+    windowSeconds: number
   }
+  /** Each pool's acquire waits over the same recent window (pools[].waitMs never decays). */
+  poolWaits: RecentPoolWaits[]
+  /** The application's statements; Tidepool's own (LSN capture, lock_timeout, probes) are left out. */
   topStatements: StatementStats[]
   slowQueries: SlowQuery[]
   nPlusOne: NPlusOneWarning[]
@@ -66,6 +75,8 @@ export interface ObserverSnapshot {
 
 export class Observer {
   readonly statements: StatementStatistics
+  /** Tidepool's own statements (LSN capture, lock_timeout, advisor probe), kept apart from the app's. */
+  readonly internalStatements: StatementStatistics
   readonly slowLog: SlowQueryLog | undefined
   readonly nPlusOne: NPlusOneDetector | undefined
   private readonly pools = new PoolMetrics()
@@ -83,9 +94,9 @@ export class Observer {
   private readonly retryCounts = new CounterVec(['pool'])
   private readonly slowCounts = new CounterVec(['pool'])
   private readonly nPlusOneCounts = new CounterVec(['pool'])
-  private readonly latency = new Sampler()
-  private readonly rate = new RateWindow()
-  private readonly errorRate = new RateWindow()
+  private readonly latency = new WindowedPercentiles(RECENT_SECONDS)
+  private readonly rate = new RateWindow(RECENT_SECONDS)
+  private readonly errorRate = new RateWindow(RECENT_SECONDS)
   private totals = { queries: 0, errors: 0, retries: 0 }
   // Databases made with withSchema() share one event hub: one emit reaches each of our listeners
   // with the same event object, one listener after the other, so remembering the last event
@@ -100,6 +111,7 @@ export class Observer {
     const at = (level: keyof Logger) => (message: string, fields?: LogFields) => pick()[level](message, fields)
     this.logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
     this.statements = new StatementStatistics(options.maxStatements ?? 500)
+    this.internalStatements = new StatementStatistics(50)
     const slowMs = options.slowQueryMs ?? 500
     if (slowMs !== false) {
       this.slowLog = new SlowQueryLog({ thresholdMs: slowMs, logValues: options.logValues ?? false, onSlowQuery: options.onSlowQuery }, this.logger)
@@ -201,7 +213,8 @@ export class Observer {
     this.totals.queries++
     this.rate.add()
     this.latency.record(e.durationMs)
-    this.statements.record(e)
+    if (isInternalStatement(e.sql, e.fingerprint)) this.internalStatements.record(e)
+    else this.statements.record(e)
     this.duration.observe([e.pool, e.error ? 'error' : 'ok'], e.durationMs / 1000)
     if (e.error) {
       this.totals.errors++
@@ -216,9 +229,12 @@ export class Observer {
 
   // ---------------------------------------------------------------- statistics, scopes
 
-  /** The statements that cost the most (client-side view, this process). */
-  topQueries(options?: { by?: StatementOrder; limit?: number }): StatementStats[] {
-    return this.statements.top(options)
+  /**
+   * The statements that cost the most (client-side view, this process). Tidepool's own statements
+   * are left out unless `internal: true`, which lists only those.
+   */
+  topQueries(options?: { by?: StatementOrder; limit?: number; internal?: boolean }): StatementStats[] {
+    return (options?.internal ? this.internalStatements : this.statements).top(options)
   }
 
   /** Run `fn` as one unit of work for N+1 detection (an HTTP request, a job). */
@@ -302,8 +318,10 @@ export class Observer {
         nPlusOne: this.nPlusOne?.count ?? 0,
         perSecond: this.rate.perSecond(now),
         errorsPerSecond: this.errorRate.perSecond(now),
-        latencyMs: this.latency.percentiles(),
+        latencyMs: this.latency.percentiles(now),
+        windowSeconds: RECENT_SECONDS,
       },
+      poolWaits: this.pools.recentWaits(),
       topStatements: this.statements.top({ limit: 10 }),
       slowQueries: this.slowLog?.recent().slice(-20) ?? [],
       nPlusOne: this.nPlusOne?.recent().slice(-20) ?? [],
