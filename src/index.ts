@@ -203,6 +203,7 @@ export {
   serveDashboard,
   fetchSnapshots,
   checkSnapshot,
+  listenError,
   type SourceStatus,
   type Dashboard,
   type DashboardOptions,

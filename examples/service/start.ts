@@ -13,6 +13,7 @@ import {
   createDashboard,
   Database,
   ensureIdempotencyTable,
+  listenError,
   listTenants,
   migrate,
   mountDashboard,
@@ -109,7 +110,9 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
     const dashboard = createDashboard({ snapshot: () => observer.snapshot(), title: 'Tidepool reference service', logger, load })
     mountDashboard(app, dashboard)
     cleanup.push(() => app.close())
-    await app.listen({ port, host })
+    await app.listen({ port, host }).catch((err: unknown) => {
+      throw listenError(err, port, host, 'npm start -- --port 0 picks a free port (or set PORT)')
+    })
     cleanup.push(async () => {
       load.stop()
       await load.done()

@@ -246,10 +246,15 @@ export async function serveDashboard(options: DashboardOptions & { port?: number
     }
   })
   const host = options.host ?? '127.0.0.1'
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(options.port ?? 0, host, () => resolve())
-  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(options.port ?? 0, host, () => resolve())
+    })
+  } catch (err) {
+    dashboard.close()
+    throw listenError(err, options.port ?? 0, host, 'pass --port 0 for a free port, or another port')
+  }
   const { port } = server.address() as AddressInfo
   return {
     dashboard,
@@ -260,6 +265,18 @@ export async function serveDashboard(options: DashboardOptions & { port?: number
       return new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+}
+
+/**
+ * A failed listen as a message a person can act on (`port 3000 on 127.0.0.1 is already in use`)
+ * instead of a raw EADDRINUSE stack.
+ */
+export function listenError(err: unknown, port: number, host: string, advice: string): Error {
+  const code = (err as NodeJS.ErrnoException)?.code
+  if (code === 'EADDRINUSE') return new ConfigError(`port ${port} on ${host} is already in use (another process listens there): ${advice}`, { key: 'port' })
+  if (code === 'EACCES') return new ConfigError(`not allowed to listen on port ${port} on ${host} (ports below 1024 need privileges): ${advice}`, { key: 'port' })
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return new ConfigError(`cannot listen on ${host}: no such local address; pass --host 127.0.0.1 or 0.0.0.0`, { key: 'host' })
+  return err instanceof Error ? err : new Error(String(err))
 }
 
 /** Snapshots of another app: its dashboard's `/dashboard/snapshot.json` (`tidepool dashboard --url`). */

@@ -2,6 +2,7 @@
 import type { Command } from 'commander'
 import { describeTarget, scrubSecrets } from '../../config/redact.js'
 import { Database } from '../../db/database.js'
+import { isTidepoolError } from '../../errors/index.js'
 import { intOption, loadSettings, resolveSettings, withPool } from '../context.js'
 import { EXIT, ExitWith, formatMs, ioOf, plural, printJson } from '../output.js'
 
@@ -179,7 +180,7 @@ export function registerHealth(program: Command): void {
       // Resolved first: a wrong configuration is exit 2, not "unhealthy".
       const target = describeTarget(resolveSettings(await loadSettings(cmd), io))
       const started = performance.now()
-      let verdict: { healthy: boolean; reason: string; role?: 'primary' | 'replica' }
+      let verdict: { healthy: boolean; reason: string; role?: 'primary' | 'replica'; error?: { name: string; code: string | undefined; message: string } }
       try {
         verdict = await withPool(
           cmd,
@@ -193,10 +194,13 @@ export function registerHealth(program: Command): void {
           { connectTimeoutMs: timeoutMs, acquireTimeoutMs: timeoutMs },
         )
       } catch (err) {
-        verdict = { healthy: false, reason: scrubSecrets(err instanceof Error ? err.message : String(err)) }
+        const message = scrubSecrets(err instanceof Error ? err.message : String(err))
+        const name = isTidepoolError(err) ? err.name : 'Error'
+        verdict = { healthy: false, reason: message, error: { name, code: isTidepoolError(err) ? err.code : undefined, message } }
       }
-      const ms = performance.now() - started
-      if (opts.json) printJson({ ...verdict, target, ms }, io)
+      const ms = Math.round(performance.now() - started)
+      // The documented --json shape: `ok` first (false when unhealthy), then the verdict.
+      if (opts.json) printJson({ ok: verdict.healthy, healthy: verdict.healthy, target, role: verdict.role ?? null, ms, reason: verdict.reason, ...(verdict.error ? { error: verdict.error } : {}) }, io)
       else io.out(`${verdict.healthy ? 'healthy' : 'unhealthy'}: ${verdict.healthy ? `${target} (${verdict.role}) ${verdict.reason} in ${formatMs(ms)}` : verdict.reason}\n`)
       if (!verdict.healthy) throw new ExitWith(EXIT.failure)
     })
