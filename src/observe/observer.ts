@@ -19,7 +19,7 @@ import { isInternalStatement } from './internal.js'
 import { PoolMetrics, type RecentPoolWaits } from './pool-metrics.js'
 import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
 import { RateWindow, WindowedPercentiles } from './recent.js'
-import { runInScope, type RequestScope } from './scope.js'
+import { currentScope, runInScope, type RequestScope } from './scope.js'
 import { SlowQueryLog, type SlowQuery } from './slow-log.js'
 import { cacheMetrics, replicaMetrics } from './sources.js'
 import { StatementStatistics, type StatementOrder, type StatementStats } from './statements.js'
@@ -205,12 +205,16 @@ export class Observer {
 
   private onQueryStart(e: QueryStartEvent): void {
     if (!this.firstSight(e)) return
+    const scope = currentScope()
+    if (scope) scope.queries++
     if (this.nPlusOne?.record(e)) this.nPlusOneCounts.inc([e.pool])
   }
 
   private onQuery(e: QueryEndEvent): void {
     if (!this.firstSight(e)) return
     this.totals.queries++
+    const scope = currentScope()
+    if (scope) scope.dbMs += e.durationMs
     this.rate.add()
     this.latency.record(e.durationMs)
     if (isInternalStatement(e.sql, e.fingerprint)) this.internalStatements.record(e)
