@@ -15,6 +15,7 @@ import { poolCheck, ProcessHealth, runHealthChecks, type HealthReport, type Read
 import { CounterVec, HistogramVec, QUERY_SECONDS_BUCKETS } from './histogram.js'
 import { NPlusOneDetector, type NPlusOneWarning } from './n-plus-one.js'
 import { PgBouncerMetrics } from './pgbouncer.js'
+import { statementShape } from '../sql/fingerprint.js'
 import { isInternalStatement } from './internal.js'
 import { PoolMetrics, type RecentPoolWaits } from './pool-metrics.js'
 import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
@@ -43,6 +44,11 @@ export interface ObserverOptions {
   maxStatements?: number
   /** Deadline for readiness checks (default 2000 ms). */
   readinessTimeoutMs?: number
+  /**
+   * Log every statement at debug level, normalized (literals as `?`) with its bind values masked
+   * (their types only): a development switch. Default: on when TIDEPOOL_LOG=debug.
+   */
+  traceStatements?: boolean
 }
 
 export interface ObserverSnapshot {
@@ -98,6 +104,7 @@ export class Observer {
   private readonly rate = new RateWindow(RECENT_SECONDS)
   private readonly errorRate = new RateWindow(RECENT_SECONDS)
   private totals = { queries: 0, errors: 0, retries: 0 }
+  private readonly trace: boolean
   // Databases made with withSchema() share one event hub: one emit reaches each of our listeners
   // with the same event object, one listener after the other, so remembering the last event
   // seen keeps them from counting it twice.
@@ -112,6 +119,7 @@ export class Observer {
     this.logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
     this.statements = new StatementStatistics(options.maxStatements ?? 500)
     this.internalStatements = new StatementStatistics(50)
+    this.trace = options.traceStatements ?? process.env.TIDEPOOL_LOG === 'debug'
     const slowMs = options.slowQueryMs ?? 500
     if (slowMs !== false) {
       this.slowLog = new SlowQueryLog({ thresholdMs: slowMs, logValues: options.logValues ?? false, onSlowQuery: options.onSlowQuery }, this.logger)
@@ -225,10 +233,22 @@ export class Observer {
       this.errorRate.add()
       this.errorCounts.inc([e.pool, e.error.code])
     }
+    if (this.trace) this.traceStatement(e)
     if (this.slowLog && e.durationMs >= this.slowLog.thresholdMs) {
       this.slowLog.record(e)
       this.slowCounts.inc([e.pool])
     }
+  }
+
+  private traceStatement(e: QueryEndEvent): void {
+    const values = e.params?.map((v) => `<${v === null ? 'null' : Array.isArray(v) ? 'array' : v instanceof Date ? 'date' : Buffer.isBuffer(v) ? 'bytes' : typeof v}>`)
+    this.logger.debug(`statement ${Math.round(e.durationMs * 10) / 10} ms${e.error ? ` failed (${e.error.code})` : `, ${e.rowCount} rows`}: ${statementShape(e.sql).normalized}`, {
+      pool: e.pool,
+      schema: e.schema,
+      ...(values ? { values } : {}),
+      ...(e.inTransaction ? { inTransaction: true } : {}),
+      ...(isInternalStatement(e.sql, e.fingerprint) ? { internal: true } : {}),
+    })
   }
 
   // ---------------------------------------------------------------- statistics, scopes

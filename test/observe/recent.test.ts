@@ -75,6 +75,36 @@ describe("Tidepool's own statements", () => {
   })
 })
 
+describe('statement trace (TIDEPOOL_LOG=debug)', () => {
+  it('logs each statement normalized, with its values masked, when TIDEPOOL_LOG is debug', async () => {
+    const logger = recordingLogger()
+    const previous = process.env.TIDEPOOL_LOG
+    process.env.TIDEPOOL_LOG = 'debug'
+    const traced = new Observer({ logger, slowQueryMs: false })
+    if (previous === undefined) delete process.env.TIDEPOOL_LOG
+    else process.env.TIDEPOOL_LOG = previous
+    const logged = new Database(pool, { logParams: true })
+    traced.watch(logged)
+    try {
+      await logged.fetchVal("SELECT id FROM accounts WHERE balance = $1 AND 'hidden-literal' <> $2", [10, 'hidden-value'])
+      const lines = logger.lines.filter((l) => l.message.startsWith('statement '))
+      expect(lines).toHaveLength(1)
+      expect(lines[0]!.level).toBe('debug')
+      expect(lines[0]!.message).toMatch(/^statement [\d.]+ ms, 1 rows: SELECT id FROM accounts WHERE balance = \$1 AND \? <> \$2$/)
+      expect(lines[0]!.fields).toMatchObject({ values: ['<number>', '<string>'] })
+      expect(JSON.stringify(lines)).not.toMatch(/hidden-value|hidden-literal/)
+    } finally {
+      traced.close()
+    }
+    // Off by default.
+    const quiet = recordingLogger()
+    const plain = new Observer({ logger: quiet, slowQueryMs: false }).watch(db)
+    await db.fetchVal('SELECT 1')
+    plain.close()
+    expect(quiet.lines.filter((l) => l.message.startsWith('statement '))).toEqual([])
+  })
+})
+
 describe('pool utilisation metrics', () => {
   it('exposes utilisation and overflow in use', async () => {
     const observer = new Observer({ slowQueryMs: false }).watch(db)
