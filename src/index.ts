@@ -140,6 +140,7 @@ export {
   publishToPromRegistry,
   serverStatements,
   activity,
+  ActivityMonitor,
   explain,
   type ExplainOptions,
   type ExplainResult,

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import {
+  ActivityMonitor,
   createCache,
   createCluster,
   createConsoleLogger,
@@ -101,6 +102,13 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
 
     const observer = new Observer({ logger, slowQueryMs: 1_000 }).watchCluster(cluster).watchCache(cache)
     cleanup.push(async () => observer.close())
+    // What the server is doing (long statements, idle transactions, blocking) on its own connection:
+    // a full pool during the load scenario must not hide it.
+    const activityDb = await Database.connect({ url: primary, size: 1, maxOverflow: 0, name: 'activity', applicationName: 'tidepool-service activity' }, { logger })
+    cleanup.push(() => activityDb.close())
+    const monitor = await new ActivityMonitor(activityDb, { intervalMs: 2_000 }).start()
+    cleanup.push(async () => monitor.stop())
+    observer.addSource(monitor)
     const app = await buildService({ cluster, cache, observer, tenants: { known, migrations: tenantMigrations, pool: primaryPool } })
 
     const port = options.port ?? Number(env.PORT ?? 3000)

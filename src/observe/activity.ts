@@ -4,6 +4,7 @@
 import type { Database } from '../db/database.js'
 import { fingerprintOf, normalizeSql } from '../sql/fingerprint.js'
 import { INTERNAL_MARKER } from '../sql/internal.js'
+import type { MetricFamily, MetricsSource } from './types.js'
 
 export interface ActivityOptions {
   /** A statement running at least this long is listed (default 5000 ms). */
@@ -155,4 +156,58 @@ export function describeActivity(a: Activity): string[] {
     for (const s of blocked) lines.push(`                blocks ${who(s)} waiting ${formatAge(s.queryAgeMs)}${what(s)}`)
   }
   return lines
+}
+
+/**
+ * activity() read on an unref'd timer (every 5 s by default) as a metrics source: the dashboard
+ * shows the latest reading (`sources.activity`) and /metrics the counts. A failed reading is kept
+ * as `error` and retried; it never throws.
+ */
+export class ActivityMonitor implements MetricsSource {
+  readonly name = 'activity'
+  private latest: Activity | undefined
+  private error: string | undefined
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly db: Pick<Database, 'fetchAll'>,
+    private readonly options: ActivityOptions & { intervalMs?: number } = {},
+  ) {}
+
+  /** Take a first reading, then one every intervalMs. */
+  async start(): Promise<this> {
+    await this.refresh()
+    this.timer ??= setInterval(() => void this.refresh(), this.options.intervalMs ?? 5_000)
+    this.timer.unref()
+    return this
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  async refresh(): Promise<void> {
+    try {
+      this.latest = await activity(this.db, this.options)
+      this.error = undefined
+    } catch (err) {
+      this.error = (err as Error)?.message ?? String(err)
+    }
+  }
+
+  snapshot(): (Activity & { error?: string }) | { error: string } | null {
+    if (!this.latest) return this.error ? { error: this.error } : null
+    return { ...this.latest, ...(this.error ? { error: this.error } : {}) }
+  }
+
+  collect(): MetricFamily[] {
+    const a = this.latest
+    const gauge = (name: string, help: string, value: number | undefined): MetricFamily => ({ name, help, type: 'gauge', samples: value === undefined ? [] : [{ value }] })
+    return [
+      gauge('tidepool_sessions_blocked', 'Server sessions waiting for a lock another session holds (pg_blocking_pids), at the last reading.', a?.blocking.reduce((n, b) => n + b.blocked.length, 0)),
+      gauge('tidepool_sessions_idle_in_transaction', 'Server sessions idle in a transaction for longer than the threshold, at the last reading.', a?.idleInTransaction.length),
+      gauge('tidepool_sessions_long_running', 'Statements running for longer than the threshold, at the last reading.', a?.longRunning.length),
+    ]
+  }
 }

@@ -14,5 +14,5 @@ export { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdvice
 export { serverStatements, type ServerStatement, type ServerStatements, type ServerStatementOrder, type ServerStatementOptions } from './pg-stat-statements.js'
 export { replicaMetrics, cacheMetrics } from './sources.js'
 export { explain, type ExplainOptions, type ExplainResult } from './explain.js'
-export { activity, describeActivity, formatAge, type Activity, type ActivityOptions, type ActivitySession, type BlockingEntry } from './activity.js'
+export { activity, ActivityMonitor, describeActivity, formatAge, type Activity, type ActivityOptions, type ActivitySession, type BlockingEntry } from './activity.js'
 export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './pgbouncer.js'

@@ -152,6 +152,9 @@ describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
     // Tidepool's own statements (lock_timeout around row locks, LSN capture) are not the app's.
     const statements = (await page.locator('#statements tbody td.sql').allTextContents()).join('\n')
     expect(statements).not.toMatch(/set_config|pg_current_wal_insert_lsn|pg_last_wal_replay_lsn/)
+    // The service feeds an ActivityMonitor: the server-sessions table is shown (empty or not).
+    expect(await page.isHidden('#activity-card')).toBe(false)
+    expect(await page.locator('#activity tbody tr').count()).toBeGreaterThan(0)
     await screenshot(page, 'dashboard.png')
 
     // Nothing the page asked for failed (the favicon included), and the load run printed no

@@ -2,8 +2,10 @@
 // another waits for it. activity() and `tidepool status` must show the chain with both pids, the
 // holder as idle in transaction, and statements without their values.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, activity } from '../../src/index.js'
+import { ActivityMonitor, Database, Observer, activity, serveDashboard } from '../../src/index.js'
 import { run } from '../../src/cli/main.js'
+import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
+import { parseMetrics } from '../helpers/prometheus.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -69,5 +71,48 @@ describe('activity', () => {
       await waiting
     }
     expect((await activity(watcher)).blocking).toEqual([])
+  })
+
+  it.skipIf(skipWithoutChromium('the dashboard activity panel test'))('feeds the dashboard and /metrics through an ActivityMonitor', async () => {
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let holderPid = 0
+    let locked!: () => void
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    const holding = holderDb.transaction(async (tx) => {
+      holderPid = (await tx.fetchVal<number>('SELECT pg_backend_pid()'))!
+      await tx.execute('UPDATE accounts SET owner = owner WHERE id = 1')
+      locked()
+      await gate
+    })
+    await isLocked
+    const waiterPid = (await waiterDb.fetchVal<number>('SELECT pg_backend_pid()'))!
+    const waiting = waiterDb.execute('UPDATE accounts SET owner = owner WHERE id = 1')
+    const observer = new Observer({ slowQueryMs: false })
+    const monitor = new ActivityMonitor(watcher, { intervalMs: 200, longRunningMs: 0, idleInTransactionMs: 0 })
+    const served = await serveDashboard({ snapshot: () => observer.snapshot(), intervalMs: 200 })
+    const browser = await launchChromium()
+    try {
+      await waitFor(async () => (await activity(watcher)).blocking.length > 0, 10_000, 'the waiter to block')
+      observer.addSource(await monitor.start())
+      const m = parseMetrics(observer.metrics())
+      expect(m.value('tidepool_sessions_blocked')).toBe(1)
+      expect(m.value('tidepool_sessions_idle_in_transaction')).toBeGreaterThanOrEqual(1)
+      const page = await browser.newPage()
+      await page.goto(served.url)
+      await page.waitForSelector('#activity-card:not([hidden])', { timeout: 10_000 })
+      await page.waitForFunction(`document.querySelectorAll('#activity tbody tr').length >= 2`, undefined, { timeout: 10_000 })
+      const rows = await page.locator('#activity tbody tr').allTextContents()
+      expect(rows.some((r) => r.startsWith('blocks 1') && r.includes(String(holderPid)))).toBe(true)
+      expect(rows.some((r) => r.startsWith(`↳ waits for ${holderPid}`) && r.includes(String(waiterPid)))).toBe(true)
+    } finally {
+      await browser.close()
+      await served.close()
+      monitor.stop()
+      observer.close()
+      release()
+      await holding
+      await waiting
+    }
   })
 })

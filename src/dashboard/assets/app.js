@@ -189,6 +189,7 @@ function renderFigures() {
   rows('replicas', replicas.map((r) => [r.name, cell(r.state, `state-${r.state}`), r.lagMs == null ? '–' : fmt(r.lagMs, ' ms'), r.routedReads, r.ejections, r.lastError || '']), 'no replicas')
   renderPgBouncer(snapshot.sources.pgbouncer)
   renderViews(snapshot.sources.views)
+  renderActivity(snapshot.sources.activity)
   rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', s.statement), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
   const list = $('nplusone')
   list.replaceChildren(
@@ -204,6 +205,29 @@ function renderPgBouncer(b) {
   if (!b) return
   $('pgbouncer-version').textContent = b.up ? (b.version || '') : `unreachable: ${b.lastError || ''}`
   rows('pgbouncer', b.pools.map((p) => [p.database, p.user, p.clientsActive, cell(String(p.clientsWaiting), p.clientsWaiting > 0 ? 'alert' : ''), p.serversActive, p.serversIdle, fmt(p.maxWaitSeconds * 1000, ' ms'), p.poolMode]), 'no pools')
+}
+
+// Long-running statements, idle transactions and who blocks whom (an ActivityMonitor source).
+function renderActivity(a) {
+  $('activity-card').hidden = !a
+  if (!a) return
+  if (a.error && !a.blocking) {
+    $('activity-note').textContent = `could not read pg_stat_activity: ${a.error}`
+    rows('activity', [], 'no reading')
+    return
+  }
+  const t = a.thresholds
+  $('activity-note').textContent = `running over ${fmt(t.longRunningMs / 1000, ' s')}, idle in transaction over ${fmt(t.idleInTransactionMs / 1000, ' s')}, blocking; read ${new Date(a.at).toLocaleTimeString()}${a.error ? ` (last reading failed: ${a.error})` : ''}`
+  const age = (ms) => (ms == null ? '–' : fmt(ms / 1000, ' s'))
+  const row = (what, s, ms, cls) => [cell(what, cls), s.pid, s.application || '', s.state, age(ms), cell(s.statement, 'sql', s.statement)]
+  const data = []
+  for (const b of a.blocking) {
+    data.push(row(`blocks ${b.blocked.length}`, b.blocker, b.blocker.state === 'active' ? b.blocker.queryAgeMs : b.blocker.stateAgeMs, 'alert'))
+    for (const s of b.blocked) data.push(row(`↳ waits for ${b.blocker.pid}`, s, s.queryAgeMs))
+  }
+  for (const s of a.idleInTransaction) data.push(row('idle in transaction', s, s.stateAgeMs))
+  for (const s of a.longRunning) data.push(row('long-running', s, s.queryAgeMs))
+  rows('activity', data, 'nothing: no long statements, idle transactions or blocking')
 }
 
 function renderViews(v) {
