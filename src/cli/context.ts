@@ -86,7 +86,7 @@ export function cliLogger(io: Io): Logger {
  * is printed once (`tidepool: ConnectError: …`); the pool's warning about the same failure would
  * print it a second time, so it shows only at TIDEPOOL_LOG=info or debug.
  */
-function commandPoolLogger(io: Io): Logger {
+export function commandPoolLogger(io: Io): Logger {
   const base = cliLogger(io)
   const level = io.env.TIDEPOOL_LOG as LogLevel | undefined
   if (level === 'info' || level === 'debug') return base

@@ -38,6 +38,9 @@ describe('commands as typed', () => {
     expect(res.stderr.match(/connection refused/g)).toHaveLength(1)
     expect(res.stderr).toMatch(/^tidepool: ConnectError: could not connect to u@127\.0\.0\.1:1\/x: connection refused/)
     expect(res.stderr).not.toContain('hunter2')
+    const bouncer = await cli(['pgbouncer', '--admin-url', 'postgres://u@127.0.0.1:1/pgbouncer'])
+    expect(bouncer.code).toBe(1)
+    expect(bouncer.stderr.match(/connection refused/g)).toHaveLength(1)
   })
 
   it('health --json prints the documented shape, healthy or not', async () => {

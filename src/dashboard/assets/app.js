@@ -190,7 +190,7 @@ function renderFigures() {
   renderPgBouncer(snapshot.sources.pgbouncer)
   renderViews(snapshot.sources.views)
   renderActivity(snapshot.sources.activity)
-  rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', s.statement), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
+  rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', `${s.statement}\n\nfingerprint ${s.fingerprint} (tidepool explain --fingerprint ${s.fingerprint})`), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
   const list = $('nplusone')
   list.replaceChildren(
     ...(snapshot.nPlusOne.length
