@@ -248,7 +248,8 @@ const loadAverage = () => os.loadavg().map((l) => l.toFixed(2)).join(' ')
 async function main(): Promise<void> {
   const selected = WORKLOADS.filter((w) => only.has(w.id))
   const available = (w: Workload) => existsSync(join(here, w.script + ext))
-  let url = process.env.BENCH_URL || arg('url', '')
+  // An explicit --url wins over the environment.
+  let url = arg('url', '') || process.env.BENCH_URL || ''
   let replicaUrl = arg('replica-url', '')
   let stopCluster: (() => Promise<void>) | undefined
   if (!url) {

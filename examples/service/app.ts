@@ -4,13 +4,13 @@
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import { tryParseLsn, QueryError } from 'tidepool'
 import { storedIdempotency, tidepool } from 'tidepool/fastify'
+import { indexRoute } from './routes/index.js'
 import { orderRoutes } from './routes/orders.js'
 import { reportRoutes } from './routes/reports.js'
 import { tenantRoutes } from './routes/tenants.js'
 import { transferRoutes } from './routes/transfers.js'
 import { userRoutes } from './routes/users.js'
 import type { ServiceDeps } from './shared.js'
-
 
 /** The header that carries the read-your-writes token (the primary's commit LSN) both ways. */
 export const TOKEN_HEADER = 'x-consistency-token'
@@ -64,5 +64,6 @@ export async function buildService(deps: ServiceDeps): Promise<FastifyInstance> 
   await app.register(transferRoutes(deps))
   await app.register(tenantRoutes(deps))
   await app.register(reportRoutes(deps))
+  await app.register(indexRoute())
   return app
 }

@@ -90,7 +90,17 @@ export class LoadGenerator implements LoadControl {
 
   private async execute(signal: AbortSignal): Promise<void> {
     const deadline = Date.now() + this.maxDurationMs
-    const stopAll = AbortSignal.any([signal, AbortSignal.timeout(this.maxDurationMs)])
+    // One listener on the run's signal, whatever the number of workers: handing the shared signal
+    // to every fetch and pause would add one abort listener each (MaxListenersExceededWarning).
+    const stopAll = new Stopper(AbortSignal.any([signal, AbortSignal.timeout(this.maxDurationMs)]))
+    try {
+      await this.phasesRun(stopAll, deadline)
+    } finally {
+      stopAll.dispose()
+    }
+  }
+
+  private async phasesRun(stopAll: Stopper, deadline: number): Promise<void> {
     const users = await this.seed(stopAll)
     for (const phase of this.phases) {
       if (stopAll.aborted) return
@@ -100,14 +110,14 @@ export class LoadGenerator implements LoadControl {
         while (Date.now() < phaseEnd && !stopAll.aborted && this.current.sent < this.maxRequests) {
           const status = await this.send(this.pick(phase, users), stopAll)
           // A client that honours Retry-After backs off instead of hammering a full pool.
-          if (status === 503) await pause(100, stopAll)
+          if (status === 503) await stopAll.pause(100)
         }
       }
       await Promise.all(Array.from({ length: phase.workers }, worker))
     }
   }
 
-  private async seed(signal: AbortSignal): Promise<number[]> {
+  private async seed(signal: Stopper): Promise<number[]> {
     const run = randomUUID().slice(0, 8)
     const team = (await this.json('POST', '/teams', { name: `load-${run}` }, signal)) as { id: number }
     const ids: number[] = []
@@ -134,14 +144,15 @@ export class LoadGenerator implements LoadControl {
     return { method: 'POST', path: '/transfers', body: { fromUserId: from, toUserId: to, amountCents: 1 + Math.floor(Math.random() * 100) } }
   }
 
-  private async send(req: Request, signal: AbortSignal): Promise<number> {
+  private async send(req: Request, stop: Stopper): Promise<number> {
     this.current.sent++
+    const request = stop.child()
     try {
       const res = await fetch(this.url(req.path), {
         method: req.method,
         headers: { ...(req.body ? { 'content-type': 'application/json' } : {}), ...(req.key ? { 'idempotency-key': req.key } : {}) },
         body: req.body ? JSON.stringify(req.body) : undefined,
-        signal,
+        signal: request.signal,
       })
       await res.arrayBuffer()
       if (res.status === 503) this.current.unavailable++
@@ -150,8 +161,10 @@ export class LoadGenerator implements LoadControl {
       else this.current.failed++
       return res.status
     } catch {
-      if (!signal.aborted) this.current.failed++
+      if (!stop.aborted) this.current.failed++
       return 0
+    } finally {
+      stop.done(request)
     }
   }
 
@@ -160,10 +173,15 @@ export class LoadGenerator implements LoadControl {
     return (typeof baseUrl === 'string' ? baseUrl : baseUrl()) + path
   }
 
-  private async json(method: string, path: string, body: unknown, signal: AbortSignal): Promise<unknown> {
-    const res = await fetch(this.url(path), { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal })
-    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`)
-    return res.json()
+  private async json(method: string, path: string, body: unknown, stop: Stopper): Promise<unknown> {
+    const request = stop.child()
+    try {
+      const res = await fetch(this.url(path), { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: request.signal })
+      if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`)
+      return await res.json()
+    } finally {
+      stop.done(request)
+    }
   }
 }
 
@@ -174,16 +192,52 @@ interface Request {
   key?: string
 }
 
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const onAbort = () => {
-      clearTimeout(timer)
-      resolve()
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
+/**
+ * Stops a run: each request gets its own AbortController (one listener each, on its own signal),
+ * and the run's signal has a single listener that aborts the requests and pauses in flight.
+ */
+class Stopper {
+  private readonly requests = new Set<AbortController>()
+  private readonly pauses = new Set<() => void>()
+  private readonly onAbort = () => {
+    for (const c of this.requests) c.abort()
+    for (const wake of this.pauses) wake()
+  }
+
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener('abort', this.onAbort, { once: true })
+  }
+
+  get aborted(): boolean {
+    return this.signal.aborted
+  }
+
+  child(): AbortController {
+    const c = new AbortController()
+    if (this.signal.aborted) c.abort()
+    else this.requests.add(c)
+    return c
+  }
+
+  done(c: AbortController): void {
+    this.requests.delete(c)
+  }
+
+  /** Wait `ms`, or less when the run stops. */
+  pause(ms: number): Promise<void> {
+    if (this.signal.aborted) return Promise.resolve()
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer)
+        this.pauses.delete(wake)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      this.pauses.add(wake)
+    })
+  }
+
+  dispose(): void {
+    this.signal.removeEventListener('abort', this.onAbort)
+  }
 }

@@ -8,7 +8,14 @@ import { QUICK_PHASES } from './load.js'
 import { startApp } from './start.js'
 
 const { values } = parseArgs({ options: { load: { type: 'boolean', default: false }, quick: { type: 'boolean', default: false }, port: { type: 'string' }, host: { type: 'string' } } })
-const running = await startApp({ ...(values.quick ? { loadPhases: QUICK_PHASES } : {}), ...(values.port ? { port: Number(values.port) } : {}), ...(values.host ? { host: values.host } : {}) })
+let running: Awaited<ReturnType<typeof startApp>>
+try {
+  running = await startApp({ ...(values.quick ? { loadPhases: QUICK_PHASES } : {}), ...(values.port ? { port: Number(values.port) } : {}), ...(values.host ? { host: values.host } : {}) })
+} catch (err) {
+  // A message, not a stack: a taken port or an unreachable DATABASE_URL is the user's to fix.
+  console.error(`npm start: ${(err as Error)?.message ?? String(err)}`)
+  process.exit(1)
+}
 console.log(`Open the dashboard and press "Run load scenario" (or start with --load). Ctrl-C stops everything.`)
 
 let stopping = false

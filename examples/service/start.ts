@@ -7,12 +7,14 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import {
+  ActivityMonitor,
   createCache,
   createCluster,
   createConsoleLogger,
   createDashboard,
   Database,
   ensureIdempotencyTable,
+  listenError,
   listTenants,
   migrate,
   mountDashboard,
@@ -100,6 +102,13 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
 
     const observer = new Observer({ logger, slowQueryMs: 1_000 }).watchCluster(cluster).watchCache(cache)
     cleanup.push(async () => observer.close())
+    // What the server is doing (long statements, idle transactions, blocking) on its own connection:
+    // a full pool during the load scenario must not hide it.
+    const activityDb = await Database.connect({ url: primary, size: 1, maxOverflow: 0, name: 'activity', applicationName: 'tidepool-service activity' }, { logger })
+    cleanup.push(() => activityDb.close())
+    const monitor = await new ActivityMonitor(activityDb, { intervalMs: 2_000 }).start()
+    cleanup.push(async () => monitor.stop())
+    observer.addSource(monitor)
     const app = await buildService({ cluster, cache, observer, tenants: { known, migrations: tenantMigrations, pool: primaryPool } })
 
     const port = options.port ?? Number(env.PORT ?? 3000)
@@ -109,7 +118,9 @@ export async function startApp(options: StartOptions = {}): Promise<RunningApp> 
     const dashboard = createDashboard({ snapshot: () => observer.snapshot(), title: 'Tidepool reference service', logger, load })
     mountDashboard(app, dashboard)
     cleanup.push(() => app.close())
-    await app.listen({ port, host })
+    await app.listen({ port, host }).catch((err: unknown) => {
+      throw listenError(err, port, host, 'npm start -- --port 0 picks a free port (or set PORT)')
+    })
     cleanup.push(async () => {
       load.stop()
       await load.done()

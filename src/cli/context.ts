@@ -82,6 +82,18 @@ export function cliLogger(io: Io): Logger {
 }
 
 /**
+ * The logger for a command's own pool: a failed connect reaches the command as its error, which
+ * is printed once (`tidepool: ConnectError: …`); the pool's warning about the same failure would
+ * print it a second time, so it shows only at TIDEPOOL_LOG=info or debug.
+ */
+export function commandPoolLogger(io: Io): Logger {
+  const base = cliLogger(io)
+  const level = io.env.TIDEPOOL_LOG as LogLevel | undefined
+  if (level === 'info' || level === 'debug') return base
+  return { ...base, warn: (message, fields) => (message.startsWith('could not open a connection') ? undefined : base.warn(message, fields)) }
+}
+
+/**
  * Open a pool of `size` connections for a command, run `fn`, close the pool. Connections are
  * named `tidepool cli` in pg_stat_activity unless the config names them.
  */
@@ -97,7 +109,7 @@ export async function withPool<T>(
   const applicationName = config.applicationName === DEFAULTS.applicationName ? 'tidepool cli' : config.applicationName
   const connections = typeof size === 'function' ? size(settings) : size
   // A command's own short-lived pool: run in-process next to an app's pool, that is meant.
-  const pool = await createPool({ ...settings.input, size: connections, maxOverflow: 0, minIdle: 0, applicationName, warnOnSecondPool: false, ...overrides }, { logger: cliLogger(io) })
+  const pool = await createPool({ ...settings.input, size: connections, maxOverflow: 0, minIdle: 0, applicationName, warnOnSecondPool: false, ...overrides }, { logger: commandPoolLogger(io) })
   try {
     return await fn(pool, settings)
   } finally {

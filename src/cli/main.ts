@@ -13,6 +13,7 @@ import { registerAdvise } from './commands/advise.js'
 import { registerBackup } from './commands/backup.js'
 import { registerCheck } from './commands/check.js'
 import { registerDashboard } from './commands/dashboard.js'
+import { registerExplain } from './commands/explain.js'
 import { registerRestore } from './commands/restore.js'
 import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
@@ -50,6 +51,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerRestore(program)
   registerCheck(program)
   registerAdvise(program)
+  registerExplain(program)
   registerPgBouncer(program)
   registerBench(program)
   registerDashboard(program)

@@ -9,6 +9,7 @@ export interface PoolPoint {
   waiting: number
   /** Capacity: size + maxOverflow. */
   max: number
+  /** Acquire waits over the snapshot's recent window (the pool's all-time ring for older apps). */
   waitP50: number
   waitP99: number
   /** PoolTimeoutErrors in the last interval. */
@@ -48,7 +49,10 @@ export class PointMaker {
   next(s: ObserverSnapshot): Point {
     const pools: Record<string, PoolPoint> = {}
     const seen = new Map<string, number>()
+    // Older snapshots have no poolWaits: their waits are the pool's last 2048, which never decay.
+    const recent = new Map((s.poolWaits ?? []).map((w) => [w.pool, w.waitMs]))
     for (const p of s.pools) {
+      const waits = recent.get(p.name) ?? p.waitMs
       seen.set(p.name, p.timeouts)
       pools[p.name] = {
         checkedOut: p.checkedOut,
@@ -56,8 +60,8 @@ export class PointMaker {
         overflow: p.overflow,
         waiting: p.waiting,
         max: p.size + p.maxOverflow,
-        waitP50: p.waitMs.p50,
-        waitP99: p.waitMs.p99,
+        waitP50: waits.p50,
+        waitP99: waits.p99,
         timeouts: Math.max(0, p.timeouts - (this.lastTimeouts.get(p.name) ?? p.timeouts)),
       }
     }

@@ -99,7 +99,17 @@ function assets(): Map<string, Asset> {
     ['/app.css', { type: 'text/css; charset=utf-8', file: dir + 'app.css' }],
     ['/uPlot.iife.min.js', { type: 'text/javascript; charset=utf-8', file: uplot }],
     ['/uPlot.min.css', { type: 'text/css; charset=utf-8', file: uplot.replace(/uPlot\.iife\.min\.js$/, 'uPlot.min.css') }],
+    ['/favicon.svg', { type: 'image/svg+xml', file: dir + 'favicon.svg' }],
   ])
+}
+
+/** Whether the snapshot source answers, and if not since when and why (shown on the page). */
+export interface SourceStatus {
+  ok: boolean
+  /** Why the last snapshot failed (null while it answers). */
+  error: string | null
+  /** Epoch ms of the first failure in a row. */
+  since: number | null
 }
 
 export function createDashboard(options: DashboardOptions): Dashboard {
@@ -112,23 +122,31 @@ export function createDashboard(options: DashboardOptions): Dashboard {
   const maker = new PointMaker()
   const streams = new Set<ServerResponse>()
   let latest: ObserverSnapshot | undefined
-  let failing = false
+  let source: SourceStatus = { ok: true, error: null, since: null }
   let closed = false
 
   const send = (res: ServerResponse, event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
 
   const tick = async () => {
+    let point: Point
     try {
-      latest = await options.snapshot()
-      if (failing) logger.info('dashboard: snapshots are back')
-      failing = false
+      const snapshot = checkSnapshot(await options.snapshot())
+      point = maker.next(snapshot)
+      latest = snapshot
+      if (!source.ok) {
+        logger.info('dashboard: snapshots are back')
+        source = { ok: true, error: null, since: null }
+        for (const res of streams) send(res, 'source', source)
+      }
     } catch (err) {
-      // A source that fails (the app being watched restarts) is logged once, never thrown.
-      if (!failing) logger.warn('dashboard: could not take a snapshot; retrying every interval', { error: (err as Error)?.message })
-      failing = true
+      // A source that fails (the app being watched restarts) is logged once, never thrown, and
+      // the page says so: figures that stopped moving must not look live.
+      const error = (err as Error)?.message ?? String(err)
+      if (source.ok) logger.warn('dashboard: could not take a snapshot; retrying every interval', { error })
+      source = { ok: false, error, since: source.since ?? Date.now() }
+      for (const res of streams) send(res, 'source', source)
       return
     }
-    const point = maker.next(latest)
     points.push(point)
     if (points.length > historySize) points.shift()
     const message = { point, snapshot: latest, load: options.load?.status() ?? null }
@@ -165,12 +183,12 @@ export function createDashboard(options: DashboardOptions): Dashboard {
       res.end(asset.body)
     } else if (req.method === 'GET' && rest === '/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
-      send(res, 'hello', { title: options.title ?? 'Tidepool', history: points, snapshot: latest ?? null, load: options.load?.status() ?? null, hasLoad: !!options.load })
+      send(res, 'hello', { title: options.title ?? 'Tidepool', history: points, snapshot: latest ?? null, source, load: options.load?.status() ?? null, hasLoad: !!options.load })
       streams.add(res)
       req.on('close', () => streams.delete(res))
     } else if (req.method === 'GET' && rest === '/snapshot.json') {
-      if (latest) json(res, 200, latest)
-      else json(res, 503, { error: 'no snapshot yet' })
+      if (latest && source.ok) json(res, 200, latest)
+      else json(res, 503, { error: source.error ? `the snapshot source is unreachable: ${source.error}` : 'no snapshot yet' })
     } else if (req.method === 'POST' && options.load && (rest === '/load/start' || rest === '/load/stop')) {
       if (rest === '/load/stop') options.load.stop()
       const started = rest === '/load/start' ? options.load.start() : false
@@ -234,10 +252,15 @@ export async function serveDashboard(options: DashboardOptions & { port?: number
     }
   })
   const host = options.host ?? '127.0.0.1'
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(options.port ?? 0, host, () => resolve())
-  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(options.port ?? 0, host, () => resolve())
+    })
+  } catch (err) {
+    dashboard.close()
+    throw listenError(err, options.port ?? 0, host, 'pass --port 0 for a free port, or another port')
+  }
   const { port } = server.address() as AddressInfo
   return {
     dashboard,
@@ -250,11 +273,62 @@ export async function serveDashboard(options: DashboardOptions & { port?: number
   }
 }
 
+/**
+ * A failed listen as a message a person can act on (`port 3000 on 127.0.0.1 is already in use`)
+ * instead of a raw EADDRINUSE stack.
+ */
+export function listenError(err: unknown, port: number, host: string, advice: string): Error {
+  const code = (err as NodeJS.ErrnoException)?.code
+  if (code === 'EADDRINUSE') return new ConfigError(`port ${port} on ${host} is already in use (another process listens there): ${advice}`, { key: 'port' })
+  if (code === 'EACCES') return new ConfigError(`not allowed to listen on port ${port} on ${host} (ports below 1024 need privileges): ${advice}`, { key: 'port' })
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return new ConfigError(`cannot listen on ${host}: no such local address; pass --host 127.0.0.1 or 0.0.0.0`, { key: 'host' })
+  return err instanceof Error ? err : new Error(String(err))
+}
+
 /** Snapshots of another app: its dashboard's `/dashboard/snapshot.json` (`tidepool dashboard --url`). */
 export function fetchSnapshots(url: string, timeoutMs = 2_000): () => Promise<ObserverSnapshot> {
+  const shown = redactUrl(url)
   return async () => {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
-    if (!res.ok) throw new Error(`GET ${redactUrl(url)} answered ${res.status}`)
-    return (await res.json()) as ObserverSnapshot
+    let res: Response
+    try {
+      res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
+    } catch (err) {
+      const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message
+      throw new Error(`GET ${shown} failed: ${cause}`)
+    }
+    if (!res.ok) throw new Error(`GET ${shown} answered ${res.status}`)
+    const text = await res.text()
+    let body: unknown
+    try {
+      body = JSON.parse(text)
+    } catch {
+      throw new Error(`GET ${shown} answered ${res.headers.get('content-type') ?? 'a body'} that is not JSON; point --url at the app's /dashboard/snapshot.json`)
+    }
+    return checkSnapshot(body, shown)
   }
+}
+
+/**
+ * The value if it has the shape of an Observer snapshot, else an error that says what is wrong:
+ * a URL pointing at the wrong route returns JSON too (health, metrics, another app's API).
+ */
+export function checkSnapshot(value: unknown, from = 'the snapshot source'): ObserverSnapshot {
+  const problem = snapshotProblem(value)
+  if (problem) throw new ConfigError(`${from} did not answer a Tidepool snapshot: ${problem}. Point it at an app's /dashboard/snapshot.json (an Observer's snapshot())`)
+  return value as ObserverSnapshot
+}
+
+function snapshotProblem(v: unknown): string | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return `expected a JSON object, got ${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v}`
+  const s = v as Record<string, unknown>
+  if (typeof s.at !== 'number') return 'no numeric `at` (epoch ms)'
+  if (!Array.isArray(s.pools)) return `\`pools\` is ${s.pools === undefined ? 'missing' : 'not a list'}`
+  const pool = s.pools.find((p) => typeof p !== 'object' || p === null || typeof (p as { name?: unknown }).name !== 'string' || typeof (p as { checkedOut?: unknown }).checkedOut !== 'number')
+  if (pool !== undefined) return 'an entry of `pools` has no name or checkedOut figure'
+  const q = s.queries as Record<string, unknown> | undefined
+  if (typeof q !== 'object' || q === null || typeof q.perSecond !== 'number' || typeof q.latencyMs !== 'object') return '`queries` is missing or has no perSecond/latencyMs'
+  if (!Array.isArray(s.topStatements)) return '`topStatements` is missing'
+  if (!Array.isArray(s.nPlusOne)) return '`nPlusOne` is missing'
+  if (typeof s.sources !== 'object' || s.sources === null) return '`sources` is missing'
+  return undefined
 }

@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import type { Transaction } from '../db/scope.js'
 import { checkOptionKeys } from '../config/options.js'
 import { ConfigError, TidepoolError } from '../errors/index.js'
-import { IdempotencyInProgressError } from '../safety/errors.js'
+import { IdempotencyInProgressError, IdempotencyKeyReusedError } from '../safety/errors.js'
 import { IDEMPOTENCY_OPTION_KEYS, idempotent, type IdempotencyOptions, type TransactionalDatabase } from '../safety/idempotency.js'
 
 export interface IdempotentRequest {
@@ -52,7 +52,10 @@ export class IdempotencyKeyError extends TidepoolError {
 }
 
 /** An onRoute hook that wraps the handler of every opted-in route. */
-export function idempotentRoutes(hook: IdempotencyHook | undefined): (route: RouteOptions) => void {
+/** What became of a request with an Idempotency-Key, for the metrics. */
+export type IdempotencyOutcome = 'replayed' | 'in_progress' | 'key_reused'
+
+export function idempotentRoutes(hook: IdempotencyHook | undefined, onOutcome?: (route: string, outcome: IdempotencyOutcome) => void): (route: RouteOptions) => void {
   return (route) => {
     const wanted = route.config?.idempotent
     if (!wanted) return
@@ -78,7 +81,16 @@ export function idempotentRoutes(hook: IdempotencyHook | undefined): (route: Rou
       const requestHash = createHash('sha256')
         .update(`${request.method} ${route.url}\n${JSON.stringify(request.body ?? null)}`)
         .digest('hex')
-      return hook({ key, route: routeName, requestHash, request, reply }, run)
+      try {
+        const result = await hook({ key, route: routeName, requestHash, request, reply }, run)
+        if (reply.getHeader('idempotent-replayed') === 'true') onOutcome?.(routeName, 'replayed')
+        return result
+      } catch (err) {
+        // The key's own refusals, not the handler's errors (a handler may answer 409 or 422 itself).
+        if (err instanceof IdempotencyInProgressError) onOutcome?.(routeName, 'in_progress')
+        else if (err instanceof IdempotencyKeyReusedError) onOutcome?.(routeName, 'key_reused')
+        throw err
+      }
     }
   }
 }

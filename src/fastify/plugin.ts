@@ -10,6 +10,7 @@ import type { Database } from '../db/database.js'
 import type { Transaction } from '../db/scope.js'
 import { ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, TidepoolError } from '../errors/index.js'
 import { PROMETHEUS_CONTENT_TYPE } from '../observe/exposition.js'
+import { CounterVec } from '../observe/histogram.js'
 import { Observer, type ObserverOptions } from '../observe/observer.js'
 import type { PromRegistry } from '../observe/prom-client.js'
 import { runInScope, RequestScope } from '../observe/scope.js'
@@ -42,9 +43,31 @@ export interface TidepoolPluginOptions {
   idempotency?: IdempotencyHook
   /** Close the pools when the app closes (default true). */
   closePools?: boolean
+  /**
+   * Log requests at least this slow (default 1000 ms), with their statement count and database
+   * time, through the Observer's logger; false turns it off.
+   */
+  slowRequestMs?: number | false
+  onSlowRequest?: (request: SlowRequest) => void
+}
+
+/** A request slower than `slowRequestMs`: what the log line and `onSlowRequest` get. */
+export interface SlowRequest {
+  method: string
+  /** The route's pattern (`/users/:id`), never the URL with its values. */
+  route: string
+  statusCode: number
+  durationMs: number
+  /** Statements the request ran, and the time they took (waiting for a connection included). */
+  queries: number
+  dbMs: number
+  thresholdMs: number
+  requestId: string
 }
 
 const PLUGIN_OPTION_KEYS = optionKeys<keyof TidepoolPluginOptions>({
+  slowRequestMs: true,
+  onSlowRequest: true,
   database: true,
   databases: true,
   pools: true,
@@ -103,6 +126,22 @@ async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptio
   for (const pool of options.pools ?? []) observer.watchPool(pool, { critical: false })
   for (const source of options.sources ?? []) observer.addSource(source)
   for (const check of options.checks ?? []) observer.addCheck(check)
+  const slowRequests = new CounterVec(['method', 'route'])
+  const replays = new CounterVec(['route'])
+  const conflicts = new CounterVec(['route', 'reason'])
+  observer.addSource({
+    name: 'fastify',
+    collect: () => [
+      { name: 'tidepool_http_slow_requests_total', help: 'HTTP requests slower than slowRequestMs, by method and route pattern.', type: 'counter', samples: slowRequests.samples() },
+      { name: 'tidepool_idempotent_replays_total', help: 'Requests with an Idempotency-Key answered with the stored response of an earlier run.', type: 'counter', samples: replays.samples() },
+      {
+        name: 'tidepool_idempotency_conflicts_total',
+        help: 'Requests with an Idempotency-Key refused: in_progress (409, the same key still running) or key_reused (422, another request body).',
+        type: 'counter',
+        samples: conflicts.samples(),
+      },
+    ],
+  })
   const unpublish = options.promRegistry ? observer.publishTo(options.promRegistry) : undefined
 
   app.decorate('tidepool', { observer, db: options.database, databases, pools })
@@ -128,12 +167,42 @@ async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptio
   // Every route's handler: Idempotency-Key for those that opt in; a full or unreachable
   // database becomes a 503 (Retry-After when the pool was merely full) for whatever error
   // handler the app has.
-  const idempotent = idempotentRoutes(options.idempotency)
+  const idempotent = idempotentRoutes(options.idempotency, (route, outcome) => (outcome === 'replayed' ? replays.inc([route]) : conflicts.inc([route, outcome])))
   const retryAfter = String(options.retryAfterSeconds ?? 1)
   app.addHook('onRoute', (route) => {
     idempotent(route)
     route.handler = answerUnavailableWith503(route.handler, retryAfter)
   })
+
+  const slowMs = options.slowRequestMs ?? 1_000
+  if (slowMs !== false) {
+    app.addHook('onResponse', async (request, reply) => {
+      const durationMs = reply.elapsedTime
+      if (durationMs < slowMs) return
+      const scope = request.tidepool?.scope
+      const slow: SlowRequest = {
+        method: request.method,
+        route: request.routeOptions.url ?? '(no route)',
+        statusCode: reply.statusCode,
+        durationMs: round(durationMs),
+        queries: scope?.queries ?? 0,
+        dbMs: round(scope?.dbMs ?? 0),
+        thresholdMs: slowMs,
+        requestId: String(request.id),
+      }
+      observer.logger.warn(
+        `slow request: ${slow.method} ${slow.route} ${slow.statusCode} took ${slow.durationMs} ms (threshold ${slowMs} ms); ` +
+          `${slow.queries} statements, ${slow.dbMs} ms in the database`,
+        { ...slow },
+      )
+      slowRequests.inc([slow.method, slow.route])
+      try {
+        options.onSlowRequest?.(slow)
+      } catch (err) {
+        observer.logger.error('onSlowRequest callback threw; ignored', { error: (err as Error)?.message })
+      }
+    })
+  }
 
   const routes = options.routes ?? {}
   const noStore = (reply: FastifyReply) => reply.header('cache-control', 'no-store')
@@ -201,6 +270,8 @@ function answerUnavailableWith503(handler: RouteHandlerMethod, retryAfter: strin
     return result instanceof Promise ? result.catch(map) : result
   }
 }
+
+const round = (ms: number) => Math.round(ms * 10) / 10
 
 /** `app.register(tidepool, { database, … })` — register it before the routes that use it. */
 export const tidepool = fp(tidepoolPlugin, { fastify: '5.x', name: 'tidepool' })

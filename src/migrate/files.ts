@@ -19,6 +19,8 @@ export interface MigrationFile {
   /** false when the first line is `-- tidepool: no-transaction`. */
   transactional: boolean
   statements: SqlStatement[]
+  /** No statement yet (a file just made by `migrate create`); only loaded with `allowEmpty`. */
+  empty?: true
 }
 
 const FILE_NAME = /^(\d{1,15})_([A-Za-z0-9][A-Za-z0-9_-]*)\.sql$/
@@ -62,10 +64,11 @@ function transactionMode(name: string, source: string): boolean {
   return transactional
 }
 
-function parseFile(name: string, path: string, raw: string): Omit<MigrationFile, 'version'> {
+function parseFile(name: string, path: string, raw: string, allowEmpty: boolean): Omit<MigrationFile, 'version'> {
   const source = normalize(raw)
   const transactional = transactionMode(name, source)
   const statements = splitStatements(source)
+  if (statements.length === 0 && allowEmpty) return { name, path, source, checksum: sha256(source), transactional, statements, empty: true }
   if (statements.length === 0) {
     throw new MigrationSourceError('empty', `${name} holds no SQL statement (only comments or nothing); write the migration or delete the file`, [name])
   }
@@ -130,9 +133,11 @@ export async function listMigrationFiles(dir: string): Promise<MigrationFileName
 
 /**
  * The migration files in `dir`, read and checked, sorted by version: listMigrationFiles, plus an
- * empty file or a transactional file with BEGIN/COMMIT is a MigrationSourceError.
+ * empty file or a transactional file with BEGIN/COMMIT is a MigrationSourceError. With
+ * `allowEmpty` (status), a file with no statement yet is returned marked `empty` instead: it is
+ * pending work, an error only when something tries to apply it.
  */
-export async function loadMigrationFiles(dir: string): Promise<MigrationFile[]> {
+export async function loadMigrationFiles(dir: string, options: { allowEmpty?: boolean } = {}): Promise<MigrationFile[]> {
   const files: MigrationFile[] = []
   for (const { version, name, path } of await listMigrationFiles(dir)) {
     let raw: string
@@ -141,7 +146,7 @@ export async function loadMigrationFiles(dir: string): Promise<MigrationFile[]> 
     } catch (err) {
       throw new MigrationSourceError('folder', `migration ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, [name], { cause: err })
     }
-    files.push({ version, ...parseFile(name, path, raw) })
+    files.push({ version, ...parseFile(name, path, raw, options.allowEmpty ?? false) })
   }
   return files
 }

@@ -95,6 +95,8 @@ export interface MigrationStatusEntry {
   checksum: string | undefined
   /** The tracking row (undefined when pending). */
   applied: AppliedRecord | undefined
+  /** Pending with no statement yet (just created): `up` refuses it until it is written. */
+  empty?: true
 }
 
 export interface MigrationStatus {
@@ -259,7 +261,8 @@ export class Migrator {
 
   /** Every migration in the folder or the history, with its state. Changes nothing. */
   async status(): Promise<MigrationStatus> {
-    const files = await loadMigrationFiles(this.path)
+    // A file just made by `migrate create` is listed as pending (and flagged empty), not refused.
+    const files = await loadMigrationFiles(this.path, { allowEmpty: true })
     const history = await readHistory(this.db, this.module)
     const byVersion = new Map(history.map((r) => [r.version, r]))
     const highest = history.at(-1)?.version ?? 0
@@ -267,7 +270,7 @@ export class Migrator {
       const applied = byVersion.get(f.version)
       byVersion.delete(f.version)
       const state: MigrationState = !applied ? 'pending' : applied.checksum === f.checksum && applied.name === f.name ? 'applied' : 'drifted'
-      return { version: f.version, name: f.name, state, outOfOrder: !applied && f.version < highest, checksum: f.checksum, applied }
+      return { version: f.version, name: f.name, state, outOfOrder: !applied && f.version < highest, checksum: f.checksum, applied, ...(f.empty && !applied ? { empty: true as const } : {}) }
     })
     for (const record of byVersion.values()) {
       entries.push({ version: record.version, name: record.name, state: 'missing', outOfOrder: false, checksum: undefined, applied: record })

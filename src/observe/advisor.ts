@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os'
 import type { Database } from '../db/database.js'
 import type { Pool } from '../pool/pool.js'
 import { Sampler, type Percentiles } from '../pool/sampler.js'
+import { INTERNAL_MARKER } from '../sql/internal.js'
 
 /** Samples a pool's demand (in use + waiting) on an unref'd timer. */
 export class DemandSampler {
@@ -101,7 +102,7 @@ export async function advisePoolSize(db: Database, sampler: DemandSampler, optio
   const pool = db.pool
   const stats = pool.stats()
   const facts = (await db.fetchOne<ServerFacts>(
-    `SELECT current_setting('max_connections')::int AS max_connections,
+    `${INTERNAL_MARKER}SELECT current_setting('max_connections')::int AS max_connections,
             current_setting('superuser_reserved_connections')::int + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved,
             (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend') AS clients,
             (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name = $1) AS app`,

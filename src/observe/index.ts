@@ -13,4 +13,6 @@ export { NPlusOneDetector, type NPlusOneWarning, type NPlusOneOptions } from './
 export { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
 export { serverStatements, type ServerStatement, type ServerStatements, type ServerStatementOrder, type ServerStatementOptions } from './pg-stat-statements.js'
 export { replicaMetrics, cacheMetrics } from './sources.js'
+export { explain, type ExplainOptions, type ExplainResult } from './explain.js'
+export { activity, ActivityMonitor, describeActivity, formatAge, type Activity, type ActivityOptions, type ActivitySession, type BlockingEntry } from './activity.js'
 export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './pgbouncer.js'

@@ -53,7 +53,7 @@ export class NPlusOneDetector {
   record(e: QueryStartEvent): NPlusOneWarning | undefined {
     const scope = currentScope()
     if (!scope) return undefined
-    scope.queries++
+    // Counted by the Observer (also with N+1 detection off).
     const n = (scope.counts.get(e.fingerprint) ?? 0) + 1
     scope.counts.set(e.fingerprint, n)
     if (n <= this.threshold || scope.reported.has(e.fingerprint)) return undefined

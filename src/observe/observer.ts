@@ -10,21 +10,26 @@ import { ConfigError } from '../errors/index.js'
 import type { QueryEndEvent, QueryStartEvent } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
 import type { Cluster } from '../replicas/index.js'
-import { Sampler, type Percentiles } from '../pool/sampler.js'
+import type { Percentiles } from '../pool/sampler.js'
 import { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdviceOptions } from './advisor.js'
 import { renderExposition } from './exposition.js'
 import { poolCheck, ProcessHealth, runHealthChecks, type HealthReport, type ReadinessOptions } from './health.js'
 import { CounterVec, HistogramVec, QUERY_SECONDS_BUCKETS } from './histogram.js'
 import { NPlusOneDetector, type NPlusOneWarning } from './n-plus-one.js'
 import { PgBouncerMetrics } from './pgbouncer.js'
-import { PoolMetrics } from './pool-metrics.js'
+import { statementShape } from '../sql/fingerprint.js'
+import { isInternalStatement } from './internal.js'
+import { PoolMetrics, type RecentPoolWaits } from './pool-metrics.js'
 import { publishToPromRegistry, type PromRegistry } from './prom-client.js'
-import { RateWindow } from './recent.js'
-import { runInScope, type RequestScope } from './scope.js'
+import { RateWindow, WindowedPercentiles } from './recent.js'
+import { currentScope, runInScope, type RequestScope } from './scope.js'
 import { SlowQueryLog, type SlowQuery } from './slow-log.js'
 import { cacheMetrics, replicaMetrics } from './sources.js'
 import { StatementStatistics, type StatementOrder, type StatementStats } from './statements.js'
 import type { HealthCheck, MetricFamily, MetricsSource } from './types.js'
+
+/** The window of the snapshot's rates and percentiles: recent enough to fall back after a burst. */
+const RECENT_SECONDS = 10
 
 export interface ObserverOptions {
   /** Where warnings go (default: the first watched pool's logger). */
@@ -41,9 +46,15 @@ export interface ObserverOptions {
   maxStatements?: number
   /** Deadline for readiness checks (default 2000 ms). */
   readinessTimeoutMs?: number
+  /**
+   * Log every statement at debug level, normalized (literals as `?`) with its bind values masked
+   * (their types only): a development switch. Default: on when TIDEPOOL_LOG=debug.
+   */
+  traceStatements?: boolean
 }
 
 const OBSERVER_OPTION_KEYS = optionKeys<keyof ObserverOptions>({
+  traceStatements: true,
   logger: true,
   slowQueryMs: true,
   logValues: true,
@@ -64,12 +75,17 @@ export interface ObserverSnapshot {
     retries: number
     slow: number
     nPlusOne: number
-    /** Over the last 10 seconds. */
+    /** Averaged over the last `windowSeconds` whole seconds. */
     perSecond: number
     errorsPerSecond: number
-    /** Over the most recent 2048 statements. */
+    /** Statements that ended in the last `windowSeconds` (zeros when none did). */
     latencyMs: Percentiles
+    /** The window of the rates and latency percentiles above (and of `poolWaits`). */
+    windowSeconds: number
   }
+  /** Each pool's acquire waits over the same recent window (pools[].waitMs never decays). */
+  poolWaits: RecentPoolWaits[]
+  /** The application's statements; Tidepool's own (LSN capture, lock_timeout, probes) are left out. */
   topStatements: StatementStats[]
   slowQueries: SlowQuery[]
   nPlusOne: NPlusOneWarning[]
@@ -79,6 +95,8 @@ export interface ObserverSnapshot {
 
 export class Observer {
   readonly statements: StatementStatistics
+  /** Tidepool's own statements (LSN capture, lock_timeout, advisor probe), kept apart from the app's. */
+  readonly internalStatements: StatementStatistics
   readonly slowLog: SlowQueryLog | undefined
   readonly nPlusOne: NPlusOneDetector | undefined
   private readonly pools = new PoolMetrics()
@@ -96,10 +114,11 @@ export class Observer {
   private readonly retryCounts = new CounterVec(['pool'])
   private readonly slowCounts = new CounterVec(['pool'])
   private readonly nPlusOneCounts = new CounterVec(['pool'])
-  private readonly latency = new Sampler()
-  private readonly rate = new RateWindow()
-  private readonly errorRate = new RateWindow()
+  private readonly latency = new WindowedPercentiles(RECENT_SECONDS)
+  private readonly rate = new RateWindow(RECENT_SECONDS)
+  private readonly errorRate = new RateWindow(RECENT_SECONDS)
   private totals = { queries: 0, errors: 0, retries: 0 }
+  private readonly trace: boolean
   // Databases made with withSchema() share one event hub: one emit reaches each of our listeners
   // with the same event object, one listener after the other, so remembering the last event
   // seen keeps them from counting it twice.
@@ -114,6 +133,8 @@ export class Observer {
     const at = (level: keyof Logger) => (message: string, fields?: LogFields) => pick()[level](message, fields)
     this.logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
     this.statements = new StatementStatistics(options.maxStatements ?? 500)
+    this.internalStatements = new StatementStatistics(50)
+    this.trace = options.traceStatements ?? process.env.TIDEPOOL_LOG === 'debug'
     const slowMs = options.slowQueryMs ?? 500
     if (slowMs !== false) {
       this.slowLog = new SlowQueryLog({ thresholdMs: slowMs, logValues: options.logValues ?? false, onSlowQuery: options.onSlowQuery }, this.logger)
@@ -207,32 +228,52 @@ export class Observer {
 
   private onQueryStart(e: QueryStartEvent): void {
     if (!this.firstSight(e)) return
+    const scope = currentScope()
+    if (scope) scope.queries++
     if (this.nPlusOne?.record(e)) this.nPlusOneCounts.inc([e.pool])
   }
 
   private onQuery(e: QueryEndEvent): void {
     if (!this.firstSight(e)) return
     this.totals.queries++
+    const scope = currentScope()
+    if (scope) scope.dbMs += e.durationMs
     this.rate.add()
     this.latency.record(e.durationMs)
-    this.statements.record(e)
+    if (isInternalStatement(e.sql, e.fingerprint)) this.internalStatements.record(e)
+    else this.statements.record(e)
     this.duration.observe([e.pool, e.error ? 'error' : 'ok'], e.durationMs / 1000)
     if (e.error) {
       this.totals.errors++
       this.errorRate.add()
       this.errorCounts.inc([e.pool, e.error.code])
     }
+    if (this.trace) this.traceStatement(e)
     if (this.slowLog && e.durationMs >= this.slowLog.thresholdMs) {
       this.slowLog.record(e)
       this.slowCounts.inc([e.pool])
     }
   }
 
+  private traceStatement(e: QueryEndEvent): void {
+    const values = e.params?.map((v) => `<${v === null ? 'null' : Array.isArray(v) ? 'array' : v instanceof Date ? 'date' : Buffer.isBuffer(v) ? 'bytes' : typeof v}>`)
+    this.logger.debug(`statement ${Math.round(e.durationMs * 10) / 10} ms${e.error ? ` failed (${e.error.code})` : `, ${e.rowCount} rows`}: ${statementShape(e.sql).normalized}`, {
+      pool: e.pool,
+      schema: e.schema,
+      ...(values ? { values } : {}),
+      ...(e.inTransaction ? { inTransaction: true } : {}),
+      ...(isInternalStatement(e.sql, e.fingerprint) ? { internal: true } : {}),
+    })
+  }
+
   // ---------------------------------------------------------------- statistics, scopes
 
-  /** The statements that cost the most (client-side view, this process). */
-  topQueries(options?: { by?: StatementOrder; limit?: number }): StatementStats[] {
-    return this.statements.top(options)
+  /**
+   * The statements that cost the most (client-side view, this process). Tidepool's own statements
+   * are left out unless `internal: true`, which lists only those.
+   */
+  topQueries(options?: { by?: StatementOrder; limit?: number; internal?: boolean }): StatementStats[] {
+    return (options?.internal ? this.internalStatements : this.statements).top(options)
   }
 
   /** Run `fn` as one unit of work for N+1 detection (an HTTP request, a job). */
@@ -316,8 +357,10 @@ export class Observer {
         nPlusOne: this.nPlusOne?.count ?? 0,
         perSecond: this.rate.perSecond(now),
         errorsPerSecond: this.errorRate.perSecond(now),
-        latencyMs: this.latency.percentiles(),
+        latencyMs: this.latency.percentiles(now),
+        windowSeconds: RECENT_SECONDS,
       },
+      poolWaits: this.pools.recentWaits(),
       topStatements: this.statements.top({ limit: 10 }),
       slowQueries: this.slowLog?.recent().slice(-20) ?? [],
       nPlusOne: this.nPlusOne?.recent().slice(-20) ?? [],

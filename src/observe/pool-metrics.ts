@@ -3,7 +3,18 @@
 import { ConfigError } from '../errors/index.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
 import { ACQUIRE_SECONDS_BUCKETS, HistogramVec } from './histogram.js'
+import { WindowedPercentiles } from './recent.js'
 import type { MetricFamily } from './types.js'
+
+/** Seconds of recent acquire waits behind the dashboard's wait percentiles. */
+export const RECENT_WAIT_SECONDS = 10
+
+/** A pool's acquire waits over the last RECENT_WAIT_SECONDS (timeouts count as their full wait). */
+export interface RecentPoolWaits {
+  pool: string
+  windowSeconds: number
+  waitMs: { p50: number; p95: number; p99: number; max: number; count: number }
+}
 
 type CounterKey = 'acquires' | 'timeouts' | 'connectErrors' | 'evictions' | 'opened' | 'closed' | 'recycled' | 'resets' | 'discarded' | 'leaksDetected' | 'reclaimed' | 'prePingFailures'
 
@@ -24,6 +35,7 @@ const COUNTERS: [CounterKey, string, string][] = [
 
 interface Watched {
   pool: Pool
+  recentWaits: WindowedPercentiles
   unsubscribe: () => void
 }
 
@@ -43,9 +55,15 @@ export class PoolMetrics {
       )
     }
     const name = pool.name
-    const offAcquire = pool.on('acquire', (e) => this.acquireWait.observe([name], e.waitMs / 1000))
+    const recentWaits = new WindowedPercentiles(RECENT_WAIT_SECONDS)
+    const offAcquire = pool.on('acquire', (e) => {
+      this.acquireWait.observe([name], e.waitMs / 1000)
+      recentWaits.record(e.waitMs)
+    })
+    // A caller that gave up waited the whole timeout: leaving it out would make a full pool look fast.
+    const offTimeout = pool.on('timeout', (e) => recentWaits.record(e.error.timeoutMs))
     const offRelease = pool.on('release', (e) => this.hold.observe([name], e.holdMs / 1000))
-    this.pools.set(name, { pool, unsubscribe: () => (offAcquire(), offRelease()) })
+    this.pools.set(name, { pool, recentWaits, unsubscribe: () => (offAcquire(), offTimeout(), offRelease()) })
   }
 
   has(pool: Pool): boolean {
@@ -58,6 +76,11 @@ export class PoolMetrics {
 
   stats(): PoolStats[] {
     return this.watched().map((p) => p.stats())
+  }
+
+  /** Each pool's acquire waits over the recent window (they decay once the load stops). */
+  recentWaits(): RecentPoolWaits[] {
+    return [...this.pools.values()].map((w) => ({ pool: w.pool.name, windowSeconds: RECENT_WAIT_SECONDS, waitMs: w.recentWaits.percentiles() }))
   }
 
   close(): void {
@@ -87,6 +110,11 @@ export class PoolMetrics {
       gauge('tidepool_pool_waiting', 'Callers waiting for a connection.', (s) => s.waiting),
       gauge('tidepool_pool_size', 'Connections the pool keeps (size).', (s) => s.size),
       gauge('tidepool_pool_max_connections', 'Most connections the pool may open (size + maxOverflow).', (s) => s.size + s.maxOverflow),
+      gauge('tidepool_pool_utilization_ratio', 'Connections checked out over the most the pool may open (0-1); 1 means callers queue.', (s) => {
+        const max = s.size + s.maxOverflow
+        return max > 0 ? Math.round((s.checkedOut / max) * 1000) / 1000 : 0
+      }),
+      gauge('tidepool_pool_overflow_connections', 'Connections open beyond size (maxOverflow in use).', (s) => s.overflow),
     ]
     for (const [key, name, help] of COUNTERS) {
       families.push({ name, help, type: 'counter', samples: all.map((s) => ({ labels: { pool: s.name }, value: s[key] })) })

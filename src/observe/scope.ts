@@ -11,6 +11,8 @@ export class RequestScope {
   readonly startedAt = Date.now()
   /** Statements started inside this scope. */
   queries = 0
+  /** Milliseconds spent in statements that ended inside this scope (waiting for a connection included). */
+  dbMs = 0
   /** Statement counts by fingerprint. */
   readonly counts = new Map<string, number>()
   /** Fingerprints already reported as N+1 in this scope (one warning each). */

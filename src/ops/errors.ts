@@ -12,6 +12,7 @@ export type BackupFailure =
   | 'permission'
   | 'archive-off'
   | 'archive-failed'
+  | 'file-missing'
 
 /** A backup, restore or verification failed; `reason` says which step and why. */
 export class BackupError extends TidepoolError {

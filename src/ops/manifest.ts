@@ -37,6 +37,8 @@ export const manifestPath = (file: string) => `${file}.json`
 
 export function readManifest(file: string): BackupManifest {
   const path = manifestPath(file)
+  // The file first: a mistyped path is not "a backup without a manifest".
+  if (!existsSync(file)) throw new BackupError('file-missing', `the backup file ${file} does not exist; check the path (tidepool backup prints the file it wrote)`)
   if (!existsSync(path)) throw new BackupError('manifest', `no manifest for ${basename(file)} (expected ${basename(path)} beside it): it was not written by tidepool backup, or was moved without it`)
   let manifest: BackupManifest
   try {

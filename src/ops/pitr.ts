@@ -4,6 +4,8 @@
 // recovery_target_time, start it and let it replay up to that moment and promote.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, appendFileSync, chmodSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import pg from 'pg'
 import type { Database } from '../db/database.js'
 import { findPostgresBinaries } from '../testing/binaries.js'
 import { checkDataDirVersion, copyDir } from '../testing/datadir.js'
@@ -160,6 +162,11 @@ export interface RestoreToTimeOptions {
   binDir?: string
   /** Database superuser for the returned URL (default `postgres`). */
   superuser?: string
+  /**
+   * That superuser's password, when the copy's pg_hba.conf (the original's) asks for one on
+   * loopback TCP (scram-sha-256, md5, password). Never written anywhere; default PGPASSWORD.
+   */
+  password?: string
   /** How long recovery may take (default 120 s). */
   timeoutMs?: number
 }
@@ -237,18 +244,68 @@ export async function restoreToTime(options: RestoreToTimeOptions): Promise<Rest
   const timeoutMs = options.timeoutMs ?? 120_000
   const deadline = Date.now() + timeoutMs
   const failed = (why: string) => new BackupError('restore-failed', `recovery to ${target} ${why}; server log:\n${node.logTail(12)}`)
+  const superuser = options.superuser ?? 'postgres'
+  const password = options.password ?? process.env.PGPASSWORD
+  const ask = (sql: string) => queryCopy(node.port, superuser, password, sql)
   try {
-    await node.start({ timeoutMs })
+    await withPassword(password, () => node.start({ timeoutMs }))
     // Ready to read is not done: wait for the promotion that ends recovery at the target.
-    while ((await node.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec'))[0]!.rec) {
+    while ((await ask('SELECT pg_is_in_recovery() AS v')) === true) {
       if (Date.now() > deadline) throw failed(`did not finish within ${timeoutMs} ms`)
       await new Promise((r) => setTimeout(r, 100))
     }
   } catch (err) {
     await node.stop().catch(() => {})
     if (err instanceof BackupError) throw err
+    if (isAuthError(err) || AUTH_REFUSED.test(node.logTail(40))) {
+      throw new BackupError(
+        'restore-failed',
+        `the restored copy asks for a password on host connections (its pg_hba.conf is the original's), and ${password === undefined ? 'none was given' : `the one given for ${superuser} was refused`}: ` +
+          `pass ${superuser}'s password (tidepool restore … --url with the password in it, or PGPASSWORD; restoreToTime({ password }) in code). The copy is in ${dataDir}`,
+        { cause: err },
+      )
+    }
     throw failed(/recovery ended before configured recovery target was reached/.test(node.logTail(40)) ? 'failed: the archive ends before the target (archive the WAL up to it first)' : `failed: ${(err as Error).message.split('\n')[0]}`)
   }
-  const replayed = await node.query<{ at: Date | null }>('SELECT pg_last_xact_replay_timestamp() AS at')
-  return { url: node.url, port: node.port, dataDir, lastReplayedAt: replayed[0]?.at ?? null, stop: () => node.stop() }
+  const replayed = (await ask('SELECT pg_last_xact_replay_timestamp() AS v')) as Date | null
+  return { url: node.url, port: node.port, dataDir, lastReplayedAt: replayed ?? null, stop: () => node.stop() }
+}
+
+/** What the server logs when a client could not authenticate (SCRAM/md5/password rules). */
+const AUTH_REFUSED = /password authentication failed|no password supplied|expected SASL response|expected password response/
+
+function isAuthError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string }
+  return e?.code === '28P01' || e?.code === '28000' || /SASL|password/i.test(e?.message ?? '')
+}
+
+/** One value from the copy, over a connection that carries the password when there is one. */
+async function queryCopy(port: number, user: string, password: string | undefined, sql: string): Promise<unknown> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user, database: 'postgres', connectionTimeoutMillis: 5_000, ...(password !== undefined ? { password } : {}) })
+  client.on('error', () => {})
+  await client.connect()
+  try {
+    return (await client.query<{ v: unknown }>(sql)).rows[0]?.v
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/**
+ * Run `fn` with PGPASSWORD set: the server harness checks readiness with a connection that carries
+ * no password of its own, and node-postgres falls back to PGPASSWORD. Without a password, a
+ * placeholder no server accepts: a server that asks for one then refuses it at once (SQLSTATE
+ * 28P01, which ends the wait) instead of node-postgres throwing out of its SCRAM exchange and the
+ * readiness check retrying until the deadline. Restored afterwards.
+ */
+async function withPassword<T>(password: string | undefined, fn: () => Promise<T>): Promise<T> {
+  const value = password ?? `no-password-given-${randomUUID()}`
+  const previous = process.env.PGPASSWORD
+  process.env.PGPASSWORD = value
+  try {
+    return await fn()
+  } finally {
+    if (previous === undefined) delete process.env.PGPASSWORD
+    else process.env.PGPASSWORD = previous
+  }
 }

@@ -123,7 +123,7 @@ export async function restore(db: Database, file: string, options: RestoreOption
       throw new BackupError(
         'target-not-empty',
         `database ${config.database} already has ${clashing.length || present.size} of the tables in ${basename(file)} (${(clashing.length ? clashing : [...present]).slice(0, 3).join(', ')}…): ` +
-          'restore into an empty database, or pass clean to drop and recreate the backed-up objects',
+          'restore into an empty database, or drop and recreate the backed-up objects first with --clean (restore(db, file, { clean: true }) in code)',
       )
     }
   }

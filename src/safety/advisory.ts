@@ -8,6 +8,7 @@ import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError, QueryError } from '../errors/index.js'
 import { Transaction, type ConnectionScope } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
+import { INTERNAL_MARKER } from '../sql/internal.js'
 import { textLockKey } from '../sql/lock-key.js'
 import { LockTimeoutError } from './errors.js'
 
@@ -94,14 +95,14 @@ export async function withLockTimeout<T>(tx: Transaction, timeoutMs: number | un
   const ms = validTimeout(timeoutMs)
   if (ms === undefined) return statement()
   // current_setting runs before set_config: a select list is evaluated left to right.
-  const previous = await tx.fetchVal<string>("SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)", [`${ms}ms`])
+  const previous = await tx.fetchVal<string>(INTERNAL_MARKER + "SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)", [`${ms}ms`])
   let result: T
   try {
     result = await statement()
   } catch (err) {
     throw isLockNotAvailable(err) ? new LockTimeoutError(what, ms, { cause: err }) : err
   }
-  await tx.execute("SELECT set_config('lock_timeout', $1, true)", [previous ?? '0'])
+  await tx.execute(INTERNAL_MARKER + "SELECT set_config('lock_timeout', $1, true)", [previous ?? '0'])
   return result
 }
 

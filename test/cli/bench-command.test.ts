@@ -40,4 +40,12 @@ describe('tidepool bench', () => {
     expect(existsSync(join(out, 'RESULTS.svg'))).toBe(true)
     expect(readFileSync(join(out, 'RESULTS.svg'), 'utf8')).toMatch(/^<svg[^>]*>[\s\S]*generic-pool[\s\S]*<\/svg>\n$/)
   }, 120_000)
+
+  it('uses the server given with --url (not an embedded one started instead)', async () => {
+    // Nothing listens on port 1: the suite must fail on that server rather than start its own.
+    const { code, stdout, stderr } = await run(['bench', '--only', 'w3', '--reps', '1', '--seconds', '1', '--url', 'postgres://nobody@127.0.0.1:1/none'])
+    expect(code).not.toBe(0)
+    expect(stdout + stderr).toMatch(/127\.0\.0\.1:1\b/)
+    expect(stdout + stderr).not.toMatch(/embedded/i)
+  }, 60_000)
 })

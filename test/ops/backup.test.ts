@@ -114,7 +114,7 @@ describeTools('backup and restore', () => {
     const err = await restore(db, first).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(BackupError)
     expect(err).toMatchObject({ reason: 'target-not-empty' })
-    expect((err as Error).message).toContain('pass clean')
+    expect((err as Error).message).toContain('first with --clean (restore(db, file, { clean: true }) in code)')
     const cleaned = await restore(db, first, { clean: true })
     expect(cleaned.verified).toMatchObject({ rows: 5500 })
     expect(await db.fetchVal('SELECT count(*) FROM app.customers')).toBe(500) // the extra row is gone
@@ -143,6 +143,9 @@ describeTools('backup and restore', () => {
     await expect(verifyBackup(db, damaged)).rejects.toMatchObject({ reason: 'checksum' })
     await expect(restore(db, damaged, { clean: true })).rejects.toMatchObject({ reason: 'checksum' })
     await expect(restore(db, join(dir, 'notes.txt'))).rejects.toMatchObject({ reason: 'manifest' })
+    // A mistyped path says the file does not exist (not that it has no manifest).
+    const typo = await restore(db, join(dir, 'no-such.dump')).catch((e: unknown) => e)
+    expect(typo).toMatchObject({ reason: 'file-missing', message: `the backup file ${join(dir, 'no-such.dump')} does not exist; check the path (tidepool backup prints the file it wrote)` })
   })
 
   it('says clearly when pg_dump is missing or too old, without the password', async () => {
@@ -163,6 +166,10 @@ describeTools('backup and restore', () => {
 
   it('runs from the command line: backup with retention, then a verification in a scratch database', async () => {
     const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, DATABASE_URL: urlWithPassword } })
+    // As typed, without --json: the size in a unit that fits (this dump is tens of KB, not "0.0 MB").
+    const plain = await cli('backup', '--dir', dir, '--prefix', 'cli-plain')
+    expect(plain.stdout).toMatch(/\n {2}\d+(\.\d)? (KB|MB), sha256 [0-9a-f]{64}, 3 tables/)
+    expect(plain.stdout).not.toContain('0.0 MB')
     const made = await cli('backup', '--dir', dir, '--prefix', 'cli', '--retain', '1', '--json')
     const result = JSON.parse(made.stdout) as { file: string; manifest: { tables: unknown[] } }
     expect(result.manifest.tables).toHaveLength(3)
@@ -170,6 +177,8 @@ describeTools('backup and restore', () => {
     expect(checked.stdout).toMatch(/restores cleanly; 3 tables, 5500 rows match the manifest/)
     expect(made.stderr + checked.stderr).not.toContain('Sup3rSecret')
     const refused = await cli('restore', result.file).catch((e: unknown) => e as { code: number; stderr: string })
-    expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/^tidepool: BackupError: .*already has 3 of the tables/) })
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/^tidepool: BackupError: .*already has 3 of the tables.*with --clean/) })
+    const typo = await cli('restore', join(dir, 'nope.dump')).catch((e: unknown) => e as { code: number; stderr: string })
+    expect(typo).toMatchObject({ code: 1, stderr: `tidepool: BackupError: the backup file ${join(dir, 'nope.dump')} does not exist; check the path (tidepool backup prints the file it wrote)\n` })
   })
 })

@@ -1,7 +1,7 @@
 // Point-in-time recovery against a cluster of its own (with WAL archiving on): base backup, rows
 // written over a few seconds, a target time taken from the server's clock, more rows, restore to
 // the target, and exactly the rows committed at or before it are in the copy.
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -111,6 +111,62 @@ describe('point-in-time recovery', () => {
     expect(ids).toContain(1000)
     expect(ids).not.toContain(1001)
   }, 120_000)
+
+  it('restores a cluster whose pg_hba asks for SCRAM on host connections, with the password from --url', async () => {
+    const wal = join(root, 'wal-scram')
+    mkdirSync(wal)
+    await giveTo(wal, serverUser())
+    const secure = await startCluster({ settings: { archive_mode: 'on', archive_command: archiveCommand(wal), track_commit_timestamp: 'on' } })
+    try {
+      // Every TCP connection (replication included) must authenticate with SCRAM from now on.
+      writeFileSync(
+        join(secure.primary.dataDir, 'pg_hba.conf'),
+        ['local all all trust', 'host all all 127.0.0.1/32 scram-sha-256', 'host replication all 127.0.0.1/32 scram-sha-256', ''].join('\n'),
+      )
+      await secure.primary.query("SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD 'pitr-secret'; SELECT pg_reload_conf()")
+      const url = secure.primary.url.replace('postgres@', 'postgres:pitr-secret@')
+      const { DATABASE_URL: _u, PGPASSWORD: _p, ...env } = process.env
+      const made = await run(['backup', '--mode', 'base', '--url', url, '--dir', join(root, 'scram-base'), '--json'], { env })
+      expect(made.stderr).toBe('')
+      expect(made.code).toBe(0)
+      const base = (JSON.parse(made.stdout) as { dir: string }).dir
+      const sdb = await Database.connect({ url, size: 1, maxOverflow: 0 })
+      try {
+        await sdb.execute('CREATE TABLE marks (id int PRIMARY KEY)')
+        await sdb.execute('INSERT INTO marks VALUES (1)')
+        const target = (await sdb.fetchVal<string>('SELECT clock_timestamp()::text'))!
+        await sdb.execute('INSERT INTO marks VALUES (2)')
+        await archiveWalNow(sdb, { timeoutMs: 20_000 })
+
+        // Without the password: refused at once with what to do (it used to hang for 120 s).
+        const started = Date.now()
+        const refused = await run(['restore', base, '--to', target, '--wal-dir', wal, '--data-dir', join(root, 'scram-nopass')], { env })
+        expect(refused.code).toBe(1)
+        expect(refused.stderr).toMatch(/asks for a password on host connections .* none was given: pass postgres's password \(tidepool restore … --url with the password in it/)
+        expect(Date.now() - started).toBeLessThan(60_000)
+
+        const restoreRun = await run(['restore', base, '--to', target, '--wal-dir', wal, '--data-dir', join(root, 'scram-restored'), '--url', url], { env })
+        expect(restoreRun.stderr).toBe('')
+        expect(restoreRun.code).toBe(0)
+        expect(restoreRun.stdout + restoreRun.stderr).not.toContain('pitr-secret')
+        // The harness's readiness check carries no password of its own: node-postgres reads PGPASSWORD.
+        process.env.PGPASSWORD = 'pitr-secret'
+        const copy = await startRestored(join(root, 'scram-restored')).finally(() => delete process.env.PGPASSWORD)
+        expect(copy).not.toContain('pitr-secret')
+        const client = new pg.Client({ connectionString: copy.replace('postgres@', 'postgres:pitr-secret@') })
+        await client.connect()
+        try {
+          expect((await client.query<{ id: number }>('SELECT id FROM marks ORDER BY id')).rows.map((r) => r.id)).toEqual([1])
+        } finally {
+          await client.end()
+        }
+      } finally {
+        await sdb.close()
+      }
+    } finally {
+      await secure.stop()
+    }
+  }, 150_000)
 })
 
 /** Start a restored (already promoted) data directory on a free port and return its URL. */

@@ -3,7 +3,7 @@
 import type { Command } from 'commander'
 import { backup, type BackupProgress } from '../../ops/backup.js'
 import { baseBackup } from '../../ops/pitr.js'
-import { ioOf, printJson, UsageError, type Io } from '../output.js'
+import { formatBytes, ioOf, printJson, UsageError, type Io } from '../output.js'
 import { intOption } from '../context.js'
 import { collect, withDatabase } from '../report.js'
 
@@ -19,12 +19,11 @@ interface BackupFlags {
   mode: string
 }
 
-const mb = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MB`
 
 function showProgress(io: Io, p: BackupProgress): void {
   const text =
     p.phase === 'dump'
-      ? `dumping ${p.tablesDone}/${p.tablesTotal} tables${p.table ? ` (${p.table})` : ''}, ${mb(p.bytes)}`
+      ? `dumping ${p.tablesDone}/${p.tablesTotal} tables${p.table ? ` (${p.table})` : ''}, ${formatBytes(p.bytes)}`
       : { checksum: 'computing the checksum', verify: 'verifying in a scratch database', retention: 'applying retention' }[p.phase]
   io.err(`tidepool backup: ${text}\n`)
 }
@@ -72,7 +71,7 @@ export function registerBackup(program: Command): void {
         if (flags.json) return printJson(result, io)
         const m = result.manifest
         io.out(
-          `${result.file}\n  ${mb(m.bytes)}, sha256 ${m.sha256}, ${m.tables?.length ?? '?'} tables, ${m.durationMs} ms (${m.tool.name} ${m.tool.version}, server ${m.server.version})\n` +
+          `${result.file}\n  ${formatBytes(m.bytes)}, sha256 ${m.sha256}, ${m.tables?.length ?? '?'} tables, ${m.durationMs} ms (${m.tool.name} ${m.tool.version}, server ${m.server.version})\n` +
             (result.verified ? `  verified: ${result.verified.tables} tables, ${result.verified.rows} rows match after a restore\n` : '') +
             result.removed.map((f) => `  removed by retention: ${f}\n`).join(''),
         )

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs'
 import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Command } from 'commander'
+import { ExitWith } from '../output.js'
 
 interface BenchOptions {
   reps?: string
@@ -31,14 +32,17 @@ export function registerBench(program: Command): void {
     .option('--markdown <file>', 'also write the Markdown (and an SVG chart next to it)')
     .option('--svg <file>', 'write the chart here')
     .option('--json <file>', 'also write every measurement as JSON')
-    .action(async (opts: BenchOptions) => {
+    .action(async (opts: BenchOptions, cmd: Command) => {
       if (!existsSync(suite)) {
         throw new Error('the benchmark suite ships with the source repository, not the npm package: in a checkout, run `npm ci && npm run bench`')
       }
-      const args = Object.entries(opts).flatMap(([k, v]) => (v === undefined ? [] : [`--${k}`, String(v)]))
+      // `tidepool bench --url …` is parsed as the program's global --url: take it from there.
+      const url = opts.url ?? cmd.optsWithGlobals<{ url?: string }>().url
+      const args = Object.entries({ ...opts, url }).flatMap(([k, v]) => (v === undefined ? [] : [`--${k}`, String(v)]))
       const code = await new Promise<number>((resolve) => {
         spawn(process.execPath, [...process.execArgv, suite, ...args], { stdio: 'inherit' }).on('exit', (c) => resolve(c ?? 1))
       })
-      if (code !== 0) process.exitCode = code
+      // The suite printed its own error; exit with its code (process.exitCode would be overwritten).
+      if (code !== 0) throw new ExitWith(code)
     })
 }

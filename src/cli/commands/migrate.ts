@@ -70,7 +70,8 @@ function describeEntry(m: MigrationStatusEntry): string {
     const what = m.state === 'drifted' ? (a.name !== m.name ? `was ${a.name}, ` : 'file changed since, ') : m.state === 'missing' ? 'file not in the folder, ' : ''
     return `${what}applied ${a.appliedAt.toISOString()} by ${a.appliedBy} (${formatMs(a.durationMs)})`
   }
-  return m.outOfOrder ? 'numbered below an applied migration' : ''
+  const notes = [m.empty ? 'empty: write its SQL before `migrate up`' : '', m.outOfOrder ? 'numbered below an applied migration' : '']
+  return notes.filter(Boolean).join('; ')
 }
 
 export function registerMigrate(program: Command): void {

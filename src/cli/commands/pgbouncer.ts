@@ -3,7 +3,7 @@
 import type { Command } from 'commander'
 import { redactUrl } from '../../config/redact.js'
 import { detectPooler, PgBouncerAdmin } from '../../db/pgbouncer-admin.js'
-import { cliLogger, loadSettings } from '../context.js'
+import { commandPoolLogger, loadSettings } from '../context.js'
 import { ioOf, printJson, table, UsageError } from '../output.js'
 
 export function registerPgBouncer(program: Command): void {
@@ -16,7 +16,7 @@ export function registerPgBouncer(program: Command): void {
       const io = ioOf(cmd)
       const adminUrl = flags.adminUrl ?? (await loadSettings(cmd)).input.pgbouncerAdminUrl
       if (!adminUrl) throw new UsageError('no PgBouncer admin console: pass --admin-url postgres://user@host:6432/pgbouncer or set pgbouncerAdminUrl in the config file')
-      const logger = cliLogger(io)
+      const logger = commandPoolLogger(io)
       const detected = await detectPooler(adminUrl, { logger })
       const admin = await PgBouncerAdmin.connect(adminUrl, { logger })
       try {

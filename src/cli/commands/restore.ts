@@ -37,7 +37,7 @@ export function registerRestore(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (file: string, flags: RestoreFlags, cmd: Command) => {
       const io = ioOf(cmd)
-      if (flags.to !== undefined) return restorePointInTime(file, flags, io)
+      if (flags.to !== undefined) return restorePointInTime(file, flags, io, credentials(cmd.optsWithGlobals<{ url?: string }>().url ?? io.env.DATABASE_URL, io))
       const jobs = flags.jobs ? { jobs: intOption(flags.jobs, '--jobs', 1) } : {}
       const binDir = flags.binDir ? { binDir: flags.binDir } : {}
       await withDatabase(cmd, async (db) => {
@@ -65,7 +65,27 @@ export function registerRestore(program: Command): void {
 }
 
 /** `restore <base> --to <time>`: recover a copy to the moment, then stop it, ready to start. */
-async function restorePointInTime(base: string, flags: RestoreFlags, io: Io): Promise<void> {
+/**
+ * The superuser and password for the restored copy: it keeps the original's roles and pg_hba.conf,
+ * so the original's --url / DATABASE_URL credentials (or PGPASSWORD) open it.
+ */
+function credentials(url: string | undefined, io: Io): { superuser?: string; password?: string } {
+  const fromEnv = io.env.PGPASSWORD ? { password: io.env.PGPASSWORD } : {}
+  if (!url) return fromEnv
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new UsageError('--url must be a postgres:// URL (its user and password open the restored copy)')
+  }
+  return {
+    ...fromEnv,
+    ...(parsed.username ? { superuser: decodeURIComponent(parsed.username) } : {}),
+    ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+  }
+}
+
+async function restorePointInTime(base: string, flags: RestoreFlags, io: Io, login: { superuser?: string; password?: string }): Promise<void> {
   if (!flags.walDir || !flags.dataDir) throw new UsageError('restore --to needs --wal-dir (the WAL archive) and --data-dir (a new directory for the copy)')
   const started = performance.now()
   const copy = await restoreToTime({
@@ -75,6 +95,7 @@ async function restorePointInTime(base: string, flags: RestoreFlags, io: Io): Pr
     dataDir: flags.dataDir,
     ...(flags.port ? { port: intOption(flags.port, '--port', 0) } : {}),
     ...(flags.binDir ? { binDir: flags.binDir } : {}),
+    ...login,
   })
   await copy.stop()
   const result = { dataDir: copy.dataDir, target: flags.to, lastReplayedAt: copy.lastReplayedAt, durationMs: Math.round(performance.now() - started) }

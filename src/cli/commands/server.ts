@@ -2,6 +2,8 @@
 import type { Command } from 'commander'
 import { describeTarget, scrubSecrets } from '../../config/redact.js'
 import { Database } from '../../db/database.js'
+import { isTidepoolError } from '../../errors/index.js'
+import { activity, describeActivity, type Activity, type ActivityOptions } from '../../observe/activity.js'
 import { intOption, loadSettings, resolveSettings, withPool } from '../context.js'
 import { EXIT, ExitWith, formatMs, ioOf, plural, printJson } from '../output.js'
 
@@ -20,6 +22,8 @@ export interface ServerStatus {
   }
   replication: PrimaryReplication | ReplicaReplication
   roundTripMs: number
+  /** Long-running statements, sessions idle in a transaction, blocking chains. */
+  activity: Activity
 }
 
 export interface PrimaryReplication {
@@ -41,7 +45,7 @@ export interface ReplicaReplication {
 }
 
 /** One round of queries describing the server, its connections and its replication. */
-export async function serverStatus(db: Database): Promise<ServerStatus> {
+export async function serverStatus(db: Database, thresholds: ActivityOptions = {}): Promise<ServerStatus> {
   const rtStart = performance.now()
   await db.fetchVal('SELECT 1')
   const roundTripMs = performance.now() - rtStart
@@ -107,6 +111,7 @@ export async function serverStatus(db: Database): Promise<ServerStatus> {
     },
     replication,
     roundTripMs,
+    activity: await activity(db, thresholds),
   }
 }
 
@@ -143,14 +148,27 @@ function describeReplication(r: PrimaryReplication | ReplicaReplication): string
   return `primary with ${plural(r.replicas.length, 'replica')}: ${list.join('; ')}`
 }
 
+function attention(a: Activity): string {
+  const { longRunningMs, idleInTransactionMs } = a.thresholds
+  const parts = [
+    `${a.longRunning.length} running over ${formatMs(longRunningMs)}`,
+    `${a.idleInTransaction.length} idle in transaction over ${formatMs(idleInTransactionMs)}`,
+    `${a.blocking.reduce((n, b) => n + b.blocked.length, 0)} blocked`,
+  ]
+  return parts.join(', ')
+}
+
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('server version and role, connections by state (pg_stat_activity), replication state')
+    .description('server version and role, connections by state, replication state, and what needs attention: long-running statements, sessions idle in a transaction, who blocks whom')
+    .option('--long-ms <ms>', 'list statements running at least this long', '5000')
+    .option('--idle-ms <ms>', 'list sessions idle in a transaction at least this long', '5000')
     .option('--json', 'print the figures as JSON')
-    .action(async (opts: { json?: boolean }, cmd: Command) => {
+    .action(async (opts: { json?: boolean; longMs: string; idleMs: string }, cmd: Command) => {
       const io = ioOf(cmd)
-      const status = await withPool(cmd, 1, (pool) => serverStatus(new Database(pool)))
+      const thresholds = { longRunningMs: intOption(opts.longMs, '--long-ms', 5_000, 0), idleInTransactionMs: intOption(opts.idleMs, '--idle-ms', 5_000, 0) }
+      const status = await withPool(cmd, 1, (pool) => serverStatus(new Database(pool), thresholds))
       if (opts.json) return printJson({ ok: true, ...status }, io)
       const c = status.connections
       const states = Object.entries(c.byState).map(([state, n]) => `${n} ${state}`)
@@ -161,7 +179,9 @@ export function registerStatus(program: Command): void {
           `             ${c.waitingOnLocks} waiting on locks, oldest open transaction ${c.oldestTransactionS === null ? 'none' : duration(c.oldestTransactionS)}\n` +
           `by app       ${apps.join('; ') || 'none'}\n` +
           `replication  ${describeReplication(status.replication)}\n` +
-          `round trip   ${status.roundTripMs.toFixed(1)} ms\n`,
+          `round trip   ${status.roundTripMs.toFixed(1)} ms\n` +
+          `attention    ${attention(status.activity)}\n` +
+          describeActivity(status.activity).map((line) => `  ${line}\n`).join(''),
       )
     })
 }
@@ -179,7 +199,7 @@ export function registerHealth(program: Command): void {
       // Resolved first: a wrong configuration is exit 2, not "unhealthy".
       const target = describeTarget(resolveSettings(await loadSettings(cmd), io))
       const started = performance.now()
-      let verdict: { healthy: boolean; reason: string; role?: 'primary' | 'replica' }
+      let verdict: { healthy: boolean; reason: string; role?: 'primary' | 'replica'; error?: { name: string; code: string | undefined; message: string } }
       try {
         verdict = await withPool(
           cmd,
@@ -193,10 +213,13 @@ export function registerHealth(program: Command): void {
           { connectTimeoutMs: timeoutMs, acquireTimeoutMs: timeoutMs },
         )
       } catch (err) {
-        verdict = { healthy: false, reason: scrubSecrets(err instanceof Error ? err.message : String(err)) }
+        const message = scrubSecrets(err instanceof Error ? err.message : String(err))
+        const name = isTidepoolError(err) ? err.name : 'Error'
+        verdict = { healthy: false, reason: message, error: { name, code: isTidepoolError(err) ? err.code : undefined, message } }
       }
-      const ms = performance.now() - started
-      if (opts.json) printJson({ ...verdict, target, ms }, io)
+      const ms = Math.round(performance.now() - started)
+      // The documented --json shape: `ok` first (false when unhealthy), then the verdict.
+      if (opts.json) printJson({ ok: verdict.healthy, healthy: verdict.healthy, target, role: verdict.role ?? null, ms, reason: verdict.reason, ...(verdict.error ? { error: verdict.error } : {}) }, io)
       else io.out(`${verdict.healthy ? 'healthy' : 'unhealthy'}: ${verdict.healthy ? `${target} (${verdict.role}) ${verdict.reason} in ${formatMs(ms)}` : verdict.reason}\n`)
       if (!verdict.healthy) throw new ExitWith(EXIT.failure)
     })

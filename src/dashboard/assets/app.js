@@ -10,6 +10,9 @@ const $ = (id) => document.getElementById(id)
 
 let points = []
 let snapshot = null
+// Whether the server's snapshot source answers ({ ok, error, since }), and whether the stream is up.
+let source = { ok: true, error: null, since: null }
+let streamUp = false
 const charts = {}
 
 // ------------------------------------------------------------------ charts
@@ -20,7 +23,7 @@ function chart(id, seriesOf, opts = {}) {
 }
 
 function widthOf(el) {
-  return Math.max(300, el.clientWidth)
+  return Math.max(200, el.clientWidth)
 }
 
 function render(c) {
@@ -90,8 +93,11 @@ charts.latency = chart('chart-latency', (ps) => [
 charts.throughput = chart('chart-throughput', (ps) => [
   { label: 'queries', color: COLORS[0], values: ps.map((p) => p.perSecond), fill: true },
   { label: 'errors', color: COLORS[3], values: ps.map((p) => p.errorsPerSecond) },
-  { label: 'acquire timeouts', color: COLORS[4], values: ps.map((p) => Object.values(p.pools).reduce((s, x) => s + x.timeouts, 0)) },
 ])
+// Its own chart: a few timeouts a second vanish at the scale of thousands of queries.
+charts.timeouts = chart('chart-timeouts', () =>
+  pools().map((name, i) => ({ label: `${name} timeouts`, color: COLORS[(i + 3) % COLORS.length], values: poolValues(name, 'timeouts'), fill: true })),
+)
 charts.lag = chart('chart-lag', (ps) => replicaNames().map((name, i) => ({ label: name, color: COLORS[(i + 4) % COLORS.length], values: ps.map((p) => p.replicaLagMs[name] ?? null) })))
 charts.cache = chart('chart-cache', (ps) => [{ label: 'hit ratio', color: COLORS[1], values: ps.map((p) => (p.cacheHitRatio == null ? null : Math.round(p.cacheHitRatio * 1000) / 10)), fill: true }], { minMax: 100 })
 
@@ -119,27 +125,72 @@ function kpi(id, value, text, alert = false) {
   el.classList.toggle('alert', alert)
 }
 
+/** The recent acquire waits of a pool (older apps' snapshots only have the pool's all-time ring). */
+function recentWait(p) {
+  const w = (snapshot.poolWaits || []).find((x) => x.pool === p.name)
+  return w ? w.waitMs : p.waitMs
+}
+
+/** One tile per pool: a full primary must not hide behind an idle replica's free slots. */
+function renderPoolTiles(ps) {
+  const box = $('kpis')
+  const seen = new Set()
+  let before = box.firstElementChild
+  for (const p of ps) {
+    const id = `kpi-pool-${p.name}`
+    seen.add(id)
+    let tile = document.querySelector(`[data-tile="${CSS.escape(id)}"]`)
+    if (!tile) {
+      tile = document.createElement('div')
+      tile.className = 'kpi pool'
+      tile.dataset.tile = id
+      tile.dataset.pool = p.name
+      const label = document.createElement('label')
+      label.textContent = `${p.name} in use`
+      const value = document.createElement('b')
+      value.id = id
+      const sub = document.createElement('span')
+      sub.className = 'sub'
+      tile.append(label, value, sub)
+      box.insertBefore(tile, before)
+    }
+    before = tile.nextElementSibling
+    const max = p.size + p.maxOverflow
+    const full = p.checkedOut >= max || p.waiting > 0
+    const value = tile.querySelector('b')
+    value.dataset.value = String(p.checkedOut)
+    value.dataset.max = String(max)
+    value.textContent = `${p.checkedOut} / ${max}`
+    value.classList.toggle('alert', full)
+    const w = recentWait(p)
+    tile.querySelector('.sub').textContent = `${p.waiting} waiting · wait p99 ${fmt(w.p99, ' ms')}`
+  }
+  for (const tile of [...box.querySelectorAll('[data-tile]')]) if (!seen.has(tile.dataset.tile)) tile.remove()
+}
+
 function renderFigures() {
   if (!snapshot) return
   const q = snapshot.queries
   const ps = snapshot.pools
   const sum = (key) => ps.reduce((s, p) => s + p[key], 0)
+  const windowText = `last ${q.windowSeconds || 10} s`
+  for (const el of document.querySelectorAll('.window')) el.textContent = windowText
+  renderPoolTiles(ps)
   kpi('kpi-qps', q.perSecond, fmt(q.perSecond))
-  kpi('kpi-p99', q.latencyMs.p99, fmt(q.latencyMs.p99, ' ms'))
-  kpi('kpi-checked-out', sum('checkedOut'), `${sum('checkedOut')} / ${ps.reduce((s, p) => s + p.size + p.maxOverflow, 0)}`)
-  kpi('kpi-waiting', sum('waiting'), String(sum('waiting')), sum('waiting') > 0)
+  kpi('kpi-p99', q.latencyMs.p99, q.latencyMs.count === 0 ? '–' : fmt(q.latencyMs.p99, ' ms'))
   kpi('kpi-timeouts', sum('timeouts'), String(sum('timeouts')), sum('timeouts') > 0)
   kpi('kpi-errors', q.errors, String(q.errors), q.errors > 0)
   kpi('kpi-nplusone', q.nPlusOne, String(q.nPlusOne), q.nPlusOne > 0)
   const cache = snapshot.sources && snapshot.sources.cache
   kpi('kpi-cache', cache && cache.hitRatio != null ? cache.hitRatio : null, cache && cache.hitRatio != null ? fmt(cache.hitRatio * 100, ' %') : '–')
 
-  rows('pools', ps.map((p) => [p.name, cell(p.state, `state-${p.state}`), p.checkedOut, p.idle, p.overflow, p.waiting, p.size + p.maxOverflow, fmt(p.waitMs.p99, ' ms'), p.timeouts]))
+  rows('pools', ps.map((p) => [p.name, cell(p.state, `state-${p.state}`), p.checkedOut, p.idle, p.overflow, p.waiting, p.size + p.maxOverflow, fmt(recentWait(p).p99, ' ms'), p.timeouts]))
   const replicas = (snapshot.sources.replicas && snapshot.sources.replicas.replicas) || []
   rows('replicas', replicas.map((r) => [r.name, cell(r.state, `state-${r.state}`), r.lagMs == null ? '–' : fmt(r.lagMs, ' ms'), r.routedReads, r.ejections, r.lastError || '']), 'no replicas')
   renderPgBouncer(snapshot.sources.pgbouncer)
   renderViews(snapshot.sources.views)
-  rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', s.statement), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
+  renderActivity(snapshot.sources.activity)
+  rows('statements', snapshot.topStatements.map((s) => [cell(s.statement, 'sql', `${s.statement}\n\nfingerprint ${s.fingerprint} (tidepool explain --fingerprint ${s.fingerprint})`), s.calls, s.errors, fmt(s.meanMs, ' ms'), fmt(s.p95Ms, ' ms'), fmt(s.maxMs, ' ms'), fmt(s.totalMs, ' ms')]), 'no statements yet')
   const list = $('nplusone')
   list.replaceChildren(
     ...(snapshot.nPlusOne.length
@@ -154,6 +205,29 @@ function renderPgBouncer(b) {
   if (!b) return
   $('pgbouncer-version').textContent = b.up ? (b.version || '') : `unreachable: ${b.lastError || ''}`
   rows('pgbouncer', b.pools.map((p) => [p.database, p.user, p.clientsActive, cell(String(p.clientsWaiting), p.clientsWaiting > 0 ? 'alert' : ''), p.serversActive, p.serversIdle, fmt(p.maxWaitSeconds * 1000, ' ms'), p.poolMode]), 'no pools')
+}
+
+// Long-running statements, idle transactions and who blocks whom (an ActivityMonitor source).
+function renderActivity(a) {
+  $('activity-card').hidden = !a
+  if (!a) return
+  if (a.error && !a.blocking) {
+    $('activity-note').textContent = `could not read pg_stat_activity: ${a.error}`
+    rows('activity', [], 'no reading')
+    return
+  }
+  const t = a.thresholds
+  $('activity-note').textContent = `running over ${fmt(t.longRunningMs / 1000, ' s')}, idle in transaction over ${fmt(t.idleInTransactionMs / 1000, ' s')}, blocking; read ${new Date(a.at).toLocaleTimeString()}${a.error ? ` (last reading failed: ${a.error})` : ''}`
+  const age = (ms) => (ms == null ? '–' : fmt(ms / 1000, ' s'))
+  const row = (what, s, ms, cls) => [cell(what, cls), s.pid, s.application || '', s.state, age(ms), cell(s.statement, 'sql', s.statement)]
+  const data = []
+  for (const b of a.blocking) {
+    data.push(row(`blocks ${b.blocked.length}`, b.blocker, b.blocker.state === 'active' ? b.blocker.queryAgeMs : b.blocker.stateAgeMs, 'alert'))
+    for (const s of b.blocked) data.push(row(`↳ waits for ${b.blocker.pid}`, s, s.queryAgeMs))
+  }
+  for (const s of a.idleInTransaction) data.push(row('idle in transaction', s, s.stateAgeMs))
+  for (const s of a.longRunning) data.push(row('long-running', s, s.queryAgeMs))
+  rows('activity', data, 'nothing: no long statements, idle transactions or blocking')
 }
 
 function renderViews(v) {
@@ -220,12 +294,28 @@ $('load-stop').addEventListener('click', () => void post('/load/stop'))
 
 // ------------------------------------------------------------------ the stream
 
+/** The pill says live only when the stream is up and the snapshot source answers. */
+function renderStatus() {
+  const pill = $('connection')
+  const banner = $('source-error')
+  let text = 'live'
+  let cls = 'pill-ok'
+  if (!streamUp) [text, cls] = ['reconnecting…', 'pill-bad']
+  else if (!source.ok) [text, cls] = ['source unreachable', 'pill-bad']
+  else if (!snapshot) [text, cls] = ['waiting for the first snapshot…', 'pill-wait']
+  pill.textContent = text
+  pill.className = `pill ${cls}`
+  pill.dataset.state = !streamUp ? 'disconnected' : !source.ok ? 'unreachable' : snapshot ? 'live' : 'waiting'
+  banner.hidden = source.ok || !streamUp
+  if (!source.ok) {
+    const since = source.since ? ` (since ${new Date(source.since).toLocaleTimeString()})` : ''
+    banner.textContent = `The figures below are stale: the snapshot source is unreachable${since}: ${source.error}`
+  }
+  for (const el of document.querySelectorAll('.kpis, .grid')) el.classList.toggle('stale', !source.ok)
+}
+
 function connect() {
   const events = new EventSource(base + '/events')
-  const status = (text, cls) => {
-    $('connection').textContent = text
-    $('connection').className = `pill ${cls}`
-  }
   events.addEventListener('hello', (e) => {
     const hello = JSON.parse(e.data)
     $('title').textContent = hello.title
@@ -233,10 +323,17 @@ function connect() {
     $('load').hidden = !hello.hasLoad
     points = hello.history
     snapshot = hello.snapshot
+    source = hello.source || { ok: true, error: null, since: null }
+    streamUp = true
     renderLoad(hello.load)
     renderFigures()
     renderCharts()
-    status('live', 'pill-ok')
+    renderStatus()
+  })
+  events.addEventListener('source', (e) => {
+    source = JSON.parse(e.data)
+    renderStatus()
+    document.body.dataset.sourceEvents = String(Number(document.body.dataset.sourceEvents || 0) + 1)
   })
   events.addEventListener('tick', (e) => {
     const tick = JSON.parse(e.data)
@@ -246,9 +343,12 @@ function connect() {
     renderLoad(tick.load)
     renderFigures()
     renderCharts()
+    renderStatus()
     document.body.dataset.ticks = String(Number(document.body.dataset.ticks || 0) + 1)
   })
-  events.onerror = () => status('reconnecting…', 'pill-bad')
-  events.onopen = () => status('live', 'pill-ok')
+  events.onerror = () => {
+    streamUp = false
+    renderStatus()
+  }
 }
 connect()
