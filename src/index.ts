@@ -43,6 +43,16 @@ export {
   type Row,
   safeJson,
   type Serializer,
+  Listener,
+  createListener,
+  notify,
+  MAX_NOTIFY_PAYLOAD_BYTES,
+  type Notification,
+  type NotificationHandler,
+  type ListenGap,
+  type ListenOptions,
+  type ListenerOptions,
+  type ListenerEvents,
 } from './db/index.js'
 export {
   Migrator,

@@ -11,6 +11,7 @@ import { TemplateCache } from '../sql/template.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
+import { sharedListener, type ListenOptions, type NotificationHandler } from './listen.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import { backoffBeforeRetry, ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
 import { isRetryable, retryLimit, type TransactionOptions } from './transaction.js'
@@ -69,6 +70,15 @@ export class Database extends Queryable {
   /** Listen to query events (`queryStart`, `query`). Returns an unsubscribe function. */
   on<K extends keyof QueryEvents>(event: K, listener: (e: QueryEvents[K]) => void): () => void {
     return this.hooks.hub.on(event, listener)
+  }
+
+  /**
+   * Call `handler` for each NOTIFY on `channel`, over one dedicated connection per pool (not a
+   * pooled one) that reconnects and reports gaps (`options.onGap`). Resolves to a stop function;
+   * the connection closes when the last handler stops. See createListener for more control.
+   */
+  listen(channel: string, handler: NotificationHandler, options?: ListenOptions): Promise<() => Promise<void>> {
+    return sharedListener(this.pool).listen(channel, handler, options)
   }
 
   protected async runRendered(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined, probe: RunProbe | undefined): Promise<SessionResult> {

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import pg from 'pg'
 import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
-import type { Notice, Session, SessionResult, Statement, TransactionStatus } from './session.js'
+import type { Notice, Session, SessionNotification, SessionResult, Statement, TransactionStatus } from './session.js'
 
 interface PgInternals {
   processID: number
@@ -126,6 +126,10 @@ export class PgSession implements Session {
 
   onNotice(listener: (notice: Notice) => void): void {
     this.client.on('notice', (n) => listener({ severity: n.severity, code: n.code, message: n.message ?? '', detail: n.detail, hint: n.hint }))
+  }
+
+  onNotification(listener: (notification: SessionNotification) => void): void {
+    this.client.on('notification', (n) => listener({ processId: n.processId, channel: n.channel, payload: n.payload ?? '' }))
   }
 
   destroy(): void {
