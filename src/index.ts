@@ -224,6 +224,9 @@ export {
 // Behind PgBouncer: detection from its admin console, its figures as metrics, the session-state guard.
 export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
 export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './observe/index.js'
+
+// OpenTelemetry spans and metrics (@opentelemetry/api is an optional peer, loaded by instrument()).
+export { instrument, type OtelOptions, type Instrumentable, type MigratorLike } from './observe/index.js'
 export { POOLER_MODES } from './config/index.js'
 
 // Materialized views: refresh under an advisory lock, on a schedule, with metrics.

@@ -14,3 +14,4 @@ export { advisePoolSize, DemandSampler, type PoolSizeAdvice, type PoolSizeAdvice
 export { serverStatements, type ServerStatement, type ServerStatements, type ServerStatementOrder, type ServerStatementOptions } from './pg-stat-statements.js'
 export { replicaMetrics, cacheMetrics } from './sources.js'
 export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './pgbouncer.js'
+export { instrument, type OtelOptions, type Instrumentable, type MigratorLike } from './otel.js'
