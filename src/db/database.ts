@@ -77,7 +77,7 @@ export class Database extends Queryable {
    * pooled one) that reconnects and reports gaps (`options.onGap`). Resolves to a stop function;
    * the connection closes when the last handler stops. See createListener for more control.
    */
-  listen(channel: string, handler: NotificationHandler, options?: ListenOptions): Promise<() => Promise<void>> {
+  async listen(channel: string, handler: NotificationHandler, options?: ListenOptions): Promise<() => Promise<void>> {
     return sharedListener(this.pool).listen(channel, handler, options)
   }
 

@@ -127,6 +127,7 @@ describe('LISTEN/NOTIFY', () => {
     const pooled = await createPool({ url: testDb.url, size: 1, pooler: 'pgbouncer-transaction' }, { logger })
     expect(() => createListener(pooled)).toThrow(SessionStateError)
     expect(() => createListener(pooled)).toThrow(/direct connection to PostgreSQL for the listener/)
+    await expect(new Database(pooled).listen('x', () => {})).rejects.toBeInstanceOf(SessionStateError)
     // A direct URL for the listener works.
     const direct = createListener(pooled, { url: testDb.url })
     const heard: string[] = []

@@ -7,8 +7,9 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type MetricData } from '@opentelemetry/sdk-metrics'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { createCache, createPool, Database, instrument, Migrator, QueryError } from '../../src/index.js'
+import { createCache, createCluster, createPool, Database, instrument, Migrator, QueryError } from '../../src/index.js'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
+import { sharedReplicaUrl } from '../replicas/helpers.js'
 
 const testDb = await useDatabase()
 const logger = recordingLogger()
@@ -152,6 +153,29 @@ describe('OpenTelemetry spans', () => {
     offMigrator()
     off()
     await cache.close()
+  })
+})
+
+describe('OpenTelemetry on a Cluster', () => {
+  it('names the replica that served a read, and nests a transaction on the primary', async () => {
+    const replicaUrl = new URL(await sharedReplicaUrl(testDb.name))
+    const cluster = await createCluster({ primary: { url: testDb.url, size: 2 }, replicas: [{ url: replicaUrl.href, size: 2 }], logger })
+    const off = await instrument(cluster, { tracerProvider, meterProvider })
+    const request = await inRequest(async () => {
+      await cluster.reader().fetchVal('SELECT 2')
+      await cluster.db.transaction(async (tx) => void (await tx.fetchVal('SELECT 3')))
+    })
+    const selects = named('SELECT')
+    expect(selects).toHaveLength(2)
+    const [read, inTx] = selects
+    expect(parentOf(read!)).toBe(idOf(request))
+    expect(read!.attributes).toMatchObject({ 'server.port': Number(replicaUrl.port), 'db.client.connection.pool.name': 'replica-1', 'db.namespace': testDb.name })
+    const [transaction] = named('transaction')
+    expect(parentOf(transaction!)).toBe(idOf(request))
+    expect(parentOf(inTx!)).toBe(idOf(transaction!))
+    expect(inTx!.attributes).toMatchObject({ 'server.port': Number(url.port), 'db.client.connection.pool.name': 'primary' })
+    off()
+    await cluster.close()
   })
 })
 
