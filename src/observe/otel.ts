@@ -46,6 +46,14 @@ type QueryEmitter = { on<K extends keyof QueryEvents>(event: K, listener: (e: Qu
 type TransactionRunner = { transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> }
 
 const SYSTEM = 'postgresql'
+
+/** The families of observe/sources.ts cacheMetrics (same names as on /metrics). */
+const CACHE_FAMILIES: [string, string][] = [
+  ['tidepool_cache_hits_total', 'Values served from a cache tier.'],
+  ['tidepool_cache_misses_total', 'Lookups a cache tier could not serve.'],
+  ['tidepool_cache_loads_total', 'Loader runs (values read from the database).'],
+  ['tidepool_cache_entries', 'Entries in the memory tier.'],
+]
 const SCOPE = 'tidepool'
 
 /** `SELECT`, `INSERT`, `WITH`, …: the first keyword of the normalised text. */
@@ -211,16 +219,16 @@ class Instrumentation {
     const pending = this.meter.createObservableUpDownCounter('db.client.connection.pending_requests', { unit: '{request}', description: 'Callers waiting for a connection.' })
     const timeouts = this.meter.createObservableCounter('db.client.connection.timeouts', { unit: '{timeout}', description: 'Acquires that timed out (PoolTimeoutError).' })
     const cb: BatchObservableCallback = (result) => {
-        for (const pool of this.pools) {
-          const s = pool.stats()
-          const base = { 'db.system.name': SYSTEM, 'db.client.connection.pool.name': pool.name }
-          result.observe(count, s.idle, { ...base, 'db.client.connection.state': 'idle' })
-          result.observe(count, s.checkedOut, { ...base, 'db.client.connection.state': 'used' })
-          result.observe(max, s.size + s.maxOverflow, base)
-          result.observe(pending, s.waiting, base)
-          result.observe(timeouts, s.timeouts, base)
-        }
+      for (const pool of this.pools) {
+        const s = pool.stats()
+        const base = { 'db.system.name': SYSTEM, 'db.client.connection.pool.name': pool.name }
+        result.observe(count, s.idle, { ...base, 'db.client.connection.state': 'idle' })
+        result.observe(count, s.checkedOut, { ...base, 'db.client.connection.state': 'used' })
+        result.observe(max, s.size + s.maxOverflow, base)
+        result.observe(pending, s.waiting, base)
+        result.observe(timeouts, s.timeouts, base)
       }
+    }
     this.meter.addBatchObservableCallback(cb, [count, max, pending, timeouts])
     this.offs.push(() => this.meter.removeBatchObservableCallback(cb, [count, max, pending, timeouts]))
   }
@@ -257,28 +265,22 @@ class Instrumentation {
 
   /** The Prometheus cache families (same names), as observable instruments. */
   private observeCaches(): void {
+    // The cache source's families are fixed: one instrument each, made up front.
     const made = new Map<string, ReturnType<Meter['createObservableCounter']>>()
-    const instrument = (name: string, type: 'counter' | 'gauge', help: string) => {
-      let o = made.get(name)
-      if (o === undefined) {
-        o = type === 'counter' ? this.meter.createObservableCounter(name, { description: help }) : this.meter.createObservableGauge(name, { description: help })
-        made.set(name, o)
-      }
-      return o
+    for (const [name, help] of CACHE_FAMILIES) {
+      made.set(name, name.endsWith('_total') ? this.meter.createObservableCounter(name, { description: help }) : this.meter.createObservableGauge(name, { description: help }))
     }
-    // Families are fixed; create the instruments from an empty cache's shape up front.
-    const families = ['tidepool_cache_hits_total', 'tidepool_cache_misses_total', 'tidepool_cache_loads_total', 'tidepool_cache_entries']
-    const instruments = families.map((n) => instrument(n, n.endsWith('_total') ? 'counter' : 'gauge', n))
+    const instruments = [...made.values()]
     const cb: BatchObservableCallback = (result) => {
-        for (const cache of this.caches) {
-          for (const family of cacheMetrics(cache).collect()) {
-            if (family.type === 'histogram') continue
-            const o = made.get(family.name)
-            if (o === undefined) continue
-            for (const s of family.samples) result.observe(o, s.value, { 'tidepool.cache.name': cache.name, ...s.labels })
-          }
+      for (const cache of this.caches) {
+        for (const family of cacheMetrics(cache).collect()) {
+          if (family.type === 'histogram') continue
+          const o = made.get(family.name)
+          if (o === undefined) continue
+          for (const s of family.samples) result.observe(o, s.value, { 'tidepool.cache.name': cache.name, ...s.labels })
         }
       }
+    }
     this.meter.addBatchObservableCallback(cb, instruments)
     this.offs.push(() => this.meter.removeBatchObservableCallback(cb, instruments))
   }

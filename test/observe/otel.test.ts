@@ -1,7 +1,10 @@
 // OpenTelemetry spans and metrics, recorded with the SDK's in-memory exporters against a real server.
+import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { context, type Span } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type MetricData } from '@opentelemetry/sdk-metrics'
@@ -209,5 +212,15 @@ describe('OpenTelemetry metrics', () => {
     expect(points('tidepool_cache_loads_total').find((p) => p.attributes['tidepool.cache.name'] === 'metrics')?.value).toBe(1)
     off()
     await cache.close()
+  })
+})
+
+describe('without @opentelemetry/api', () => {
+  it('imports, instruments and queries as usual, with one warning saying what to install', async () => {
+    const fixture = fileURLToPath(new URL('./otel-absent.fixture.ts', import.meta.url))
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fixture, testDb.url])
+    const out = JSON.parse(stdout) as { value: number; warnings: string[] }
+    expect(out.value).toBe(42)
+    expect(out.warnings).toEqual([expect.stringContaining('@opentelemetry/api is not installed')])
   })
 })
