@@ -1,6 +1,7 @@
 // The cache's invalidation bus over LISTEN/NOTIFY, without Redis: two processes, one database.
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startCluster, stopAllClusters } from 'tidepool/testing'
 import { ConfigError, createCache, Database, type CacheStats } from '../../src/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startPeer, type Peer } from '../helpers/peer.js'
@@ -21,6 +22,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await other?.close()
   await db?.close()
+  await stopAllClusters()
 })
 
 const loads = async (key: string) => (await testDb.admin('SELECT n FROM loads WHERE key = $1', [key])).rows[0].n as number
@@ -87,6 +89,30 @@ describe("cache bus: 'postgres'", () => {
     expect(await local()).toBe('v4')
     expect(cache.stats().invalidations).toBeGreaterThanOrEqual(2)
     await cache.close()
+  })
+
+  it('clears the memory tier after the bus was down (a server restart), since invalidations may have been missed', async () => {
+    const cluster = await startCluster()
+    const log = recordingLogger()
+    const own = await Database.connect({ url: cluster.primary.url, size: 1, connectTimeoutMs: 1_000 }, { logger: log })
+    const cache = await createCache({ bus: 'postgres', db: own, logger: log })
+    let loads = 0
+    const get = () => cache.get('k', () => ++loads)
+    expect(await get()).toBe(1)
+    expect(await get()).toBe(1)
+    const resyncs = cache.stats().resyncs
+
+    await cluster.primary.kill('SIGKILL')
+    await waitFor(() => log.lines.some((l) => l.message.includes('invalidation bus lost')), 10_000, 'the bus to go down')
+    expect(await get()).toBe(2) // cleared when the bus went down: loaded again (and kept at most degradedTtlMs)
+    await cluster.primary.start()
+    await waitFor(() => cache.stats().resyncs === resyncs + 1, 20_000, 'the bus to come back')
+    expect(log.text()).toMatch(/may have been missed/)
+    expect(await get()).toBe(3) // cleared again once listening: what changed during the gap is read afresh
+    expect(await get()).toBe(3)
+    await cache.close()
+    await own.close()
+    await cluster.stop()
   })
 
   it('rejects inconsistent options at creation', async () => {
