@@ -54,6 +54,13 @@ export interface ListenerOptions {
   reconnectMinMs?: number
   /** Longest reconnect delay (default 5000). */
   reconnectMaxMs?: number
+  /**
+   * A listener only reads, so a connection that silently stopped answering (a network black hole)
+   * would never be noticed: every this many ms it runs `SELECT 1` (default 30000; 0 = never)…
+   */
+  pingIntervalMs?: number
+  /** …and gives the connection up (then reconnects) when the answer takes longer than this (default 5000). */
+  pingTimeoutMs?: number
   /** Called after every reconnect, for all channels (see ListenOptions.onGap). */
   onGap?: (gap: ListenGap) => void
 }
@@ -108,6 +115,7 @@ export class Listener {
   private downReason = ''
   private attempt = 0
   private timer: NodeJS.Timeout | undefined
+  private pinger: NodeJS.Timeout | undefined
   private closed = false
   /** Close once the last subscription stops (the listener behind db.listen). */
   autoClose = false
@@ -186,6 +194,7 @@ export class Listener {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.timer)
+    clearInterval(this.pinger)
     this.subs.clear()
     const opening = this.opening
     const session = this.session ?? (await opening?.catch(() => undefined))
@@ -225,6 +234,7 @@ export class Listener {
     }
     this.session = client
     this.listening = new Set(channels)
+    this.startPinging(client)
     const reconnected = this.downSince !== undefined
     this.events.emit('up', { reconnected })
     if (reconnected) this.reportGap()
@@ -242,8 +252,29 @@ export class Listener {
     for (const set of [...this.subs.values()]) for (const sub of [...set]) if (sub.onGap) this.safely(() => sub.onGap!(gap))
   }
 
+  private startPinging(session: Session): void {
+    clearInterval(this.pinger)
+    const every = this.options.pingIntervalMs ?? 30_000
+    if (every <= 0) return
+    const timeoutMs = this.options.pingTimeoutMs ?? 5_000
+    this.pinger = setInterval(() => {
+      if (session !== this.session) return
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeoutMs)))
+      void Promise.race([session.run({ text: 'SELECT 1' }).catch(() => 'failed'), late]).then((outcome) => {
+        clearTimeout(timer)
+        if (outcome !== 'late' || session !== this.session) return
+        this.logger.warn(`listener: no answer to a ping within ${timeoutMs} ms; dropping the connection to reconnect`)
+        // Reported through onFailure like any lost connection: reconnect, then a gap.
+        session.destroy()
+      })
+    }, every)
+    this.pinger.unref()
+  }
+
   private lost(session: Session, err: Error): void {
     if (session !== this.session || this.closed) return
+    clearInterval(this.pinger)
     this.session = undefined
     this.downSince = new Date()
     this.downReason = scrubSecrets(err.message)

@@ -14,6 +14,7 @@ import {
 } from '../../src/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startPeer, type Peer } from '../helpers/peer.js'
+import { startFaultProxy } from '../helpers/proxy.js'
 
 const testDb = await useDatabase()
 const logger = recordingLogger()
@@ -137,6 +138,27 @@ describe('LISTEN/NOTIFY', () => {
     await direct.close()
     await pooled.close()
     await db.close()
+  })
+
+  it('notices a connection that stopped answering (a network black hole) by its ping, and reconnects', async () => {
+    const target = new URL(testDb.url)
+    const proxy = await startFaultProxy(Number(target.port), target.hostname)
+    const through = new URL(testDb.url)
+    through.port = String(proxy.port)
+    const log = recordingLogger()
+    const listener = createListener(through.href, { logger: log, pingIntervalMs: 100, pingTimeoutMs: 300, reconnectMinMs: 20 })
+    const heard: string[] = []
+    const gaps: ListenGap[] = []
+    await listener.listen('stalled', (n) => void heard.push(n.payload), { onGap: (g) => void gaps.push(g) })
+    proxy.stallExisting()
+    await waitFor(() => gaps.length === 1, 10_000, 'the gap after the stalled connection was replaced')
+    expect(log.text()).toMatch(/no answer to a ping within 300 ms/)
+    const db = await Database.connect({ url: testDb.url, size: 1 }, { logger })
+    await notify(db, 'stalled', 'after')
+    await waitFor(() => heard.includes('after'), 5_000, 'a notification on the new connection')
+    await listener.close()
+    await db.close()
+    await proxy.close()
   })
 
   it('survives a server restart: reconnects, LISTENs again, reports the gap, hears later notifications', async () => {
