@@ -108,6 +108,8 @@ export class Listener {
   private readonly maxMs: number
   private readonly subs = new Map<string, Set<Subscription>>()
   private session: Session | undefined
+  /** Channels whose first LISTEN (or first connect) is in flight. */
+  private readonly activating = new Map<string, Promise<void>>()
   /** Channels LISTENed on the current session. */
   private listening = new Set<string>()
   private opening: Promise<Session> | undefined
@@ -165,11 +167,26 @@ export class Listener {
     if (this.closed) throw new MisuseError('this listener is closed; create a new one')
     const sub: Subscription = { handler, onGap: options.onGap }
     let set = this.subs.get(channel)
-    const first = set === undefined
-    if (set === undefined) this.subs.set(channel, (set = new Set()))
+    if (set === undefined) {
+      this.subs.set(channel, (set = new Set()))
+      const activation = this.activate(channel)
+      this.activating.set(channel, activation)
+      void activation.catch(() => {}).finally(() => this.activating.get(channel) === activation && this.activating.delete(channel))
+    }
     set.add(sub)
-    const stop = () => this.unsubscribe(channel, sub)
-    if (!first) return stop
+    try {
+      // A second handler on a channel still being set up waits for it as well.
+      await this.activating.get(channel)
+    } catch (err) {
+      set.delete(sub)
+      if (set.size === 0 && this.subs.get(channel) === set) this.subs.delete(channel)
+      throw err
+    }
+    return () => this.unsubscribe(channel, sub)
+  }
+
+  /** LISTEN on a new channel: connect first if never connected; rejects only for the caller to see. */
+  private async activate(channel: string): Promise<void> {
     try {
       // Never connected yet: connect now (it LISTENs on every channel). While reconnecting after
       // an outage nothing is needed: the reconnect LISTENs on this channel too.
@@ -181,12 +198,9 @@ export class Listener {
       }
     } catch (err) {
       // Lost meanwhile: the reconnect takes care of it. Anything else is the caller's to see.
-      if (this.downSince !== undefined && this.session === undefined && !this.closed) return stop
-      set.delete(sub)
-      if (set.size === 0) this.subs.delete(channel)
+      if (this.downSince !== undefined && this.session === undefined && !this.closed) return
       throw err
     }
-    return stop
   }
 
   /** Close the session; no more handlers are called. */

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { startCluster, stopAllClusters } from 'tidepool/testing'
 import {
+  ConnectError,
   createListener,
   createPool,
   Database,
@@ -115,6 +116,28 @@ describe('LISTEN/NOTIFY', () => {
     await stopB()
     await waitFor(async () => (await sessions()) === 1, 5_000, 'the listener connection to close')
     await db.close()
+  })
+
+  it('sets up handlers registered together before either returns, and fails both when the server cannot be reached', async () => {
+    const listener = createListener(testDb.url, { logger })
+    const a: string[] = []
+    const b: string[] = []
+    await Promise.all([listener.listen('together', (n) => void a.push(n.payload)), listener.listen('together', (n) => void b.push(n.payload))])
+    const db = await Database.connect({ url: testDb.url, size: 1 }, { logger })
+    await notify(db, 'together', 'x')
+    await waitFor(() => a.length === 1 && b.length === 1, 5_000, 'both handlers')
+    await listener.close()
+    await db.close()
+
+    const nowhere = new URL(testDb.url)
+    nowhere.port = '1'
+    const down = createListener({ url: nowhere.href, connectTimeoutMs: 1_000 }, { logger })
+    const both = await Promise.allSettled([down.listen('x', () => {}), down.listen('x', () => {})])
+    expect(both.map((r) => r.status)).toEqual(['rejected', 'rejected'])
+    expect((both[0] as PromiseRejectedResult).reason).toBeInstanceOf(ConnectError)
+    expect(down.channels).toEqual([])
+    expect(down.connected).toBe(false)
+    await down.close()
   })
 
   it('refuses unsafe channel names, oversized payloads, and LISTEN through PgBouncer in transaction mode', async () => {
