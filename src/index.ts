@@ -45,6 +45,16 @@ export {
   type Row,
   safeJson,
   type Serializer,
+  Listener,
+  createListener,
+  notify,
+  MAX_NOTIFY_PAYLOAD_BYTES,
+  type Notification,
+  type NotificationHandler,
+  type ListenGap,
+  type ListenOptions,
+  type ListenerOptions,
+  type ListenerEvents,
 } from './db/index.js'
 export {
   Migrator,
@@ -229,6 +239,9 @@ export {
 // Behind PgBouncer: detection from its admin console, its figures as metrics, the session-state guard.
 export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
 export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './observe/index.js'
+
+// OpenTelemetry spans and metrics (@opentelemetry/api is an optional peer, loaded by instrument()).
+export { instrument, type OtelOptions, type Instrumentable, type MigratorLike } from './observe/index.js'
 export { POOLER_MODES } from './config/index.js'
 
 // Materialized views: refresh under an advisory lock, on a schedule, with metrics.

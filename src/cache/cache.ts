@@ -19,6 +19,7 @@ import type { Params, Row } from '../db/queryable.js'
 import type { Transaction } from '../db/scope.js'
 import { coarseNow } from './clock.js'
 import { ENTRY_OVERHEAD_BYTES, MemoryTier } from './memory.js'
+import type { BusPayload, PostgresBus } from './notify-bus.js'
 import type { BusMessage, RedisTier, RedisTierHandlers, StoredEntry } from './redis-tier.js'
 import type { CacheSettings, GetOptions } from './settings.js'
 import { cacheStats, emptyCounters, type CacheStats } from './stats.js'
@@ -71,12 +72,20 @@ function deepFreeze(value: unknown): unknown {
 }
 
 export type RedisTierFactory = (handlers: RedisTierHandlers) => RedisTier
+export type BusFactory = (handlers: RedisTierHandlers) => PostgresBus
+
+/** `tx`: invalidate as part of this transaction (see Cache.invalidate). */
+export interface InvalidateOptions {
+  tx?: Transaction
+}
 
 export class Cache {
   readonly name: string
   private readonly memory: MemoryTier
   private readonly settings: CacheSettings
   private readonly redis: RedisTier | undefined
+  /** The invalidation bus over LISTEN/NOTIFY (`bus: 'postgres'`), when there is no Redis. */
+  private readonly bus: PostgresBus | undefined
   private readonly serializer: Serializer
   private readonly logger: Logger
   private readonly flights = new Map<string, Promise<Loaded>>()
@@ -89,13 +98,14 @@ export class Cache {
   private closed = false
 
   /** Use createCache(), which validates the options and connects Redis. */
-  constructor(settings: CacheSettings, redis: RedisTierFactory | undefined) {
+  constructor(settings: CacheSettings, redis: RedisTierFactory | undefined, bus?: BusFactory) {
     this.settings = settings
     this.name = settings.name
     this.logger = settings.logger
     this.serializer = settings.serializer ?? safeJson
     this.memory = new MemoryTier(settings.maxEntries, settings.maxBytes)
     this.redis = redis?.({ onMessage: (m) => this.received(m), onBusChange: (up) => this.busChanged(up) })
+    this.bus = bus?.({ onMessage: (m) => this.received(m), onBusChange: (up) => this.busChanged(up) })
   }
 
   /**
@@ -147,20 +157,37 @@ export class Cache {
     return this.get(key, () => db.fetchAll<R>(sql, params), options)
   }
 
-  /** Drop `keys` here and (through Redis) in every process. */
-  async invalidate(keys: string | readonly string[]): Promise<void> {
+  /**
+   * Drop `keys` here and (through Redis or the Postgres bus) in every process. With `{ tx }`, as
+   * part of that transaction: on the Postgres bus the NOTIFY is sent inside it, so every process
+   * drops the keys exactly when it commits; otherwise (and for this process) after it commits.
+   */
+  async invalidate(keys: string | readonly string[], options?: InvalidateOptions): Promise<void> {
     const list = typeof keys === 'string' ? [keys] : [...keys]
+    if (options?.tx !== undefined) return this.invalidateIn(options.tx, { k: list })
     this.counters.invalidations++
     this.drop(list, undefined)
     await this.redis?.invalidate(list.map((k) => `k:${k}`))
+    await this.bus?.publish({ k: list })
   }
 
-  /** Drop every entry carrying one of `tags`, here and in every process. */
-  async invalidateTags(tags: string | readonly string[]): Promise<void> {
+  /** Drop every entry carrying one of `tags`, here and in every process (`tx`: as invalidate). */
+  async invalidateTags(tags: string | readonly string[], options?: InvalidateOptions): Promise<void> {
     const list = typeof tags === 'string' ? [tags] : [...tags]
+    if (options?.tx !== undefined) return this.invalidateIn(options.tx, { t: list })
     this.counters.invalidations++
     this.drop(undefined, list)
     await this.redis?.invalidate(list.map((t) => `t:${t}`))
+    await this.bus?.publish({ t: list })
+  }
+
+  private async invalidateIn(tx: Transaction, what: BusPayload): Promise<void> {
+    if (this.bus === undefined) return this.invalidateAfterCommit(tx, { keys: what.k, tags: what.t })
+    await this.bus.publish(what, tx)
+    tx.afterCommit(() => {
+      this.counters.invalidations++
+      this.drop(what.k, what.t)
+    })
   }
 
   /** Drop everything, here and in every process. */
@@ -168,6 +195,7 @@ export class Cache {
     this.counters.invalidations++
     this.dropAll()
     await this.redis?.invalidate(['*'])
+    await this.bus?.publish({ a: 1 })
   }
 
   /**
@@ -191,6 +219,7 @@ export class Cache {
     this.closed = true
     await Promise.allSettled([...this.background])
     await this.redis?.close()
+    await this.bus?.close()
   }
 
   private async miss(key: string, loader: Loader<unknown>, options: GetOptions | undefined): Promise<unknown> {
@@ -343,7 +372,7 @@ export class Cache {
       return
     }
     // Without the bus, other processes' invalidations cannot reach us: keep values briefly.
-    if (this.redis !== undefined && !this.redis.busConnected) freshMs = Math.min(freshMs, this.settings.degradedTtlMs)
+    if ((this.redis !== undefined && !this.redis.busConnected) || (this.bus !== undefined && !this.bus.busConnected)) freshMs = Math.min(freshMs, this.settings.degradedTtlMs)
     const now = coarseNow()
     this.memory.set({
       key: load.key,

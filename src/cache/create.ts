@@ -4,6 +4,7 @@
 import type { Redis } from 'ioredis'
 import { ConfigError } from '../errors/index.js'
 import { Cache } from './cache.js'
+import { PostgresBus } from './notify-bus.js'
 import { RedisTier } from './redis-tier.js'
 import { CacheSettings, type CacheOptions } from './settings.js'
 
@@ -23,9 +24,19 @@ async function openRedis(url: string, settings: CacheSettings): Promise<Redis> {
   })
 }
 
-/** A cache with tier 1 in memory and, with `redis`, tier 2, the invalidation bus and the stampede lease. */
+/**
+ * A cache with tier 1 in memory and, with `redis`, tier 2, the invalidation bus and the stampede
+ * lease; or, with `bus: 'postgres'`, the invalidation bus over LISTEN/NOTIFY without Redis.
+ */
 export async function createCache(options: CacheOptions = {}): Promise<Cache> {
   const settings = new CacheSettings(options)
+  if (options.bus === 'postgres') {
+    let bus: PostgresBus | undefined
+    const cache = new Cache(settings, undefined, (handlers) => (bus = new PostgresBus(options.db!, settings.busChannel, handlers, settings.logger)))
+    // Unlike Redis, this is the application's own database: unreachable at start-up is an error.
+    await bus!.start()
+    return cache
+  }
   if (options.redis === undefined) return new Cache(settings, undefined)
   const owns = typeof options.redis === 'string'
   const client = typeof options.redis === 'string' ? await openRedis(options.redis, settings) : options.redis

@@ -1,10 +1,12 @@
 // Cache options: defaults, validation (a wrong value fails at start-up with the key's name), and
 // the per-call lifetimes.
 import type { Redis } from 'ioredis'
+import type { Database } from '../db/database.js'
 import { defaultLogger, type Logger } from '../config/logger.js'
 import type { Serializer } from '../db/codec.js'
 import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError } from '../errors/index.js'
+import { isSafeIdentifier } from '../sql/identifier.js'
 
 export interface CacheOptions {
   /** Name in logs and stats (default `cache`). */
@@ -23,6 +25,15 @@ export interface CacheOptions {
   maxTtlMs?: number
   /** Tier 2: a `redis://` URL (needs the ioredis package) or an ioredis client you own. */
   redis?: string | Redis
+  /**
+   * `postgres`: the invalidation bus over LISTEN/NOTIFY on `db`'s server, for caches without
+   * Redis (one dedicated connection per cache). Invalidations with `{ tx }` are delivered at COMMIT.
+   */
+  bus?: 'postgres'
+  /** The Database whose server carries the Postgres bus (needed with `bus: 'postgres'`). */
+  db?: Database
+  /** NOTIFY channel of the Postgres bus (default `tidepool_cache`); caches that share it invalidate each other. */
+  busChannel?: string
   /** Prefix of every Redis key and of the bus channel (default `tidepool:cache:`). */
   prefix?: string
   /** Budget of one Redis round trip; past it the request goes on without Redis (default 250). */
@@ -41,6 +52,9 @@ export interface CacheOptions {
 }
 
 const CACHE_OPTION_KEYS = optionKeys<keyof CacheOptions>({
+  bus: true,
+  db: true,
+  busChannel: true,
   name: true,
   maxEntries: true,
   maxBytes: true,
@@ -83,6 +97,7 @@ export class CacheSettings {
   readonly staleWhileRevalidateMs: number
   readonly maxTtlMs: number
   readonly prefix: string
+  readonly busChannel: string
   readonly redisTimeoutMs: number
   readonly redisConnectTimeoutMs: number
   readonly lockTtlMs: number
@@ -101,6 +116,11 @@ export class CacheSettings {
     this.staleWhileRevalidateMs = integer('staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0, 0)
     this.maxTtlMs = integer('maxTtlMs', options.maxTtlMs, 86_400_000, 1)
     this.prefix = options.prefix ?? 'tidepool:cache:'
+    this.busChannel = options.busChannel ?? 'tidepool_cache'
+    if (!isSafeIdentifier(this.busChannel)) throw new ConfigError(`invalid cache option busChannel: ${JSON.stringify(this.busChannel)} is not a plain identifier (letters, digits, underscores)`, { key: 'busChannel' })
+    if (options.bus !== undefined && options.bus !== 'postgres') throw new ConfigError(`invalid cache option bus: expected 'postgres', got ${JSON.stringify(options.bus)}`, { key: 'bus' })
+    if (options.bus === 'postgres' && options.db === undefined) throw new ConfigError("cache option bus: 'postgres' needs db (the Database whose server carries the NOTIFYs)", { key: 'db' })
+    if (options.bus === 'postgres' && options.redis !== undefined) throw new ConfigError("cache options bus: 'postgres' and redis exclude each other: the Redis tier has its own invalidation bus", { key: 'bus' })
     this.redisTimeoutMs = integer('redisTimeoutMs', options.redisTimeoutMs, 250, 1)
     this.redisConnectTimeoutMs = integer('redisConnectTimeoutMs', options.redisConnectTimeoutMs, 2_000, 0)
     this.lockTtlMs = integer('lockTtlMs', options.lockTtlMs, 5_000, 1)

@@ -16,6 +16,7 @@ import type { ExecuteManyOptions } from './batch.js'
 import { copyChunksOut, copyRowsIn, cursorRows, type StreamOptions } from './bulk.js'
 import { runOn, type QueryOptions } from './execute.js'
 import { QueryHooks, type QueryEvents } from './hooks.js'
+import { sharedListener, type ListenOptions, type NotificationHandler } from './listen.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import { backoffBeforeRetry, ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
 import { isRetryable, neverStarted, retryLimit, type TransactionOptions } from './transaction.js'
@@ -102,6 +103,15 @@ export class Database extends Queryable {
       if (probe) probe.node = lease.node
       return runOn(lease, sql, params, options, { rowMode, deadline })
     })
+  }
+
+  /**
+   * Call `handler` for each NOTIFY on `channel`, over one dedicated connection per pool (not a
+   * pooled one) that reconnects and reports gaps (`options.onGap`). Resolves to a stop function;
+   * the connection closes when the last handler stops. See createListener for more control.
+   */
+  async listen(channel: string, handler: NotificationHandler, options?: ListenOptions): Promise<() => Promise<void>> {
+    return sharedListener(this.pool).listen(channel, handler, options)
   }
 
   /** Hold one connection for several statements (temporary tables, session settings, …). */

@@ -20,6 +20,8 @@ export interface QueryStartEvent {
 }
 
 export interface QueryEndEvent extends QueryStartEvent {
+  /** The very object the `queryStart` listeners got, to pair the two (e.g. a tracing span). */
+  start: QueryStartEvent
   durationMs: number
   rowCount: number
   command: string | undefined

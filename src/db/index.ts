@@ -10,3 +10,16 @@ export { toQueryError } from './errors.js'
 export { safeJson, type Serializer } from './codec.js'
 export { assertNoSessionState } from './session-state.js'
 export { PgBouncerAdmin, detectPooler, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './pgbouncer-admin.js'
+export {
+  Listener,
+  createListener,
+  notify,
+  assertChannel,
+  MAX_NOTIFY_PAYLOAD_BYTES,
+  type Notification,
+  type NotificationHandler,
+  type ListenGap,
+  type ListenOptions,
+  type ListenerOptions,
+  type ListenerEvents,
+} from './listen.js'

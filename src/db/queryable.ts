@@ -143,5 +143,5 @@ printAs(Queryable.prototype, (q) => ({ schema: q.schema, pool: (q as unknown as 
  * statement (measured on Node 20), more than the statement's own client work.
  */
 function endEvent(s: QueryStartEvent, routedPool: string | undefined, durationMs: number, rowCount: number, command: string | undefined, node: string | undefined, error: TidepoolError | undefined): QueryEndEvent {
-  return { sql: s.sql, fingerprint: s.fingerprint, schema: s.schema, pool: routedPool ?? s.pool, inTransaction: s.inTransaction, params: s.params, durationMs, rowCount, command, node, error }
+  return { sql: s.sql, fingerprint: s.fingerprint, schema: s.schema, pool: routedPool ?? s.pool, inTransaction: s.inTransaction, params: s.params, durationMs, rowCount, command, node, error, start: s }
 }

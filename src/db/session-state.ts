@@ -8,7 +8,7 @@ import { SessionStateError } from '../errors/index.js'
 const ADVICE = {
   set: "SET LOCAL inside a transaction (or set_config(name, value, true)); for every session, set it on the role or database (ALTER ROLE … SET) or in PgBouncer's connect_query",
   advisory: 'pg_advisory_xact_lock / pg_try_advisory_xact_lock inside a transaction (released at COMMIT or ROLLBACK), or a direct connection to PostgreSQL for long-held locks',
-  listen: 'a separate pool with a direct connection to PostgreSQL (not through PgBouncer) for LISTEN/NOTIFY',
+  listen: "createListener(db, { url: 'postgres://…' }) for LISTEN/NOTIFY: a direct connection to PostgreSQL, not through PgBouncer",
   temp: 'CREATE TEMP TABLE … ON COMMIT DROP inside a transaction',
   prepare: 'bind parameters ($1, $2, …): statements are sent unnamed through PgBouncer',
   hold: 'a cursor without WITH HOLD inside a transaction (db.stream does this)',

@@ -9,7 +9,7 @@ import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
 import pgUtils from 'pg/lib/utils.js'
 import { ParameterError, ResultDecodeError } from '../errors/index.js'
 import { isServerError, isSessionEnding, markNotRun } from './errors.js'
-import { assertParameterCount, hideStatementName, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from './session.js'
+import { assertParameterCount, hideStatementName, type Notice, type Session, type SessionNotification, type SessionResult, type Statement, type TransactionStatus } from './session.js'
 
 interface PgInternals {
   processID: number
@@ -178,6 +178,10 @@ export class PgSession implements Session {
 
   onNotice(listener: (notice: Notice) => void): void {
     this.client.on('notice', (n) => listener({ severity: n.severity, code: n.code, message: n.message ?? '', detail: n.detail, hint: n.hint }))
+  }
+
+  onNotification(listener: (notification: SessionNotification) => void): void {
+    this.client.on('notification', (n) => listener({ processId: n.processId, channel: n.channel, payload: n.payload ?? '' }))
   }
 
   destroy(): void {

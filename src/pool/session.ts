@@ -53,6 +53,14 @@ export interface Notice {
   hint?: string | undefined
 }
 
+/** A NOTIFY delivered to this session (it ran LISTEN on the channel). */
+export interface SessionNotification {
+  /** Server process id of the session that sent it. */
+  processId: number
+  channel: string
+  payload: string
+}
+
 export interface Session {
   readonly driver: 'tidepool' | 'pg'
   /** Server process id (pg_stat_activity.pid). */
@@ -85,6 +93,8 @@ export interface Session {
   /** Called once when the socket fails or the server ends the session. */
   onFailure(listener: (error: Error) => void): void
   onNotice(listener: (notice: Notice) => void): void
+  /** NotificationResponse messages (LISTEN); without a listener they are dropped. */
+  onNotification(listener: (notification: SessionNotification) => void): void
   /** Close the socket at once; statements in flight reject. */
   destroy(): void
   /** Terminate politely; resolves once the socket is closed. */

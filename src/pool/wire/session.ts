@@ -13,6 +13,7 @@ import type {
   CopyDataMessage,
   DataRowMessage,
   NoticeMessage,
+  NotificationResponseMessage,
   ParameterStatusMessage,
   ReadyForQueryMessage,
   RowDescriptionMessage,
@@ -20,7 +21,7 @@ import type {
 import { ParameterError, ResultDecodeError } from '../../errors/index.js'
 import { isSessionEnding, markNotRun } from '../errors.js'
 import { typeParsers } from '../types.js'
-import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
+import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionNotification, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
 import { authenticate, type WireStartup } from './auth.js'
 import { FrameWriter } from './frames.js'
 
@@ -229,6 +230,7 @@ export class WireSession implements Session {
   private ending = false
   private readonly failureListeners: ((error: Error) => void)[] = []
   private readonly noticeListeners: ((notice: Notice) => void)[] = []
+  private readonly notificationListeners: ((notification: SessionNotification) => void)[] = []
   private readonly drainWaiters: ((ok: boolean) => void)[] = []
   private readonly closed: Promise<void>
   /** Where parsed messages go: the authentication exchange first, then dispatch(). */
@@ -473,6 +475,10 @@ export class WireSession implements Session {
     this.noticeListeners.push(listener)
   }
 
+  onNotification(listener: (notification: SessionNotification) => void): void {
+    this.notificationListeners.push(listener)
+  }
+
   destroy(): void {
     this.socket.destroy()
   }
@@ -557,6 +563,8 @@ export class WireSession implements Session {
         if (request) request.answered = true
         return
       case 'notification':
+        // Asynchronous (LISTEN): may arrive between statements or within one; not a reply.
+        this.notification(msg as NotificationResponseMessage)
         return
       case 'error': {
         const error = msg as unknown as Error
@@ -677,6 +685,17 @@ export class WireSession implements Session {
     if (this.noticeListeners.length === 0) return
     const notice: Notice = { severity: msg.severity, code: msg.code, message: msg.message ?? '', detail: msg.detail, hint: msg.hint }
     for (const listener of this.noticeListeners) listener(notice)
+  }
+
+  private notification(msg: NotificationResponseMessage): void {
+    const n: SessionNotification = { processId: msg.processId, channel: msg.channel, payload: msg.payload }
+    for (const listener of this.notificationListeners) {
+      try {
+        listener(n)
+      } catch {
+        // a listener's mistake must not put the session out of step
+      }
+    }
   }
 
   /** The socket is gone: every statement in flight rejects, listeners hear it once. */
