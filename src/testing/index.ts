@@ -6,3 +6,4 @@ export { findPostgresBinaries, findSystemTool, PG_TOOLS, type PgBinaries, type P
 export { sweepOrphans } from './registry.js'
 export { createTestDatabase, type TestDatabaseHandle } from './database.js'
 export { startPgBouncer, findPgBouncer, pgbouncerVersion, type PgBouncerOptions, type RunningPgBouncer } from './pgbouncer.js'
+export { startHaCluster, missingHaBinaries, PatroniNode, type HaCluster, type HaClusterOptions, type RunningHaProxy, type PatroniMemberInfo, type PatroniTimings, type RunningSentinels } from './ha.js'
