@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis'
 import { defaultLogger, type Logger } from '../config/logger.js'
 import type { Serializer } from '../db/codec.js'
 import { ConfigError } from '../errors/index.js'
+import { isSentinelOptions, type RedisSentinelOptions } from './redis-source.js'
 
 export interface CacheOptions {
   /** Name in logs and stats (default `cache`). */
@@ -20,8 +21,18 @@ export interface CacheOptions {
   staleWhileRevalidateMs?: number
   /** Upper bound of ttlMs + staleWhileRevalidateMs for any entry (default 24 h). */
   maxTtlMs?: number
-  /** Tier 2: a `redis://` URL (needs the ioredis package) or an ioredis client you own. */
-  redis?: string | Redis
+  /**
+   * Tier 2: a `redis://` URL, a Sentinel group `{ sentinels: [{ host, port }], name }` or its URL
+   * form `redis+sentinel://host:26379,host:26379/mymaster` (these need the ioredis package), or
+   * an ioredis client you own.
+   */
+  redis?: string | Redis | RedisSentinelOptions
+  /**
+   * After an invalidation, wait (Redis WAIT, up to redisTimeoutMs) until this many replicas have
+   * it, so a failover to a replica cannot lose it; when they do not confirm, it is sent again once
+   * Redis reconnects. Default 1 with Sentinel, else 0.
+   */
+  redisWaitReplicas?: number
   /** Prefix of every Redis key and of the bus channel (default `tidepool:cache:`). */
   prefix?: string
   /** Budget of one Redis round trip; past it the request goes on without Redis (default 250). */
@@ -68,6 +79,7 @@ export class CacheSettings {
   readonly lockTtlMs: number
   readonly lockWaitMs: number
   readonly degradedTtlMs: number
+  readonly redisWaitReplicas: number
   readonly serializer: Serializer | undefined
   readonly logger: Logger
 
@@ -85,6 +97,8 @@ export class CacheSettings {
     this.lockTtlMs = integer('lockTtlMs', options.lockTtlMs, 5_000, 1)
     this.lockWaitMs = integer('lockWaitMs', options.lockWaitMs, 5_000, 0)
     this.degradedTtlMs = integer('degradedTtlMs', options.degradedTtlMs, 1_000, 0)
+    const sentinel = typeof options.redis === 'string' ? options.redis.startsWith('redis+sentinel://') : isSentinelOptions(options.redis)
+    this.redisWaitReplicas = integer('redisWaitReplicas', options.redisWaitReplicas, sentinel ? 1 : 0, 0)
     this.serializer = options.serializer
     this.logger = options.logger ?? defaultLogger()
   }

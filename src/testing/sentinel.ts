@@ -1,11 +1,13 @@
 // Redis with Sentinel for the HA harness: one master, one replica, three sentinels (quorum 2) on
 // loopback, short down-after so a failover takes a few seconds.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { writeFileSync } from 'node:fs'
 import { TidepoolError } from '../errors/index.js'
 import { Daemon, findBinary } from './daemon.js'
-import { giveTo, type RunAs } from './privileges.js'
+import { freePorts } from './node.js'
+import { ensureReachable, giveTo, serverUser, type RunAs } from './privileges.js'
 
 export interface HostPortPair {
   host: string
@@ -141,5 +143,30 @@ export async function waitSentinelsReady(s: RunningSentinels, deadline: number):
       const get = (k: string) => Number(fields[fields.indexOf(k) + 1])
       return get('num-slaves') >= 1 && get('num-other-sentinels') >= s.sentinels.length - 1
     }, deadline)
+  }
+}
+
+/** Redis master + replica + three Sentinels on their own, in a fresh temp directory. */
+export async function startRedisSentinels(options: { timeoutMs?: number; name?: string } = {}): Promise<RunningSentinels> {
+  const runAs = serverUser()
+  const dir = mkdtempSync(join(tmpdir(), 'tidepool-sentinel-'))
+  ensureReachable(dir, runAs)
+  await giveTo(dir, runAs)
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000)
+  try {
+    const running = await startSentinels({ dir, ports: await freePorts(5), runAs, deadline, ...(options.name ? { name: options.name } : {}) })
+    await waitSentinelsReady(running, deadline).catch(async (err: unknown) => {
+      await running.stop()
+      throw err
+    })
+    const stopDaemons = running.stop
+    const stop = async () => {
+      await stopDaemons()
+      rmSync(dir, { recursive: true, force: true })
+    }
+    return { ...running, stop }
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true })
+    throw err
   }
 }
