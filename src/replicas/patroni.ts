@@ -83,13 +83,13 @@ export async function readPatroniTopology(urls: readonly string[], timeoutMs: nu
       }
       return parseClusterJson(await res.json(), base)
     } catch (err) {
-      const e = err as Error & { cause?: { code?: string } }
-      failures.push(`${base}: ${e.cause?.code ?? e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.message}`)
+      const e = err as Error & { cause?: Error & { code?: string } }
+      failures.push(`${base}: ${e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause?.code ?? (e.cause as Error | undefined)?.message ?? e.message)}`)
     }
   }
   throw new ConnectError(
     'other',
-    `patroni ${urls.join(',')}`,
+    'Patroni',
     `no Patroni REST API answered GET /cluster (${failures.join('; ')}); check the patroni URLs (the REST port, 8008 by default) and that Patroni runs`,
   )
 }
