@@ -66,6 +66,11 @@ export interface HaCluster {
   /** Planned switchover through Patroni's REST API; resolves once the candidate leads. */
   switchover(options?: { candidate?: string; timeoutMs?: number }): Promise<{ from: string; to: string }>
   node(name: string): PatroniNode
+  /**
+   * Patroni's synchronous_mode (PATCH /config): a commit is acknowledged once a synchronous standby
+   * has it, and only that standby may be promoted. Resolves once a member is sync_standby (on).
+   */
+  setSynchronous(on: boolean, timeoutMs?: number): Promise<void>
   /** Stop everything and remove the directory. Idempotent. */
   stop(): Promise<void>
 }
@@ -237,9 +242,26 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
     leader,
     waitHealthy,
     node,
+    async setSynchronous(on, timeoutMs = 30_000) {
+      const lead = await leader()
+      const { status, body } = await httpJson(`${lead.apiUrl}/config`, {
+        method: 'PATCH',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ synchronous_mode: on }),
+      })
+      if (status !== 200) throw new TidepoolError('HARNESS', `Patroni refused synchronous_mode ${on}: HTTP ${status} ${JSON.stringify(body)}`)
+      const until = Date.now() + timeoutMs
+      while (on && !(await members().catch(() => [])).some((m) => m.role === 'sync_standby' && m.state !== 'stopped')) {
+        if (Date.now() > until) throw new TidepoolError('HARNESS', `no member became sync_standby within ${timeoutMs} ms of synchronous_mode on`)
+        await sleep(200)
+      }
+    },
     async switchover(opts = {}) {
       const from = await leader()
-      const candidate = opts.candidate ?? nodes.find((n) => n !== from)!.name
+      // With synchronous_mode only the sync standby may take over; else any running replica.
+      const m = await members()
+      const ready = m.filter((x) => x.name !== from.name && x.state === 'running')
+      const candidate = opts.candidate ?? (ready.find((x) => x.role === 'sync_standby') ?? ready[0])?.name ?? nodes.find((n) => n !== from)!.name
       const { status, body } = await httpJson(`${from.apiUrl}/switchover`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
