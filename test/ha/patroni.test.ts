@@ -9,6 +9,8 @@ import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { Ledger } from '../chaos/lib/ledger.js'
 import { describeErrors, runLoad, type Load } from '../chaos/lib/load.js'
 import { stopAndCheck } from '../chaos/lib/invariants.js'
+import { recordFigures } from '../chaos/lib/figures.js'
+import { scaled } from '../chaos/lib/scale.js'
 
 const haMissing = (() => {
   const missing = missingHaBinaries({ haproxy: true, sentinel: false })
@@ -18,7 +20,8 @@ const haMissing = (() => {
   return true
 })()
 
-const WORKERS = 16
+// Short in npm test; `npm run chaos` (CHAOS_SCALE=full) runs 64 workers and records the figures.
+const WORKERS = scaled(16, 64)
 const DEADLINE_MS = 3_000
 /** Failover errors a caller may see: all typed, all by its deadline. */
 const ALLOWED = ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P', 'QueryError 25006', 'QueryError 08']
@@ -112,11 +115,26 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
     expect(await cluster.primary.fetchVal('SELECT inet_server_port()')).toBe(newLeader.port)
     const failover = cluster.stats().patroni?.lastFailover
     expect(failover).toMatchObject({ from, to })
-    process.stdout.write(
-      `[ha] discovery switchover ${from} → ${to}: ${result.calls} calls, ${check.acknowledged} writes acknowledged, 0 lost; errors ${describeErrors(result.detail)}; ` +
-        `max call ${result.maxMs} ms (deadline ${DEADLINE_MS}); writes refused for ${outageMs} ms (old leader's last write → new leader's first; Patroni switchover took ${switchoverMs} ms); cluster saw the new leader after ${failover?.durationMs ?? '?'} ms of trouble; ` +
-        `${rywOnReplica} read-your-writes reads served by replicas\n`,
-    )
+    recordFigures({
+      id: 'patroni-switchover',
+      title: 'Patroni switchover, topology discovered from its REST API',
+      guarantee:
+        'During a planned Patroni switchover, every write ends by its deadline in success or a typed error, no acknowledged write is lost, writes resume on the new leader as soon as Patroni names it, and a session never reads a replica that has not replayed its own writes.',
+      method: `etcd + 3 Patroni 3.0 nodes on loopback; createCluster({ patroni }); ${WORKERS} workers insert ledgered rows (${DEADLINE_MS} ms deadline), every 4th call writes then reads it back from a replica in a session; POST /switchover under that load.`,
+      figures: {
+        calls: result.calls,
+        'acknowledged writes': check.acknowledged,
+        'lost acknowledged writes': check.lost.length,
+        errors: describeErrors(result.detail),
+        [`max call ms (deadline ${DEADLINE_MS})`]: result.maxMs,
+        'writes refused ms (old leader last write → new leader first)': outageMs,
+        'Patroni switchover ms': switchoverMs,
+        'first trouble → new leader seen ms': failover?.durationMs ?? 'n/a',
+        'stale read-your-writes reads': 0,
+        'read-your-writes reads served by replicas': rywOnReplica,
+      },
+      seeAlso: ['test/ha/patroni.test.ts'],
+    })
     // The former leader rejoins as a replica and serves reads again.
     await ha.waitHealthy(30_000)
     await waitFor(() => cluster.stats().replicas.some((r) => r.name === `replica-${from}` && r.state === 'up'), 20_000, `${from} to rejoin as a replica`)
@@ -141,11 +159,24 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
     await waitFor(() => cluster.stats().patroni?.leader === next.name, 10_000, 'the cluster to follow the new leader')
     expect(await cluster.primary.fetchVal('SELECT inet_server_port()')).toBe(next.port)
     const outageMs = writeOutageMs(load, crashedAt)
-    process.stdout.write(
-      `[ha] leader ${victim.name} SIGKILLed (Patroni + postmaster), synchronous_mode: ${result.calls} writes, ${check.acknowledged} acknowledged, 0 lost; ` +
-        `errors ${describeErrors(result.detail)}; max call ${result.maxMs} ms (deadline ${DEADLINE_MS}); new leader ${next.name} after ${Math.round(electedAt - crashedAt)} ms ` +
-        `(ttl ${ha.timings.ttl} s, loop_wait ${ha.timings.loopWait} s); writes refused for ${outageMs} ms\n`,
-    )
+    recordFigures({
+      id: 'patroni-leader-kill',
+      title: 'Patroni leader crash (SIGKILL of Patroni and its postmaster)',
+      guarantee:
+        'When the leader crashes under write load with synchronous_mode, no acknowledged write is lost, writes fail fast and typed until Patroni elects the synchronous standby (about ttl), then resume there; the crashed node rejoins as a replica when its Patroni restarts.',
+      method: `3 Patroni nodes, synchronous_mode on, createCluster({ patroni }); ${WORKERS} workers insert ledgered rows (${DEADLINE_MS} ms deadline); the leader's Patroni and postmaster get SIGKILL; then its Patroni is started again.`,
+      figures: {
+        writes: result.calls,
+        'acknowledged writes': check.acknowledged,
+        'lost acknowledged writes': check.lost.length,
+        errors: describeErrors(result.detail),
+        [`max call ms (deadline ${DEADLINE_MS})`]: result.maxMs,
+        'crash → new leader ms': Math.round(electedAt - crashedAt),
+        'writes refused ms': outageMs,
+        'Patroni timings (ttl / loop_wait / retry_timeout s)': `${ha.timings.ttl} / ${ha.timings.loopWait} / ${ha.timings.retryTimeout}`,
+      },
+      seeAlso: ['test/ha/patroni.test.ts'],
+    })
     // Its Patroni comes back: the node rejoins as a replica (pg_rewind) and takes reads again.
     victim.start()
     await ha.waitHealthy(40_000)
@@ -160,16 +191,28 @@ describe.skipIf(haMissing)('through HAProxy', () => {
       const ledger = new Ledger(db, 'ha_ledger_haproxy')
       await ledger.create()
       const load = runLoad({ workers: WORKERS, pauseMs: 5 }, (worker) => ({ kind: 'write', run: () => ledger.write(worker, DEADLINE_MS) }))
-      const { from, to, outageMs, switchoverMs } = await switchoverUnderLoad(load, () => ledger.acknowledged)
+      const { to, outageMs, switchoverMs } = await switchoverUnderLoad(load, () => ledger.acknowledged)
       const result = await stopAndCheck(load, { deadlineMs: DEADLINE_MS, graceMs: 2_000, allowed: ALLOWED })
       const check = await ledger.check()
       expect(check.lost).toEqual([])
       expect(check.phantom).toEqual([])
       expect(await db.fetchVal('SELECT inet_server_port()')).toBe(ha.node(to).port)
-      process.stdout.write(
-        `[ha] HAProxy switchover ${from} → ${to}: ${result.calls} writes, ${check.acknowledged} acknowledged, 0 lost; errors ${describeErrors(result.detail)}; ` +
-          `max call ${result.maxMs} ms (deadline ${DEADLINE_MS}); writes refused for ${outageMs} ms (Patroni switchover took ${switchoverMs} ms)\n`,
-      )
+      recordFigures({
+        id: 'patroni-haproxy-switchover',
+        title: "Patroni switchover through HAProxy's write port",
+        guarantee: 'A plain pool on an HAProxy write port (OPTIONS /primary health checks) survives a Patroni switchover: every write ends by its deadline in success or a typed error, none acknowledged is lost, writes resume on the new leader.',
+        method: `HAProxy 2.6 (inter 500 ms, fall 2, rise 1, on-marked-down shutdown-sessions) in front of 3 Patroni nodes; Database.connect on the write port; ${WORKERS} workers insert ledgered rows; POST /switchover.`,
+        figures: {
+          writes: result.calls,
+          'acknowledged writes': check.acknowledged,
+          'lost acknowledged writes': check.lost.length,
+          errors: describeErrors(result.detail),
+          [`max call ms (deadline ${DEADLINE_MS})`]: result.maxMs,
+          'writes refused ms': outageMs,
+          'Patroni switchover ms': switchoverMs,
+        },
+        seeAlso: ['test/ha/patroni.test.ts'],
+      })
       // The read port routes to replicas only.
       // (HAProxy closes connections while no replica passes its check: retried.)
       const readsReplica = async () => {
