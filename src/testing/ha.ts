@@ -4,16 +4,17 @@
 // Redis with three Sentinels. Every daemon runs as the harness's unprivileged user under root,
 // start-up is bounded (the error names the daemon and shows its log tail), and everything is
 // killed when our process exits without stop().
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { TidepoolError } from '../errors/index.js'
 import { systemMajors } from './binaries.js'
 import { Daemon, findBinary, onExitSync } from './daemon.js'
 import { freePorts } from './node.js'
 import { Etcd, PatroniNode, checkTimings, DEFAULT_TIMINGS, findPatroni, httpJson, type PatroniMemberInfo, type PatroniTimings } from './patroni.js'
 import { ensureReachable, giveTo, serverUser } from './privileges.js'
+import { isGone, registryDir } from './registry.js'
 import { findRedisSentinel, startSentinels, waitSentinelsReady, type RunningSentinels } from './sentinel.js'
 
 export { PatroniNode, type PatroniMemberInfo, type PatroniTimings } from './patroni.js'
@@ -111,6 +112,49 @@ function listening(port: number): Promise<boolean> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+const HA_DIR_PREFIX = 'tidepool-ha-'
+
+/**
+ * Our exit hook cannot run when we are SIGKILLed: each cluster leaves a note naming its owner and
+ * directory, and the next startHaCluster kills what an owner that died left running — any process
+ * whose command line or data directory lies in that directory — and removes it.
+ */
+function noteOwner(dir: string, note?: string, redisPids: number[] = []): string {
+  mkdirSync(registryDir, { recursive: true })
+  note ??= join(registryDir, `ha-${process.pid}-${basename(dir)}.json`)
+  writeFileSync(note, JSON.stringify({ ownerPid: process.pid, dir, redisPids }))
+  return note
+}
+
+function sweepHaOrphans(): void {
+  if (!existsSync(registryDir) || !existsSync('/proc')) return
+  for (const file of readdirSync(registryDir)) {
+    if (!file.startsWith('ha-') || !file.endsWith('.json')) continue
+    const path = join(registryDir, file)
+    let note: { ownerPid: number; dir: string; redisPids?: number[] }
+    try {
+      // Only notes written by our own user: the directory is shared.
+      if (typeof process.getuid === 'function' && statSync(path).uid !== process.getuid()) continue
+      note = JSON.parse(readFileSync(path, 'utf8')) as typeof note
+    } catch {
+      continue
+    }
+    if (!isGone(note.ownerPid) || dirname(note.dir) !== tmpdir() || !basename(note.dir).startsWith(HA_DIR_PREFIX)) continue
+    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      try {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+        // Redis rewrites its command line (redis-server 127.0.0.1:port): known by pid instead.
+        const ours = cmdline.includes(note.dir) || (note.redisPids?.includes(Number(pid)) === true && /(^|\/)redis-(server|sentinel)/.test(cmdline))
+        if (ours) process.kill(Number(pid), 'SIGKILL')
+      } catch {
+        // gone, or not ours to read
+      }
+    }
+    rmSync(note.dir, { recursive: true, force: true })
+    rmSync(path, { force: true })
+  }
+}
+
 export async function startHaCluster(options: HaClusterOptions = {}): Promise<HaCluster> {
   const missing = missingHaBinaries({ haproxy: options.haproxy === true, sentinel: options.sentinel === true })
   if (missing.length > 0) {
@@ -120,7 +164,9 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
   checkTimings(timings)
   const deadline = Date.now() + (options.startTimeoutMs ?? 90_000)
   const runAs = serverUser()
-  const dir = mkdtempSync(join(tmpdir(), 'tidepool-ha-'))
+  sweepHaOrphans()
+  const dir = mkdtempSync(join(tmpdir(), HA_DIR_PREFIX))
+  const note = noteOwner(dir)
   ensureReachable(dir, runAs)
   const count = options.nodes ?? 3
   const scope = `tp${process.pid}x${Math.random().toString(36).slice(2, 8)}`
@@ -147,6 +193,7 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
   const removeExitHook = onExitSync(() => {
     for (const n of nodes) n.killSync()
     rmSync(dir, { recursive: true, force: true })
+    rmSync(note, { force: true })
   })
 
   let stopping: Promise<void> | undefined
@@ -156,6 +203,7 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
       await etcd?.daemon.stop(2_000)
       removeExitHook()
       rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
+      rmSync(note, { force: true })
     })())
 
   const members = async (): Promise<PatroniMemberInfo[]> => {
@@ -221,6 +269,8 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
     if (options.haproxy) haproxy = await startHaProxy(dir, nodes, writePort, readPort, options.haproxyMaxLagBytes ?? 1_048_576, superuser, runAs, deadline)
     if (startRedis) {
       redis = await startRedis
+      const pids = [...redis.servers.map((x) => x.daemon.pid), ...redis.sentinelDaemons.map((d) => d.pid)].filter((p): p is number => p !== undefined)
+      noteOwner(dir, note, pids)
       await waitSentinelsReady(redis, deadline)
     }
   } catch (err) {
