@@ -309,16 +309,23 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
     async switchover(opts = {}) {
       const from = await leader()
       // With synchronous_mode only the sync standby may take over; else any running replica.
-      const m = await members()
-      const ready = m.filter((x) => x.name !== from.name && x.state === 'running')
-      const candidate = opts.candidate ?? (ready.find((x) => x.role === 'sync_standby') ?? ready[0])?.name ?? nodes.find((n) => n !== from)!.name
-      const { status, body } = await httpJson(`${from.apiUrl}/switchover`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ leader: from.name, candidate }),
-        timeoutMs: 30_000,
-      })
-      if (status !== 200) throw new TidepoolError('HARNESS', `Patroni refused the switchover ${from.name} → ${candidate}: HTTP ${status} ${JSON.stringify(body)}`)
+      // The sync standby can change under us (Patroni answers 412): read the members again.
+      for (let attempt = 1; ; attempt++) {
+        const m = await members()
+        const ready = m.filter((x) => x.name !== from.name && x.state === 'running')
+        const candidate = opts.candidate ?? (ready.find((x) => x.role === 'sync_standby') ?? ready[0])?.name ?? nodes.find((n) => n !== from)!.name
+        const { status, body } = await httpJson(`${from.apiUrl}/switchover`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ leader: from.name, candidate }),
+          timeoutMs: 30_000,
+        })
+        if (status === 200) break
+        if (status !== 412 || attempt >= 10 || opts.candidate) {
+          throw new TidepoolError('HARNESS', `Patroni refused the switchover ${from.name} → ${candidate}: HTTP ${status} ${JSON.stringify(body)}`)
+        }
+        await sleep(500)
+      }
       const to = await leader({ not: from.name, timeoutMs: opts.timeoutMs ?? 30_000 })
       return { from: from.name, to: to.name }
     },

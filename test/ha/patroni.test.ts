@@ -181,6 +181,7 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
     victim.start()
     await ha.waitHealthy(40_000)
     await waitFor(() => cluster.stats().replicas.some((r) => r.name === `replica-${victim.name}` && r.state === 'up'), 20_000, `${victim.name} to rejoin as a replica`)
+    await ha.setSynchronous(false)
   }, 120_000)
 })
 
