@@ -135,8 +135,10 @@ export {
   type Lsn,
   type ConsistencyToken,
 } from './replicas/index.js'
+export { readPatroniTopology, parseClusterJson, resolveClusterOptions, type PatroniMember, type PatroniTopology, type PatroniStats, type FailoverRecord } from './replicas/index.js'
 // Cache: in-process LRU + optional Redis tier, invalidation bus, single-flight, stampede lease.
 export { Cache, createCache, type CacheOptions, type GetOptions, type CacheStats, type Loader, type LoadContext } from './cache/index.js'
+export { openRedis, parseSentinelUrl, type RedisSource, type RedisSentinelOptions } from './cache/index.js'
 // Safety: idempotency keys, advisory and row locks, fenced Redis locks.
 export * from './safety/index.js'
 

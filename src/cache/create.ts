@@ -2,20 +2,14 @@
 // dependency, loaded only then), and wait briefly for it. A Redis that is down at start-up is not
 // an error: the cache starts degraded and picks Redis up when it comes back.
 import type { Redis } from 'ioredis'
-import { ConfigError } from '../errors/index.js'
 import { Cache } from './cache.js'
 import { PostgresBus } from './notify-bus.js'
+import { isSentinelOptions, openRedis, sentinelMasterProbe, type RedisSource } from './redis-source.js'
 import { RedisTier } from './redis-tier.js'
 import { CacheSettings, type CacheOptions } from './settings.js'
 
-async function openRedis(url: string, settings: CacheSettings): Promise<Redis> {
-  let RedisClient: typeof Redis
-  try {
-    RedisClient = (await import('ioredis')).Redis
-  } catch (err) {
-    throw new ConfigError('the Redis cache tier needs the ioredis package: npm install ioredis', { key: 'redis', cause: err })
-  }
-  return new RedisClient(url, {
+function openCacheRedis(source: RedisSource, settings: CacheSettings): Promise<Redis> {
+  return openRedis(source, {
     // Fail a command at once while disconnected instead of queueing it: the cache falls back.
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
@@ -38,8 +32,9 @@ export async function createCache(options: CacheOptions = {}): Promise<Cache> {
     return cache
   }
   if (options.redis === undefined) return new Cache(settings, undefined)
-  const owns = typeof options.redis === 'string'
-  const client = typeof options.redis === 'string' ? await openRedis(options.redis, settings) : options.redis
+  const owns = typeof options.redis === 'string' || isSentinelOptions(options.redis)
+  const client = owns ? await openCacheRedis(options.redis as RedisSource, settings) : (options.redis as Redis)
+  const probe = owns ? await sentinelMasterProbe(options.redis as RedisSource, settings.redisTimeoutMs * 2) : undefined
   // Subscribing takes a connection for itself.
   const subscriber = client.duplicate()
   if (subscriber.status === 'wait') subscriber.connect().catch(() => {})
@@ -50,6 +45,8 @@ export async function createCache(options: CacheOptions = {}): Promise<Cache> {
       timeoutMs: settings.redisTimeoutMs,
       // Tokens outlive every entry, so an entry they killed cannot become live again.
       generationTtlMs: 2 * settings.maxTtlMs,
+      waitReplicas: settings.redisWaitReplicas,
+      currentMaster: probe?.ask,
       logger: settings.logger,
       cacheName: settings.name,
       ...handlers,

@@ -129,6 +129,10 @@ export interface RedisTierOptions extends RedisTierHandlers {
   timeoutMs: number
   /** How long generation tokens live: longer than any entry, so a dead entry cannot come back. */
   generationTtlMs: number
+  /** Replicas that must confirm an invalidation (WAIT) before it counts as sent (0: none). */
+  waitReplicas: number
+  /** Under Sentinel: which server is the master now (`host:port`). */
+  currentMaster?: (() => Promise<string | undefined>) | undefined
   logger: Logger
   cacheName: string
 }
@@ -143,6 +147,8 @@ export class RedisTier {
   private closing = false
   private readonly pending = new Set<string>()
   private pendingAll = false
+  private askedAt = -Infinity
+  private askingMaster = false
   private readonly channel: string
   private readonly valuePrefix: string
   private readonly genPrefix: string
@@ -238,13 +244,17 @@ export class RedisTier {
    * names are kept (bounded) and sent once it is back; past the bound, everything is invalidated.
    */
   async invalidate(names: string[]): Promise<boolean> {
-    if (await this.sendInvalidation(names)) return true
+    if (await this.sendInvalidation(names)) {
+      // Redis takes (and replicates) invalidations again: send the queued ones now, not only at the next reconnect.
+      if (this.pendingAll || this.pending.size > 0) void this.flushPending()
+      return true
+    }
     if (this.pendingAll || this.pending.size + names.length > MAX_PENDING) this.pendingAll = true
     else for (const name of names) this.pending.add(name)
     return false
   }
 
-  /** Invalidations waiting for Redis to come back. */
+  /** Invalidations waiting for Redis to come back (or, with waitReplicas, for a replica to confirm them). */
   get pendingInvalidations(): number {
     return this.pendingAll ? Infinity : this.pending.size
   }
@@ -266,7 +276,67 @@ export class RedisTier {
     }
     const token = randomBytes(12).toString('base64url')
     const args = [this.genPrefix, token, this.options.generationTtlMs, this.valuePrefix, this.channel, JSON.stringify(message), ...names]
-    return (await this.run('invalidate', INVALIDATE, [], args)) === 1
+    return (await this.run('invalidate', INVALIDATE, [], args)) === 1 && (await this.replicated())
+  }
+
+  /**
+   * Replication is asynchronous: a failover to a replica that had not received the new tokens
+   * would bring invalidated entries back. WAIT until enough replicas have them; if they do not
+   * confirm in time, the caller keeps the names and sends them again after the next reconnect.
+   */
+  private async replicated(): Promise<boolean> {
+    const n = this.options.waitReplicas
+    if (n === 0) return true
+    const timeoutMs = this.options.timeoutMs
+    let timer: NodeJS.Timeout | undefined
+    const call = this.client.wait(n, timeoutMs)
+    call.catch(() => {})
+    let acked = 0
+    try {
+      acked = await Promise.race([call, new Promise<number>((resolve) => (timer = setTimeout(() => resolve(0), timeoutMs + 100)))])
+    } catch {
+      acked = 0
+    } finally {
+      clearTimeout(timer)
+    }
+    if (acked < n) this.lostReplicas()
+    return acked >= n
+  }
+
+  /**
+   * The master did not confirm on its replicas. Under Sentinel that is how a replaced master
+   * looks: Sentinel promoted its replica and demotes it only at its next check, seconds later,
+   * while our connections still write to it and listen on it. Ask the sentinels; when they name
+   * another server, reconnect both connections (ioredis then asks them for the master too).
+   * At most every 250 ms.
+   */
+  private lostReplicas(): void {
+    const ask = this.options.currentMaster
+    const t = performance.now()
+    if (!ask || this.closing || this.askingMaster || t - this.askedAt < 250) return
+    this.askedAt = t
+    this.askingMaster = true
+    void ask()
+      .then((master) => {
+        const here = this.remote()
+        if (master === undefined || here === undefined || master === here || this.closing) return
+        this.options.logger.warn(`cache ${this.options.cacheName}: Sentinel names ${master} as the Redis master, we are on ${here}; reconnecting`)
+        this.client.disconnect(true)
+        this.subscriber.disconnect(true)
+      })
+      .catch(() => {})
+      .finally(() => (this.askingMaster = false))
+  }
+
+  /** `host:port` of the server in use, while connected. */
+  get server(): string | null {
+    return this.available ? (this.remote() ?? null) : null
+  }
+
+  /** `host:port` of the server the client is connected to. */
+  private remote(): string | undefined {
+    const stream = (this.client as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }).stream
+    return stream?.remotePort === undefined ? undefined : `${stream.remoteAddress?.replace(/^::ffff:/, '')}:${stream.remotePort}`
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@ import type { Serializer } from '../db/codec.js'
 import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError } from '../errors/index.js'
 import { isSafeIdentifier } from '../sql/identifier.js'
+import { isSentinelOptions, type RedisSentinelOptions } from './redis-source.js'
 
 export interface CacheOptions {
   /** Name in logs and stats (default `cache`). */
@@ -23,8 +24,18 @@ export interface CacheOptions {
   staleWhileRevalidateMs?: number
   /** Upper bound of ttlMs + staleWhileRevalidateMs for any entry (default 24 h). */
   maxTtlMs?: number
-  /** Tier 2: a `redis://` URL (needs the ioredis package) or an ioredis client you own. */
-  redis?: string | Redis
+  /**
+   * Tier 2: a `redis://` URL, a Sentinel group `{ sentinels: [{ host, port }], name }` or its URL
+   * form `redis+sentinel://host:26379,host:26379/mymaster` (these need the ioredis package), or
+   * an ioredis client you own.
+   */
+  redis?: string | Redis | RedisSentinelOptions
+  /**
+   * After an invalidation, wait (Redis WAIT, up to redisTimeoutMs) until this many replicas have
+   * it, so a failover to a replica cannot lose it; when they do not confirm, it is sent again once
+   * Redis reconnects. Default 1 with Sentinel, else 0.
+   */
+  redisWaitReplicas?: number
   /**
    * `postgres`: the invalidation bus over LISTEN/NOTIFY on `db`'s server, for caches without
    * Redis (one dedicated connection per cache). Invalidations with `{ tx }` are delivered at COMMIT.
@@ -55,6 +66,7 @@ const CACHE_OPTION_KEYS = optionKeys<keyof CacheOptions>({
   bus: true,
   db: true,
   busChannel: true,
+  redisWaitReplicas: true,
   name: true,
   maxEntries: true,
   maxBytes: true,
@@ -103,6 +115,7 @@ export class CacheSettings {
   readonly lockTtlMs: number
   readonly lockWaitMs: number
   readonly degradedTtlMs: number
+  readonly redisWaitReplicas: number
   readonly serializer: Serializer | undefined
   readonly logger: Logger
 
@@ -126,6 +139,8 @@ export class CacheSettings {
     this.lockTtlMs = integer('lockTtlMs', options.lockTtlMs, 5_000, 1)
     this.lockWaitMs = integer('lockWaitMs', options.lockWaitMs, 5_000, 0)
     this.degradedTtlMs = integer('degradedTtlMs', options.degradedTtlMs, 1_000, 0)
+    const sentinel = typeof options.redis === 'string' ? options.redis.startsWith('redis+sentinel://') : isSentinelOptions(options.redis)
+    this.redisWaitReplicas = integer('redisWaitReplicas', options.redisWaitReplicas, sentinel ? 1 : 0, 0)
     this.serializer = options.serializer
     this.logger = options.logger ?? defaultLogger()
   }

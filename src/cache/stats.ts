@@ -28,6 +28,8 @@ export interface CacheStats {
     errors: number
     /** Invalidations waiting for Redis to come back (Infinity: everything will be invalidated). */
     pendingInvalidations: number
+    /** `host:port` of the Redis server in use (under Sentinel: the master it named), null when not connected. */
+    server: string | null
   }
   /** Loader runs that succeeded / threw. */
   loads: number
@@ -90,6 +92,7 @@ export function cacheStats(name: string, memory: MemoryTier, memoryHits: number,
       misses: redis?.misses ?? 0,
       errors: redis?.errors ?? 0,
       pendingInvalidations: redis?.pendingInvalidations ?? 0,
+      server: redis?.server ?? null,
     },
     ...rest,
   }

@@ -8,11 +8,14 @@ import { printAs } from '../config/redact.js'
 import { QueryHooks } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
 import { EventHub } from '../pool/events.js'
+import { ConfigError, ConnectError } from '../errors/index.js'
 import { ClusterDatabase } from './facade.js'
 import type { ClusterEvents, FallbackReason } from './events.js'
 import { formatLsn } from './lsn.js'
 import { PrimaryNode, ReplicaNode, type NodeHost, type ReplicaState } from './node.js'
 import { resolveClusterOptions, type ClusterOptions, type ResolvedClusterOptions } from './options.js'
+import { PatroniFollower, primaryHosts, readPatroniTopology, type PatroniTopology } from './patroni.js'
+import { PatroniSync, type PatroniStats } from './patroni-sync.js'
 import { Router } from './router.js'
 import { ConsistencySession, type SessionOptions } from './session.js'
 
@@ -61,6 +64,8 @@ export interface ClusterStats {
   name: string
   primary: PrimaryStats
   replicas: ReplicaStats[]
+  /** With Patroni discovery: its members, the leader, the last failover. */
+  patroni?: PatroniStats
 }
 
 export class Cluster implements NodeHost {
@@ -81,13 +86,21 @@ export class Cluster implements NodeHost {
   private probeTimer: NodeJS.Timeout | undefined
   private probing: Promise<void> | undefined
   private closed: Promise<void> | undefined
+  private patroniSync: PatroniSync | undefined
+  private patroniFollower: PatroniFollower | undefined
 
-  constructor(options?: ClusterOptions) {
+  /** `discovered`: the first Patroni topology, read by createCluster() (discovery is asynchronous). */
+  constructor(options?: ClusterOptions, discovered?: PatroniTopology) {
     this.settings = resolveClusterOptions(options)
     this.name = this.settings.name
     this.logger = this.settings.logger ?? defaultLogger()
     this.events = new EventHub<ClusterEvents>(this.logger)
-    const primary = new PrimaryNode(this.settings.primary, this)
+    if (this.settings.patroni && !discovered) {
+      throw new ConfigError('a cluster with patroni discovers its servers asynchronously: create it with await createCluster(options)', { key: 'patroni' })
+    }
+    // With Patroni: one host list, leader first, and only a writable server will do.
+    const primarySpec = discovered ? { ...this.settings.primary, hosts: primaryHosts(discovered), targetSessionAttrs: 'read-write' as const } : this.settings.primary
+    const primary = new PrimaryNode(primarySpec, this)
     const replicas: ReplicaNode[] = []
     try {
       for (const spec of this.settings.replicas) replicas.push(new ReplicaNode(spec, this))
@@ -101,7 +114,23 @@ export class Cluster implements NodeHost {
     this.db = new ClusterDatabase(this.router, 'auto', shared)
     this.primary = new ClusterDatabase(this.router, 'primary', shared)
     this.readerView = new ClusterDatabase(this.router, 'replica', shared)
+    if (discovered && this.settings.patroni) this.followPatroni(discovered, this.settings.patroni)
     this.scheduleProbe(0)
+  }
+
+  private followPatroni(first: PatroniTopology, settings: NonNullable<ResolvedClusterOptions['patroni']>): void {
+    const follower = new PatroniFollower({ ...settings, logger: this.logger, name: this.name, apply: (t) => sync.apply(t) })
+    const sync = new PatroniSync(this.router.primary.pool, this.router.replicas, this, this.settings.primary, () => void follower.refresh())
+    sync.apply(first)
+    const pool = this.router.primary.pool
+    // Primary trouble: read Patroni now instead of waiting for the next poll.
+    pool.events.on('connectError', () => sync.trouble())
+    pool.events.on('connectionError', () => sync.trouble())
+    pool.events.on('connect', ({ connection }) => sync.connected(connection.host))
+    this.events.on('failover', () => sync.trouble())
+    follower.start()
+    this.patroniSync = sync
+    this.patroniFollower = follower
   }
 
   /** Reads on replicas (writes sent here are refused by the standby and run on the primary). */
@@ -142,8 +171,10 @@ export class Cluster implements NodeHost {
   stats(): ClusterStats {
     const { primary, replicas } = this.router
     const head = primary.timeline.head
+    const patroni = this.patroniSync && this.patroniFollower ? { patroni: this.patroniSync.stats(this.settings.patroni!.urls, this.patroniFollower) } : {}
     return {
       name: this.name,
+      ...patroni,
       primary: {
         name: primary.name,
         target: primary.pool.target,
@@ -203,9 +234,11 @@ export class Cluster implements NodeHost {
   close(): Promise<void> {
     this.closed ??= (async () => {
       clearTimeout(this.probeTimer)
+      this.patroniFollower?.close()
       await this.probing
       const { primary, replicas } = this.router
       await Promise.all([primary, ...replicas].map((n) => n.close()))
+      await this.patroniSync?.close()
     })()
     return this.closed
   }
@@ -216,7 +249,8 @@ printAs(Cluster.prototype, (c) => ({ name: c.name, stats: c.stats() }))
 
 /** Create a cluster, fail fast with ConnectError if the primary cannot be reached, and measure the replicas once. */
 export async function createCluster(options?: ClusterOptions): Promise<Cluster> {
-  const cluster = new Cluster(options)
+  const patroni = resolveClusterOptions(options).patroni
+  const cluster = new Cluster(options, patroni ? await discoverLeader(patroni.urls, patroni.timeoutMs) : undefined)
   try {
     await cluster.start()
   } catch (err) {
@@ -224,4 +258,18 @@ export async function createCluster(options?: ClusterOptions): Promise<Cluster> 
     throw err
   }
   return cluster
+}
+
+/** The first topology with a leader; waits out a failover in progress (up to 15 s). */
+async function discoverLeader(urls: string[], timeoutMs: number): Promise<PatroniTopology> {
+  const until = Date.now() + 15_000
+  for (;;) {
+    const topology = await readPatroniTopology(urls, timeoutMs)
+    if (topology.leader) return topology
+    if (Date.now() > until) {
+      const seen = topology.members.map((m) => `${m.name} ${m.patroniRole}/${m.state}`).join(', ') || 'no members'
+      throw new ConnectError('other', `patroni ${topology.source}`, `Patroni names no running leader after 15 s (${seen}); check the cluster with patronictl list`)
+    }
+    await new Promise((r) => setTimeout(r, 250))
+  }
 }

@@ -29,4 +29,6 @@ export interface ClusterEvents {
   fallback: { reason: FallbackReason }
   /** The primary refused a write as read-only (a failover?); its pool re-checks its servers. */
   failover: { pool: string; error: Error }
+  /** Patroni named a new leader (topology discovery): the primary pool moved there. */
+  leaderChange: { from: string | undefined; to: string; at: number; durationMs: number | null; timeline: number | undefined }
 }

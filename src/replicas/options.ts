@@ -27,6 +27,17 @@ export interface ClusterOptions {
   primary?: string | DatabaseConfigInput
   /** Replicas, one server each. Default: DATABASE_REPLICA_URLS (space- or comma-separated URLs). */
   replicas?: (string | ReplicaOptions)[]
+  /**
+   * Patroni REST API URLs (`http://host:8008`, a list or a comma/space-separated string): the
+   * leader and the replicas are discovered from `GET /cluster` and followed as they change;
+   * `primary` then gives only credentials, database and pool options (its host is ignored) and
+   * `replicas` must be left out. Default: TIDEPOOL_PATRONI_URLS. Needs `createCluster()`.
+   */
+  patroni?: string | string[]
+  /** How often Patroni's topology is read (default 1000); it is also read at once on primary trouble. */
+  patroniIntervalMs?: number
+  /** Timeout of one `GET /cluster` (default 1000). */
+  patroniTimeoutMs?: number
   /** Schema for `{{tables.x}}` (default `public`). */
   schema?: string
   /** Include bind values in query events. */
@@ -64,6 +75,9 @@ const clusterSchema = z
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,40}$/, 'name must be 1-40 letters, digits, _ . or -').optional(),
     primary: poolSource.optional(),
     replicas: z.array(poolSource).optional(),
+    patroni: z.union([z.string(), z.array(z.string())], { error: 'patroni must be a URL or a list of Patroni REST API URLs' }).optional(),
+    patroniIntervalMs: ms('patroniIntervalMs', 50).optional(),
+    patroniTimeoutMs: ms('patroniTimeoutMs', 50).optional(),
     schema: z.string().optional(),
     logParams: z.boolean().optional(),
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null, { error: 'logger must be an object with debug/info/warn/error' }).optional(),
@@ -86,8 +100,16 @@ export interface ReplicaSpec {
   weight: number
 }
 
+export interface PatroniSettings {
+  urls: string[]
+  intervalMs: number
+  timeoutMs: number
+}
+
 export interface ResolvedClusterOptions {
   name: string
+  /** Topology discovery through Patroni's REST API, when configured. */
+  patroni: PatroniSettings | undefined
   primary: DatabaseConfigInput
   replicas: ReplicaSpec[]
   schema: string | undefined
@@ -127,17 +149,50 @@ function replicaSpec(entry: string | ReplicaOptions, index: number): ReplicaSpec
   return { pool: { name: `replica-${index + 1}`, ...pool }, weight }
 }
 
+/** Patroni REST URLs from a list or a comma/space-separated string, each checked. */
+export function patroniUrls(value: string | string[] | undefined, key: string): string[] {
+  const list = (Array.isArray(value) ? value : (value ?? '').split(/[\s,]+/)).map((s) => s.trim()).filter(Boolean)
+  for (const url of list) {
+    let parsed: URL | undefined
+    try {
+      parsed = new URL(url)
+    } catch {
+      // reported below
+    }
+    if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+      throw new ConfigError(`${key}: ${JSON.stringify(url)} is not an http(s):// URL of a Patroni REST API (e.g. http://10.0.0.1:8008)`, { key })
+    }
+  }
+  return list
+}
+
+function resolvePatroni(o: ClusterOptions, env: NodeJS.ProcessEnv): PatroniSettings | undefined {
+  // The environment turns discovery on only when the code names no replicas of its own.
+  const fromEnv = o.patroni === undefined && o.replicas === undefined && env.TIDEPOOL_PATRONI_URLS?.trim() ? env.TIDEPOOL_PATRONI_URLS : undefined
+  const urls = patroniUrls(o.patroni ?? fromEnv, o.patroni !== undefined ? 'patroni' : 'TIDEPOOL_PATRONI_URLS')
+  if (urls.length === 0) {
+    if (o.patroni !== undefined) throw new ConfigError('patroni lists no URL: give at least one Patroni REST API URL', { key: 'patroni' })
+    return undefined
+  }
+  if (o.replicas !== undefined) {
+    throw new ConfigError('replicas and patroni cannot be combined: with patroni the replicas are discovered; remove replicas', { key: 'replicas' })
+  }
+  return { urls, intervalMs: o.patroniIntervalMs ?? 1_000, timeoutMs: o.patroniTimeoutMs ?? 1_000 }
+}
+
 export function resolveClusterOptions(options: ClusterOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedClusterOptions {
   const parsed = clusterSchema.safeParse(options)
   if (!parsed.success) throw configErrorFromZod(parsed.error, options, 'cluster options')
   const o = options
   const primary = typeof o.primary === 'string' ? { url: o.primary } : (o.primary ?? {})
-  const replicas = (o.replicas ?? replicaUrlsFromEnv(env.DATABASE_REPLICA_URLS)).map(replicaSpec)
+  const patroni = resolvePatroni(o, env)
+  const replicas = patroni ? [] : (o.replicas ?? replicaUrlsFromEnv(env.DATABASE_REPLICA_URLS)).map(replicaSpec)
   const ejectMs = o.ejectMs ?? 1_000
   const maxEjectMs = o.maxEjectMs ?? 30_000
   if (maxEjectMs < ejectMs) throw new ConfigError(`maxEjectMs (${maxEjectMs}) must be ≥ ejectMs (${ejectMs})`, { key: 'maxEjectMs' })
   return {
     name: o.name ?? 'cluster',
+    patroni,
     primary: { name: 'primary', ...primary },
     replicas,
     schema: o.schema,

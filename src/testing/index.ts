@@ -18,3 +18,5 @@ export {
   type UsedTestDatabase,
 } from './test-database.js'
 export { RollbackDatabase } from './rollback.js'
+export { startHaCluster, missingHaBinaries, PatroniNode, type HaCluster, type HaClusterOptions, type RunningHaProxy, type PatroniMemberInfo, type PatroniTimings, type RunningSentinels } from './ha.js'
+export { startRedisSentinels, findRedisSentinel } from './sentinel.js'
