@@ -80,6 +80,9 @@ describe("cache bus: 'postgres'", () => {
     await cache.invalidate('a')
     await waitFor(async () => (await received()) === before + 1, 5_000, 'the invalidation')
     expect(await other.call({ op: 'get', key: 'a' })).toBe('v3')
+    // Cached here again before the transaction: a miss inside it would load through the
+    // transaction (calls on db join it) and see its own uncommitted write.
+    expect(await local()).toBe('v3')
 
     await db.transaction(async (tx) => {
       await tx.execute("UPDATE items SET value = 'v4' WHERE key = 'a'")
