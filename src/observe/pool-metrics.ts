@@ -43,6 +43,7 @@ export class PoolMetrics {
   private readonly pools = new Map<string, Watched>()
   private readonly acquireWait = new HistogramVec(['pool'], ACQUIRE_SECONDS_BUCKETS)
   private readonly hold = new HistogramVec(['pool'], ACQUIRE_SECONDS_BUCKETS)
+  private readonly connect = new HistogramVec(['pool'], ACQUIRE_SECONDS_BUCKETS)
 
   /** Start recording `pool`. Pools are told apart by name, so two watched pools need two names. */
   watch(pool: Pool): void {
@@ -63,7 +64,8 @@ export class PoolMetrics {
     // A caller that gave up waited the whole timeout: leaving it out would make a full pool look fast.
     const offTimeout = pool.on('timeout', (e) => recentWaits.record(e.error.timeoutMs))
     const offRelease = pool.on('release', (e) => this.hold.observe([name], e.holdMs / 1000))
-    this.pools.set(name, { pool, recentWaits, unsubscribe: () => (offAcquire(), offTimeout(), offRelease()) })
+    const offConnect = pool.on('connect', (e) => this.connect.observe([name], e.durationMs / 1000))
+    this.pools.set(name, { pool, recentWaits, unsubscribe: () => (offAcquire(), offTimeout(), offRelease(), offConnect()) })
   }
 
   has(pool: Pool): boolean {
@@ -122,6 +124,12 @@ export class PoolMetrics {
     families.push(
       { name: 'tidepool_pool_acquire_wait_seconds', help: 'Time from asking for a connection to getting one.', type: 'histogram', samples: this.acquireWait.samples() },
       { name: 'tidepool_pool_hold_seconds', help: 'Time a connection was checked out before being returned.', type: 'histogram', samples: this.hold.samples() },
+      {
+        name: 'tidepool_pool_connect_seconds',
+        help: 'Time to open a server connection (TCP, TLS, authentication), for connections that opened.',
+        type: 'histogram',
+        samples: this.connect.samples(),
+      },
     )
     return families
   }

@@ -86,7 +86,8 @@ export interface PoolStats {
 
 export interface PoolEvents {
   [key: string]: unknown
-  connect: { connection: ConnectionInfo }
+  /** A connection was opened; `durationMs` from starting the connect to its first ReadyForQuery (TCP, TLS, authentication). */
+  connect: { connection: ConnectionInfo; durationMs: number }
   acquire: { connection: ConnectionInfo; waitMs: number }
   release: { connection: ConnectionInfo; holdMs: number }
   close: { connection: ConnectionInfo; reason: string }
@@ -369,6 +370,7 @@ export class Pool {
 
   private openOne(): void {
     this.opening++
+    const started = now()
     const work = openClient(this.config).then(
       ({ client, host }) => {
         this.opening--
@@ -380,7 +382,7 @@ export class Pool {
           return
         }
         this.counters.opened++
-        if (this.events.has('connect')) this.events.emit('connect', { connection: conn })
+        if (this.events.has('connect')) this.events.emit('connect', { connection: conn, durationMs: conn.createdAt - started })
         this.handOff(conn, conn.createdAt)
       },
       (err: ConnectError) => {

@@ -67,4 +67,19 @@ describe('parameter counts', () => {
     expect(pgErrorFields(err)).toMatchObject({ code: '08P01', message: 'bind message supplies 0 parameters, but prepared statement "" requires 65536' })
     expect((await sides.reference.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
   })
+
+  it('an empty text with values: Tidepool prepares it and the server refuses it; pg.Client returns an empty result (documented difference)', async () => {
+    const reference = await sides.reference.query('', [1])
+    expect(reference.rows).toEqual([])
+    for (const driver of DRIVERS) {
+      const err = await sides.dbs[driver].query('', [1]).catch((e: unknown) => e)
+      expect(err, driver).toMatchObject({ sqlstate: '08P01' })
+      // Answered by the server: the connection stays usable.
+      expect(await sides.dbs[driver].fetchVal('SELECT 1')).toBe(1)
+    }
+    // A text that is only a comment is prepared by pg too: the same refusal on every side.
+    const comment = '-- only a comment'
+    expect(pgErrorFields(await sides.reference.query(comment, [1]).catch((e: unknown) => e))).toMatchObject({ code: '08P01' })
+    for (const driver of DRIVERS) await expect(sides.dbs[driver].query(comment, [1])).rejects.toMatchObject({ sqlstate: '08P01' })
+  })
 })

@@ -10,6 +10,7 @@ let pool: Pool
 let db: Database
 let observer: Observer
 let acquiresBeforeWatch: number
+let openedBeforeWatch: number
 
 // Stands in for the replicas Cluster / cache, which implement the same interface.
 const replicaSource: MetricsSource = {
@@ -28,6 +29,7 @@ beforeAll(async () => {
   warm.forEach((c) => pool.release(c))
   db = new Database(pool)
   acquiresBeforeWatch = pool.stats().acquires // the warm-up's
+  openedBeforeWatch = pool.stats().opened
   observer = new Observer({ slowQueryMs: false }).watch(db).addSource(replicaSource)
 
   await db.fetchAll('SELECT $1::int AS n', [1])
@@ -45,6 +47,9 @@ beforeAll(async () => {
   // An eviction: the server ends an idle connection under us.
   await testDb.admin("SELECT pg_terminate_backend(pid) FROM (SELECT pid FROM pg_stat_activity WHERE application_name = 'metrics-test' AND state = 'idle' LIMIT 1) one")
   await waitFor(() => pool.stats().evictions >= 1, 5_000, 'eviction')
+  // Both connections at once: the evicted one is replaced, a connect the observer sees.
+  const both = [await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 })]
+  both.forEach((c) => pool.release(c))
 })
 afterAll(async () => {
   observer.close()
@@ -93,6 +98,9 @@ describe('metrics text', () => {
     expect(m.value('tidepool_pool_evictions_total', { pool: 'obs' })).toBe(1)
     expect(m.value('tidepool_pool_acquires_total', { pool: 'obs' })).toBe(stats.acquires)
     expect(m.value('tidepool_pool_acquire_wait_seconds_count', { pool: 'obs' })).toBe(stats.acquires - acquiresBeforeWatch)
+    expect(stats.opened - openedBeforeWatch).toBeGreaterThanOrEqual(1)
+    expect(m.value('tidepool_pool_connect_seconds_count', { pool: 'obs' })).toBe(stats.opened - openedBeforeWatch)
+    expect(m.value('tidepool_pool_connect_seconds_sum', { pool: 'obs' })).toBeGreaterThan(0)
     // BEGIN/COMMIT are not statements of the caller's; the retried callback ran none the second time.
     expect(m.value('tidepool_query_duration_seconds_count', { pool: 'obs', outcome: 'ok' })).toBe(2)
     expect(m.value('tidepool_query_duration_seconds_count', { pool: 'obs', outcome: 'error' })).toBe(3) // 1/0, the 40001, the timeout
