@@ -11,6 +11,7 @@
 //    so every caller, in every process, gets the same plain data and nobody can change it.
 import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from '../config/logger.js'
+import { checkOptionKeys } from '../config/options.js'
 import { printAs } from '../config/redact.js'
 import { detachedFromTransactions, insideTransaction } from '../db/ambient.js'
 import { safeJson, type Serializer } from '../db/codec.js'
@@ -21,7 +22,7 @@ import { coarseNow } from './clock.js'
 import { ENTRY_OVERHEAD_BYTES, MemoryTier } from './memory.js'
 import type { BusPayload, PostgresBus } from './notify-bus.js'
 import type { BusMessage, RedisTier, RedisTierHandlers, StoredEntry } from './redis-tier.js'
-import type { CacheSettings, GetOptions } from './settings.js'
+import { GET_OPTION_KEYS, type CacheSettings, type GetOptions } from './settings.js'
 import { cacheStats, emptyCounters, type CacheStats } from './stats.js'
 
 export interface LoadContext {
@@ -113,6 +114,13 @@ export class Cache {
    * concurrent callers, and across processes when Redis is configured).
    */
   get<T>(key: string, loader: Loader<T>, options?: GetOptions): Promise<T> {
+    if (options !== undefined) {
+      try {
+        checkOptionKeys('cache.get options', options, GET_OPTION_KEYS)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
     const now = coarseNow()
     const entry = this.memory.get(key, now)
     if (entry !== undefined && (options?.minLsn === undefined || covers(entry.lsn, options.minLsn))) {
@@ -149,12 +157,13 @@ export class Cache {
     if (!(db instanceof Database)) {
       throw new TypeError('cache.query needs a Database: rows read inside a transaction may be uncommitted and must not be cached for others')
     }
-    let key = options?.key
+    const { key: given, ...getOptions } = options ?? {}
+    let key = given
     if (key === undefined) {
       const digest = createHash('sha256').update(db.render(sql)).update('\u0000').update(safeJson.encode(params)).digest('base64url')
       key = `q:${db.schema}:${digest.slice(0, 32)}`
     }
-    return this.get(key, () => db.fetchAll<R>(sql, params), options)
+    return this.get(key, () => db.fetchAll<R>(sql, params), options === undefined ? undefined : getOptions)
   }
 
   /**

@@ -94,6 +94,9 @@ export interface GetOptions {
   minLsn?: bigint
 }
 
+/** Every key GetOptions accepts: `cache.get(k, load, { ttl: 1000 })` is a ConfigError, not a TTL ignored. */
+export const GET_OPTION_KEYS = optionKeys<keyof GetOptions>({ ttlMs: true, staleWhileRevalidateMs: true, tags: true, minLsn: true })
+
 function integer(key: string, value: number | undefined, fallback: number, min: number): number {
   const v = value ?? fallback
   if (!Number.isSafeInteger(v) || v < min) throw new ConfigError(`invalid cache option ${key}: expected an integer ≥ ${min}, got ${String(value)}`, { key })

@@ -19,7 +19,7 @@ import { QueryHooks, type QueryEvents } from './hooks.js'
 import { sharedListener, type ListenOptions, type NotificationHandler } from './listen.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import { backoffBeforeRetry, ConnectionScope, copyTarget, runTransactionOn, type DbContext, type Transaction } from './scope.js'
-import { isRetryable, neverStarted, retryLimit, type TransactionOptions } from './transaction.js'
+import { checkTransactionOptions, isRetryable, neverStarted, retryLimit, type TransactionOptions } from './transaction.js'
 
 export interface DatabaseOptions {
   /** Schema for `{{tables.x}}` (default `public`). Validated as an identifier. */
@@ -134,6 +134,7 @@ export class Database extends Queryable {
    * times (default 3) with backoff and jitter.
    */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    checkTransactionOptions(options)
     const savepoint = joinedSavepoint(this.pool, this.ctx, fn, options)
     if (savepoint) return savepoint
     const retries = retryLimit(options)

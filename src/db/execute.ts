@@ -4,6 +4,7 @@
 // errors. Statements with parameters are prepared once per connection unless the pool says
 // `statementMode: 'unnamed'` (PgBouncer transaction mode); statements without parameters use the
 // simple protocol, which also allows several statements in one text.
+import { optionKeys } from '../config/options.js'
 import type { Lease } from '../pool/lease.js'
 import type { FieldInfo, SessionResult } from '../pool/session.js'
 import { assertNoSessionState } from './session-state.js'
@@ -16,6 +17,9 @@ export interface QueryOptions {
   /** Force a named prepared statement (true) or a one-off unnamed one (false). */
   prepare?: boolean | undefined
 }
+
+/** Every key QueryOptions accepts: a per-call typo (`{ timeout: 100 }`) is a ConfigError, not a setting silently ignored. */
+export const QUERY_OPTION_KEYS = optionKeys<keyof QueryOptions>({ signal: true, timeoutMs: true, prepare: true })
 
 export interface QueryResult<R> {
   rows: R[]

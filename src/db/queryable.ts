@@ -5,7 +5,8 @@ import { TidepoolError } from '../errors/index.js'
 import { withoutValues } from './errors.js'
 import type { TemplateCache } from '../sql/template.js'
 import type { SessionResult } from '../pool/session.js'
-import type { QueryOptions, QueryResult } from './execute.js'
+import { QUERY_OPTION_KEYS, type QueryOptions, type QueryResult } from './execute.js'
+import { checkOptionKeys } from '../config/options.js'
 import type { QueryEndEvent, QueryHooks, QueryStartEvent } from './hooks.js'
 
 export type Params = readonly unknown[]
@@ -79,9 +80,15 @@ export abstract class Queryable {
     return { command: res.command, rowCount: res.rowCount }
   }
 
+  /** The keys a statement's options may have (a cluster adds its read options). */
+  protected get queryOptionKeys(): readonly string[] {
+    return QUERY_OPTION_KEYS
+  }
+
   protected exec(sql: string, params: Params | undefined, options: QueryOptions | undefined, rowMode: 'array' | undefined): Promise<SessionResult> {
     let rendered: string
     try {
+      if (options !== undefined) checkOptionKeys('query options', options, this.queryOptionKeys)
       rendered = this.templates.render(sql)
     } catch (err) {
       return Promise.reject(err)

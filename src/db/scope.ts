@@ -15,6 +15,7 @@ import { runOn, type QueryOptions, type RunExtras } from './execute.js'
 import type { QueryHooks } from './hooks.js'
 import { Queryable, type Params, type Row, type RunProbe } from './queryable.js'
 import {
+  checkTransactionOptions,
   beginStatement,
   commitOutcomeUnknown,
   isRetryable,
@@ -180,6 +181,7 @@ export class ConnectionScope extends Queryable {
   /** Run fn in a transaction on this held connection (retried on serialization failure). */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
     this.assertOpen()
+    checkTransactionOptions(options)
     const retries = retryLimit(options)
     for (let attempt = 0; ; attempt++) {
       const after: (() => Promise<void>)[] = []

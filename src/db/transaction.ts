@@ -3,6 +3,7 @@
 // jitter, but never after a COMMIT whose outcome is unknown.
 import { ConnectionLostError, QueryError, TransactionError } from '../errors/index.js'
 import type { Logger } from '../config/logger.js'
+import { checkOptionKeys, optionKeys } from '../config/options.js'
 import type { DatabaseConfig } from '../config/schema.js'
 import { guardSettings } from '../pool/connect.js'
 
@@ -61,6 +62,22 @@ export function beginStatement(options: TransactionOptions | undefined, config?:
   if (options.readOnly !== undefined) sql += options.readOnly ? ' READ ONLY' : ' READ WRITE'
   if (options.deferrable !== undefined) sql += options.deferrable ? ' DEFERRABLE' : ' NOT DEFERRABLE'
   return sql + guardsAfterBegin(config)
+}
+
+/** Every key TransactionOptions accepts. */
+const TRANSACTION_OPTION_KEYS = optionKeys<keyof TransactionOptions>({
+  isolation: true,
+  readOnly: true,
+  deferrable: true,
+  retries: true,
+  retryDelayMs: true,
+  signal: true,
+  withCommit: true,
+})
+
+/** A ConfigError for an unknown key (`{ isolationLevel: … }` for `isolation`), before anything runs. */
+export function checkTransactionOptions(options: TransactionOptions | undefined): void {
+  if (options !== undefined) checkOptionKeys('transaction options', options, TRANSACTION_OPTION_KEYS)
 }
 
 export function retryLimit(options: TransactionOptions | undefined): number {

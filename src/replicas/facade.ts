@@ -16,7 +16,7 @@ import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
 import type { Lease } from '../pool/lease.js'
 import type { ReplicaNode } from './node.js'
-import { BEHIND, isNodeFailure, type ClusterQueryOptions, type ReadOptions, type Router, type ViewMode } from './router.js'
+import { BEHIND, CLUSTER_QUERY_OPTION_KEYS, isNodeFailure, type ClusterQueryOptions, type ReadOptions, type Router, type ViewMode } from './router.js'
 
 export interface ClusterDatabaseOptions {
   schema: string
@@ -51,6 +51,10 @@ export class ClusterDatabase extends Queryable {
 
   protected get poolName(): string {
     return this.shared.name
+  }
+
+  protected override get queryOptionKeys(): readonly string[] {
+    return CLUSTER_QUERY_OPTION_KEYS
   }
 
   /** Inside a transaction open on the primary's pool in the calling context (calls join it). */
@@ -102,16 +106,18 @@ export class ClusterDatabase extends Queryable {
    * the token, e.g. a repeatable-read report.
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions & ReadOptions): Promise<T> {
+    // The read options choose the node; what reaches the transaction is its own options only.
+    const own = transactionPart(options)
     if (!this.router.wantsReplica(this.mode, undefined, options)) {
       // Already inside a transaction on the primary: a savepoint in it (its COMMIT carries the LSN).
-      if (this.joinsPrimary()) return this.primaryDb.transaction(fn, options)
-      return this.router.primaryPath.transaction(this.primaryDb, fn, options)
+      if (this.joinsPrimary()) return this.primaryDb.transaction(fn, own)
+      return this.router.primaryPath.transaction(this.primaryDb, fn, own)
     }
     return this.router.holdReplica(
       options,
       (node) => this.databaseOn(node),
-      (scope) => scope.transaction(fn, options),
-      () => this.primaryDb.transaction(fn, options),
+      (scope) => scope.transaction(fn, own),
+      () => this.primaryDb.transaction(fn, own),
     )
   }
 
@@ -217,4 +223,12 @@ export class ClusterDatabase extends Queryable {
       conn.release()
     }
   }
+}
+
+const READ_OPTION_KEYS = new Set<string>(['replica', 'token', 'maxLagMs'])
+
+/** A cluster transaction's options without the read options (which only choose the node). */
+function transactionPart(options: (TransactionOptions & ReadOptions) | undefined): TransactionOptions | undefined {
+  if (options === undefined) return undefined
+  return Object.fromEntries(Object.entries(options).filter(([key]) => !READ_OPTION_KEYS.has(key))) as TransactionOptions
 }

@@ -9,6 +9,8 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import type { SessionResult } from '../pool/session.js'
 import type { ConnectionScope, Database } from '../db/index.js'
 import { runOn, type QueryOptions } from '../db/index.js'
+import { QUERY_OPTION_KEYS } from '../db/execute.js'
+import { optionKeys } from '../config/options.js'
 import type { Params, RunProbe } from '../db/queryable.js'
 import { AbortError, ConnectError, ConnectionLostError, PoolTimeoutError, QueryError } from '../errors/index.js'
 import type { Lease } from '../pool/lease.js'
@@ -37,6 +39,9 @@ export interface ReadOptions {
 }
 
 export type ClusterQueryOptions = QueryOptions & ReadOptions
+
+/** Every key a cluster statement's options may have: QueryOptions plus ReadOptions. */
+export const CLUSTER_QUERY_OPTION_KEYS: readonly string[] = [...QUERY_OPTION_KEYS, ...optionKeys<keyof ReadOptions>({ replica: true, token: true, maxLagMs: true })]
 
 /** The attempt found the replica behind the token on the connection it got: choose again. */
 export const BEHIND = Symbol('behind')

@@ -76,6 +76,30 @@ describe('unknown option keys are ConfigErrors everywhere', () => {
     ['Database.connect', 'logParam', () => Database.connect({ url: testDb.url }, { logParam: true } as never)],
     ['createPool', 'maxOverflw', () => createPool({ url: testDb.url, maxOverflw: 3 } as never)],
     ['createCluster', 'replica', () => createCluster({ primary: testDb.url, replica: [] } as never)],
+    // Per call: the options of a statement, a transaction, a held connection's
+    // transaction, a cached read, and a cluster statement (which also takes its read options).
+    ['db.fetchAll', 'timeout', () => db.fetchAll('SELECT 1', [], { timeout: 100 } as never)],
+    ['db.execute', 'signl', () => db.execute('SELECT 1', [], { signl: undefined } as never)],
+    ['db.transaction', 'isolationLevel', () => db.transaction(async () => 1, { isolationLevel: 'serializable' } as never)],
+    ['scope.transaction', 'readonly', () => db.withConnection((scope) => scope.transaction(async () => 1, { readonly: true } as never))],
+    ['cache.get', 'ttl', async () => {
+      const cache = await createCache({ ttlMs: 1000 })
+      try {
+        return await cache.get('k', () => 1, { ttl: 5 } as never)
+      } finally {
+        await cache.close()
+      }
+    }],
+    ['cluster.db.fetchVal', 'replicas', async () => {
+      const cluster = await createCluster({ primary: testDb.url })
+      try {
+        // A cluster's own read option is accepted; a typo of it is not.
+        expect(await cluster.db.fetchVal('SELECT 1', [], { replica: false, maxLagMs: 500 })).toBe(1)
+        return await cluster.db.fetchVal('SELECT 1', [], { replicas: true } as never)
+      } finally {
+        await cluster.close()
+      }
+    }],
   ]
   for (const [what, key, call] of cases) {
     it(`${what}({ ${key}: … })`, async () => {
