@@ -5,13 +5,12 @@
 // start-up is bounded (the error names the daemon and shows its log tail), and everything is
 // killed when our process exits without stop().
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { TidepoolError } from '../errors/index.js'
 import { systemMajors } from './binaries.js'
 import { Daemon, findBinary, onExitSync } from './daemon.js'
-import { freePorts } from './node.js'
+import { freePorts, listening } from './node.js'
 import { Etcd, PatroniNode, checkTimings, DEFAULT_TIMINGS, findPatroni, httpJson, type PatroniMemberInfo, type PatroniTimings } from './patroni.js'
 import { ensureReachable, giveTo, serverUser } from './privileges.js'
 import { isGone, registryDir } from './registry.js'
@@ -97,17 +96,6 @@ function pgBinDir(): string | undefined {
   if (fromEnv) return existsSync(join(fromEnv, 'postgres')) ? fromEnv : undefined
   const major = systemMajors().find((m) => ['postgres', 'pg_ctl', 'pg_rewind', 'pg_basebackup', 'initdb'].every((t) => existsSync(`/usr/lib/postgresql/${m}/bin/${t}`)))
   return major === undefined ? undefined : `/usr/lib/postgresql/${major}/bin`
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

@@ -2,7 +2,7 @@
 // its pid, and controllable for real faults (kill, stop, restart, promote, pause replay).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chownSync, closeSync, createWriteStream, existsSync, openSync, readFileSync, statSync } from 'node:fs'
-import { createServer, type Server } from 'node:net'
+import { connect, createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import pg from 'pg'
 import { TidepoolError } from '../errors/index.js'
@@ -16,6 +16,18 @@ const STOP_SIGNALS: Record<StopMode, NodeJS.Signals> = { smart: 'SIGTERM', fast:
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Distinct free loopback ports: bind port 0, read it, close. Racy by nature; start() retries. */
+/** Whether something accepts TCP connections on 127.0.0.1:`port` now (a daemon's readiness probe). */
+export function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => resolve(false))
+  })
+}
+
 export async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from({ length: count }, () =>

@@ -4,11 +4,10 @@
 // servers, never exposed); the server's superuser is also the admin console's user.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TidepoolError } from '../errors/index.js'
-import { freePorts } from './node.js'
+import { freePorts, listening } from './node.js'
 import { ensureReachable, giveTo, serverUser, spawnOptionsFor } from './privileges.js'
 
 export interface PgBouncerOptions {
@@ -59,17 +58,6 @@ export function pgbouncerVersion(binary: string): string {
   const version = /PgBouncer (\d+\.\d+(?:\.\d+)?)/.exec(out)?.[1]
   if (!version) throw new TidepoolError('HARNESS', `cannot read a PgBouncer version from ${JSON.stringify(out.trim().split('\n')[0])}`)
   return version
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
 }
 
 function iniValue(key: string, value: string): string {
