@@ -21,6 +21,12 @@ import { cacheMetrics } from './sources.js'
 
 type OtelApi = typeof import('@opentelemetry/api')
 
+/** Record `err` on `span` and mark the span failed, as the conventions ask. */
+function markFailed(api: OtelApi, span: Span, err: unknown): void {
+  span.recordException(err as Error)
+  span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error)?.message })
+}
+
 // The providers are typed structurally so that Tidepool's declarations do not need
 // @opentelemetry/api installed; any TracerProvider / MeterProvider fits.
 export interface OtelOptions {
@@ -153,8 +159,7 @@ class Instrumentation {
     span.setAttribute('db.client.connection.pool.name', e.pool)
     if (e.command === 'SELECT') span.setAttribute('db.response.returned_rows', e.rowCount)
     if (e.error !== undefined) {
-      span.recordException(e.error)
-      span.setStatus({ code: this.api.SpanStatusCode.ERROR, message: e.error.message })
+      markFailed(this.api, span, e.error)
     }
     span.end()
   }
@@ -170,8 +175,7 @@ class Instrumentation {
         try {
           return await original.call(this, fn, options)
         } catch (err) {
-          span.recordException(err as Error)
-          span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error)?.message })
+          markFailed(api, span, err)
           const sqlstate = sqlstateOf(err)
           if (sqlstate !== undefined) span.setAttribute('db.response.status_code', sqlstate)
           throw err
@@ -248,8 +252,7 @@ class Instrumentation {
           try {
             return await loader(ctx)
           } catch (err) {
-            span.recordException(err as Error)
-            span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error)?.message })
+            markFailed(api, span, err)
             throw err
           } finally {
             span.end()
@@ -297,8 +300,7 @@ class Instrumentation {
           for (const m of result.applied) span.addEvent('migration applied', { version: m.version, name: m.name, duration_ms: m.durationMs })
           return result
         } catch (err) {
-          span.recordException(err as Error)
-          span.setStatus({ code: api.SpanStatusCode.ERROR, message: (err as Error)?.message })
+          markFailed(api, span, err)
           throw err
         } finally {
           span.end()
