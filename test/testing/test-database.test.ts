@@ -130,12 +130,18 @@ describe('per-test rollback', () => {
   })
 })
 
-describe('the node:test example and cleanup after a failed test', () => {
+describe('the node:test and Jest examples, and cleanup after a failed test', () => {
   it('runs examples/testing/node-test.test.ts with node --test', async () => {
     const res = await run(['--import', 'tsx', '--test', 'examples/testing/node-test.test.ts'], { TIDEPOOL_TEST_URL: primaryUrl })
     expect(res.out).toMatch(/# pass 2\n/)
     expect(res.code).toBe(0)
   }, 60_000)
+
+  it('runs the Jest example (examples/testing/jest) with Jest as native ESM', async () => {
+    const res = await run(['--experimental-vm-modules', 'node_modules/jest/bin/jest.js', '-c', 'examples/testing/jest/jest.config.mjs', '--ci'], { TIDEPOOL_TEST_URL: primaryUrl })
+    expect(res.out).toMatch(/Tests:\s+2 passed, 2 total/)
+    expect(res.code).toBe(0)
+  }, 90_000)
 
   it('drops the database of a test file whose test failed', async () => {
     const res = await run(['--import', 'tsx', '--test', 'test/testing/failing-node-test.fixture.ts'], { TIDEPOOL_TEST_URL: primaryUrl })
