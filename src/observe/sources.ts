@@ -28,13 +28,25 @@ export function replicaMetrics(cluster: Cluster): MetricsSource {
           type: 'counter',
           samples: Object.entries(primary.fallbacks).map(([reason, value]) => ({ labels: { reason }, value })),
         },
+        ...patroniFamilies(cluster.stats().patroni),
       ]
     },
     snapshot() {
-      const { primary, replicas } = cluster.stats()
+      const { primary, replicas, patroni } = cluster.stats()
       return {
         fallbacks: primary.fallbacks,
         replicas: replicas.map((r) => ({ name: r.name, state: r.state, lagMs: r.lagMs, lagBytes: r.lagBytes, routedReads: r.routedReads, ejections: r.ejections, lastError: r.lastError })),
+        // With Patroni discovery: each member's role, state, timeline and lag, and the last failover.
+        ...(patroni && {
+          topology: {
+            leader: patroni.leader,
+            timeline: patroni.timeline,
+            members: patroni.members.map((m) => ({ name: m.name, role: m.role, state: m.state, timeline: m.timeline, lagBytes: m.lagBytes, routed: m.routed })),
+            lastFailover: patroni.lastFailover,
+            suspended: patroni.suspended,
+            lastError: patroni.lastError,
+          },
+        }),
       }
     },
   }
@@ -65,4 +77,21 @@ export function cacheMetrics(cache: Cache): MetricsSource {
       return { hits, misses: lookups - hits, hitRatio: lookups === 0 ? null : hits / lookups, entries: s.memory.entries, redis: s.redis.enabled, degraded: s.redis.degraded, loads: s.loads }
     },
   }
+}
+
+type PatroniView = ReturnType<Cluster['stats']>['patroni']
+
+/** With Patroni discovery: the leader's timeline, each member's role and lag (members are few and named). */
+function patroniFamilies(patroni: PatroniView): MetricFamily[] {
+  if (!patroni) return []
+  return [
+    { name: 'tidepool_patroni_timeline', help: "The leader's timeline as Patroni reports it (it grows by one per failover or switchover).", type: 'gauge', samples: patroni.timeline === null ? [] : [{ value: patroni.timeline }] },
+    { name: 'tidepool_patroni_member_leader', help: '1 for the member Patroni names leader, 0 for the others.', type: 'gauge', samples: patroni.members.map((m) => ({ labels: { member: m.name }, value: m.name === patroni.leader ? 1 : 0 })) },
+    {
+      name: 'tidepool_patroni_member_lag_bytes',
+      help: "Patroni's own lag figure per replica member (refreshed once per loop_wait; read-your-writes never trusts it).",
+      type: 'gauge',
+      samples: patroni.members.flatMap((m) => (m.lagBytes === null ? [] : [{ labels: { member: m.name }, value: m.lagBytes }])),
+    },
+  ]
 }

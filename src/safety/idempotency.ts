@@ -83,8 +83,8 @@ export function idempotencyTableUpgradeSql(table = DEFAULT_IDEMPOTENCY_TABLE): s
   return `ALTER TABLE ${t} ALTER COLUMN response TYPE text USING response::text;`
 }
 
-/** Create the key table (and its expiry index) in the Database's schema if it is missing; upgrade an old one. */
-export async function ensureIdempotencyTable(db: Database, options?: { table?: string }): Promise<void> {
+/** Create the key table (and its expiry index) in the Database's schema if it is missing; upgrade an old one. A cluster's `primary` will do. */
+export async function ensureIdempotencyTable(db: Pick<Database, 'schema' | 'execute' | 'fetchVal'>, options?: { table?: string }): Promise<void> {
   checkOptionKeys('ensureIdempotencyTable options', options, ['table'])
   await db.execute(idempotencyTableSql(options?.table))
   const table = options?.table ?? DEFAULT_IDEMPOTENCY_TABLE

@@ -4,7 +4,12 @@
 // read-your-writes read, both with Patroni discovery and through HAProxy's write port.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createCluster, Database, type Cluster } from '../../src/index.js'
+import { ensureIdempotencyTable, idempotent } from '../../src/safety/index.js'
 import { missingHaBinaries, startHaCluster, type HaCluster } from '../../src/testing/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { serveDashboard } from '../../src/dashboard/index.js'
+import { run as runCli } from '../../src/cli/main.js'
+import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { Ledger } from '../chaos/lib/ledger.js'
 import { describeErrors, runLoad, type Load } from '../chaos/lib/load.js'
@@ -24,7 +29,7 @@ const haMissing = (() => {
 const WORKERS = scaled(16, 64)
 const DEADLINE_MS = 3_000
 /** Failover errors a caller may see: all typed, all by its deadline. */
-const ALLOWED = ['ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P', 'QueryError 25006', 'QueryError 08']
+const ALLOWED = ['IdempotencyInProgressError', 'ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P', 'QueryError 25006', 'QueryError 08']
 
 class StaleReadError extends Error {
   override name = 'StaleReadError'
@@ -83,9 +88,37 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
     const ledger = new Ledger(cluster.primary, 'ha_ledger')
     await ledger.create()
     await cluster.primary.execute('CREATE TABLE IF NOT EXISTS ha_ryw (id bigint PRIMARY KEY)')
+    await cluster.primary.execute('CREATE TABLE IF NOT EXISTS ha_orders (id bigserial PRIMARY KEY, key text NOT NULL, amount int NOT NULL)')
+    await ensureIdempotencyTable(cluster.primary)
     let rywId = 0
     let rywOnReplica = 0
+    // Idempotent requests: an order per key, its id the answer; the client may have to send it again.
+    let orderNo = 0
+    const answered = new Map<string, number>()
+    const unanswered: { key: string; amount: number }[] = []
+    const order = async (key: string, amount: number) => {
+      const { value } = await idempotent(cluster.primary, key, (tx) => tx.fetchVal<string>('INSERT INTO ha_orders (key, amount) VALUES ($1, $2) RETURNING id', [key, amount], { timeoutMs: DEADLINE_MS }), {
+        fingerprint: { amount },
+        waitMs: 500,
+      })
+      return Number(value)
+    }
     const load = runLoad({ workers: WORKERS, pauseMs: 5 }, (worker, call) => {
+      if (call % 4 === 1) {
+        const n = ++orderNo
+        const key = `sw-order-${n}`
+        return {
+          kind: 'idempotent',
+          run: () =>
+            order(key, n).then(
+              (id) => void answered.set(key, id),
+              (err: unknown) => {
+                unanswered.push({ key, amount: n })
+                throw err
+              },
+            ),
+        }
+      }
       // Every fourth call: write, then read it back from a replica in the same session.
       if (call % 4 !== 3) return { kind: 'write', run: () => ledger.write(worker, DEADLINE_MS) }
       return {
@@ -110,6 +143,18 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
     expect(check.phantom).toEqual([])
     expect(result.detail.StaleReadError ?? 0).toBe(0)
     expect(rywOnReplica).toBeGreaterThan(0)
+    // The clients whose request failed send it again; a sample of the answered ones too (a lost reply).
+    const resent = [...unanswered, ...[...answered.keys()].slice(0, 50).map((key) => ({ key, amount: Number(key.slice('sw-order-'.length)) }))]
+    for (const { key, amount } of resent) {
+      const id = await order(key, amount)
+      const before = answered.get(key)
+      if (before !== undefined) expect(id, `the answer for ${key} changed when sent again`).toBe(before)
+      answered.set(key, id)
+    }
+    const orders = await cluster.primary.fetchAll<{ key: string; n: number; id: string }>('SELECT key, count(*)::int AS n, min(id) AS id FROM ha_orders GROUP BY key')
+    expect(orders.filter((o) => o.n !== 1), 'orders processed twice').toEqual([])
+    expect(orders.length).toBe(orderNo)
+    expect(orders.filter((o) => answered.get(o.key) !== Number(o.id))).toEqual([])
     const newLeader = ha.node(to)
     await waitFor(() => cluster.stats().patroni?.leader === to, 10_000, 'the cluster to follow the new leader')
     expect(await cluster.primary.fetchVal('SELECT inet_server_port()')).toBe(newLeader.port)
@@ -120,7 +165,7 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
       title: 'Patroni switchover, topology discovered from its REST API',
       guarantee:
         'During a planned Patroni switchover, every write ends by its deadline in success or a typed error, no acknowledged write is lost, writes resume on the new leader as soon as Patroni names it, and a session never reads a replica that has not replayed its own writes.',
-      method: `etcd + 3 Patroni 3.0 nodes on loopback; createCluster({ patroni }); ${WORKERS} workers insert ledgered rows (${DEADLINE_MS} ms deadline), every 4th call writes then reads it back from a replica in a session; POST /switchover under that load.`,
+      method: `etcd + 3 Patroni 3.0 nodes on loopback; createCluster({ patroni }); ${WORKERS} workers insert ledgered rows (${DEADLINE_MS} ms deadline), every 4th call is an idempotent order request (sent again after the load when it failed) and every 4th writes then reads it back from a replica in a session; POST /switchover under that load.`,
       figures: {
         calls: result.calls,
         'acknowledged writes': check.acknowledged,
@@ -132,6 +177,9 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
         'first trouble → new leader seen ms': failover?.durationMs ?? 'n/a',
         'stale read-your-writes reads': 0,
         'read-your-writes reads served by replicas': rywOnReplica,
+        'idempotent requests (orders)': orderNo,
+        'orders sent again after an error': unanswered.length,
+        'orders processed twice or lost': 0,
       },
       seeAlso: ['test/ha/patroni.test.ts'],
     })
@@ -139,6 +187,95 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
     await ha.waitHealthy(30_000)
     await waitFor(() => cluster.stats().replicas.some((r) => r.name === `replica-${from}` && r.state === 'up'), 20_000, `${from} to rejoin as a replica`)
   }, 90_000)
+
+  it('tidepool status --patroni, the metrics and the dashboard show each member and the last failover', async () => {
+    const leader = await ha.leader()
+    const status = await runCli(['status', '--json', '--url', leader.url(), '--patroni', ha.patroniUrls.join(',')], { env: { PGPASSWORD: 'tidepool-ha', PATH: process.env.PATH } })
+    expect(status.code, status.stderr).toBe(0)
+    const topology = (JSON.parse(status.stdout) as { topology: { leader: string; members: { name: string; role: string; timeline: number }[]; lastSwitch: { timeline: number; newLeader: string | null } | null } }).topology
+    expect(topology.leader).toBe(leader.name)
+    expect(topology.members.map((m) => m.name).sort()).toEqual(['node1', 'node2', 'node3'])
+    expect(['leader', 'master', 'primary']).toContain(topology.members.find((m) => m.name === leader.name)!.role)
+    // The switchover above moved the cluster to a new timeline; Patroni's history says so.
+    expect(topology.lastSwitch?.timeline).toBe(topology.members.find((m) => m.name === leader.name)!.timeline)
+    const text = await runCli(['status', '--url', leader.url(), '--patroni', ha.patroniUrls.join(',')], { env: { PGPASSWORD: 'tidepool-ha', PATH: process.env.PATH } })
+    expect(text.stdout).toMatch(new RegExp(`patroni +leader ${leader.name}`))
+    expect(text.stdout).toMatch(/last leader change: timeline \d+/)
+
+    const observer = new Observer({ slowQueryMs: false }).watchCluster(cluster)
+    try {
+      const metrics = observer.metrics()
+      expect(metrics).toMatch(new RegExp(`tidepool_patroni_member_leader\\{member="${leader.name}"\\} 1`))
+      expect(metrics).toMatch(/tidepool_patroni_timeline \d+/)
+      if (skipWithoutChromium('the dashboard topology check')) return
+      const served = await serveDashboard({ snapshot: () => observer.snapshot(), intervalMs: 200 })
+      const browser = await launchChromium()
+      try {
+        const page = await browser.newPage()
+        await page.goto(served.url)
+        await page.waitForSelector('#topology-card:not([hidden])', { timeout: 20_000 })
+        const rows = await page.locator('#topology tbody tr').allTextContents()
+        expect(rows).toHaveLength(3)
+        expect(rows[0]).toContain(leader.name) // the leader first
+        expect(rows[0]).toContain('writes')
+        const note = await page.textContent('#topology-note')
+        expect(note).toContain(`leader ${leader.name}`)
+        expect(note).toMatch(/last failover node\d → node\d/)
+      } finally {
+        await browser.close()
+        await served.close()
+      }
+    } finally {
+      observer.close()
+    }
+  }, 60_000)
+
+  it('a replica stopped (SIGKILL) and restarted under read load: every read succeeds, the replica rejoins and serves again', async () => {
+    await ha.waitHealthy(30_000)
+    await waitFor(() => cluster.stats().replicas.filter((r) => r.state === 'up').length === 2, 20_000, 'both replicas up')
+    const leader = await ha.leader()
+    const victim = ha.nodes.find((n) => n !== leader)!
+    await cluster.primary.execute('CREATE TABLE IF NOT EXISTS ha_reads (id int PRIMARY KEY, v text)')
+    await cluster.primary.execute("INSERT INTO ha_reads SELECT g, 'v' || g FROM generate_series(1, 100) g ON CONFLICT DO NOTHING")
+    const servedBy = new Map<number, number>()
+    const load = runLoad({ workers: WORKERS, pauseMs: 5 }, (_worker, call) => ({
+      kind: 'read',
+      run: async () => {
+        const id = (call % 100) + 1
+        const row = await cluster.db.fetchOne<{ v: string; port: number }>('SELECT v, inet_server_port() AS port FROM ha_reads WHERE id = $1', [id], { replica: true, timeoutMs: DEADLINE_MS })
+        if (row?.v !== `v${id}`) throw new StaleReadError(`row ${id}: ${JSON.stringify(row)}`)
+        servedBy.set(row.port, (servedBy.get(row.port) ?? 0) + 1)
+      },
+    }))
+    await waitFor(() => (servedBy.get(victim.port) ?? 0) > 50, 20_000, `reads on ${victim.name}`)
+    const stoppedAt = performance.now()
+    await victim.crash()
+    await waitFor(() => cluster.stats().replicas.find((r) => r.name === `replica-${victim.name}`)?.state !== 'up', 10_000, `${victim.name} ejected`)
+    const ejectedAfterMs = Math.round(performance.now() - stoppedAt)
+    await sleep(1_000) // reads go on without it
+    victim.start()
+    const restartedAt = performance.now()
+    await waitFor(() => cluster.stats().replicas.some((r) => r.name === `replica-${victim.name}` && r.state === 'up'), 60_000, `${victim.name} to rejoin`)
+    const rejoinedAfterMs = Math.round(performance.now() - restartedAt)
+    const before = servedBy.get(victim.port) ?? 0
+    await waitFor(() => (servedBy.get(victim.port) ?? 0) > before + 20, 20_000, `${victim.name} to serve reads again`)
+    const result = await stopAndCheck(load, { deadlineMs: DEADLINE_MS, graceMs: 2_000, allowed: [] })
+    expect(result.detail).toEqual({}) // not one read failed
+    recordFigures({
+      id: 'patroni-replica-restart',
+      title: 'A Patroni replica killed and restarted under read load',
+      guarantee: 'When a replica dies under read load, every read still succeeds (a read that hit the dead replica runs again elsewhere), and the replica takes reads again by itself once it is back.',
+      method: `3 Patroni nodes, createCluster({ patroni }); ${WORKERS} workers read by primary key with { replica: true }; one replica's Patroni and postmaster get SIGKILL, then its Patroni is started again.`,
+      figures: {
+        reads: result.calls,
+        'failed reads': 0,
+        'kill → replica out of rotation ms': ejectedAfterMs,
+        'Patroni restarted → replica serving again ms': rejoinedAfterMs,
+        [`max read ms (deadline ${DEADLINE_MS})`]: result.maxMs,
+      },
+      seeAlso: ['test/ha/patroni.test.ts'],
+    })
+  }, 120_000)
 
   it('the leader crashes (SIGKILL of its Patroni and its postmaster) under write load with synchronous_mode: nothing acknowledged lost, writes refused for about ttl, the crashed node rejoins', async () => {
     await ha.setSynchronous(true)

@@ -4,6 +4,7 @@ import { describeTarget, scrubSecrets } from '../../config/redact.js'
 import { Database } from '../../db/database.js'
 import { isTidepoolError } from '../../errors/index.js'
 import { activity, describeActivity, type Activity, type ActivityOptions } from '../../observe/activity.js'
+import { describeTopology, readTopologyStatus } from './topology.js'
 import { intOption, loadSettings, resolveSettings, withPool } from '../context.js'
 import { EXIT, ExitWith, formatMs, ioOf, plural, printJson } from '../output.js'
 
@@ -164,12 +165,15 @@ export function registerStatus(program: Command): void {
     .description('server version and role, connections by state, replication state, and what needs attention: long-running statements, sessions idle in a transaction, who blocks whom')
     .option('--long-ms <ms>', 'list statements running at least this long', '5000')
     .option('--idle-ms <ms>', 'list sessions idle in a transaction at least this long', '5000')
+    .option('--patroni <urls>', "also show a Patroni cluster's members, roles, timelines, lag and last leader change (comma-separated REST API URLs; default TIDEPOOL_PATRONI_URLS)")
     .option('--json', 'print the figures as JSON')
-    .action(async (opts: { json?: boolean; longMs: string; idleMs: string }, cmd: Command) => {
+    .action(async (opts: { json?: boolean; longMs: string; idleMs: string; patroni?: string }, cmd: Command) => {
       const io = ioOf(cmd)
       const thresholds = { longRunningMs: intOption(opts.longMs, '--long-ms', 5_000, 0), idleInTransactionMs: intOption(opts.idleMs, '--idle-ms', 5_000, 0) }
+      const patroniUrls = (opts.patroni ?? process.env.TIDEPOOL_PATRONI_URLS ?? '').split(',').map((u) => u.trim()).filter(Boolean)
       const status = await withPool(cmd, 1, (pool) => serverStatus(new Database(pool), thresholds))
-      if (opts.json) return printJson({ ok: true, ...status }, io)
+      const topology = patroniUrls.length > 0 ? await readTopologyStatus(patroniUrls, 3_000) : undefined
+      if (opts.json) return printJson({ ok: true, ...status, ...(topology && { topology }) }, io)
       const c = status.connections
       const states = Object.entries(c.byState).map(([state, n]) => `${n} ${state}`)
       const apps = c.byApplication.map((a) => `${a.application} ${a.total} (${a.active} active${a.idleInTransaction ? `, ${a.idleInTransaction} idle in transaction` : ''})`)
@@ -181,7 +185,8 @@ export function registerStatus(program: Command): void {
           `replication  ${describeReplication(status.replication)}\n` +
           `round trip   ${status.roundTripMs.toFixed(1)} ms\n` +
           `attention    ${attention(status.activity)}\n` +
-          describeActivity(status.activity).map((line) => `  ${line}\n`).join(''),
+          describeActivity(status.activity).map((line) => `  ${line}\n`).join('') +
+          (topology ? `patroni      ${describeTopology(topology).join('\n             ')}\n` : ''),
       )
     })
 }

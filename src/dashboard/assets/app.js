@@ -187,6 +187,7 @@ function renderFigures() {
   rows('pools', ps.map((p) => [p.name, cell(p.state, `state-${p.state}`), p.checkedOut, p.idle, p.overflow, p.waiting, p.size + p.maxOverflow, fmt(recentWait(p).p99, ' ms'), p.timeouts]))
   const replicas = (snapshot.sources.replicas && snapshot.sources.replicas.replicas) || []
   rows('replicas', replicas.map((r) => [r.name, cell(r.state, `state-${r.state}`), r.lagMs == null ? '–' : fmt(r.lagMs, ' ms'), r.routedReads, r.ejections, r.lastError || '']), 'no replicas')
+  renderTopology(snapshot.sources.replicas && snapshot.sources.replicas.topology)
   renderPgBouncer(snapshot.sources.pgbouncer)
   renderViews(snapshot.sources.views)
   renderActivity(snapshot.sources.activity)
@@ -197,6 +198,18 @@ function renderFigures() {
       ? snapshot.nPlusOne.slice(-8).reverse().map((w) => li(`${w.scope}: ran ${w.count}× — ${w.statement}${w.callSite ? ` (at ${w.callSite})` : ''}`))
       : [li('none so far', 'empty')]),
   )
+}
+
+// A cluster following Patroni: each member, the leader first, and the last failover with its duration.
+function renderTopology(t) {
+  $('topology-card').hidden = !t
+  if (!t) return
+  const f = t.lastFailover
+  const failover = f ? `last failover ${f.from || '?'} → ${f.to} at ${new Date(f.at).toLocaleTimeString()}${f.durationMs == null ? '' : `, ${fmt(f.durationMs / 1000, ' s')}`}` : 'no failover seen'
+  $('topology-note').textContent = `leader ${t.leader || 'none'}, timeline ${t.timeline == null ? '?' : t.timeline}; ${failover}${t.suspended ? '; replica reads held until Patroni confirms the leader' : ''}${t.lastError ? `; ${t.lastError}` : ''}`
+  const members = [...t.members].sort((a, b) => (a.name === t.leader ? -1 : b.name === t.leader ? 1 : a.name.localeCompare(b.name)))
+  const lag = (m) => (m.name === t.leader ? '–' : m.lagBytes == null ? '?' : fmt(m.lagBytes / 1024, ' kB'))
+  rows('topology', members.map((m) => [m.name, cell(m.role, m.name === t.leader ? 'state-up' : ''), cell(m.state, `state-${m.state}`), m.timeline == null ? '?' : m.timeline, lag(m), m.name === t.leader ? 'writes' : m.routed ? 'yes' : 'no']), 'no members')
 }
 
 // Shown only when the app's Observer has these sources (pgbouncerAdminUrl, ViewRefreshMetrics).
