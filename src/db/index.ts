@@ -23,3 +23,4 @@ export {
   type ListenerOptions,
   type ListenerEvents,
 } from './listen.js'
+export { LSN_UNKNOWN, isStampedReadSource, type StampedReadSource, type StampedRows } from './stamped.js'
