@@ -24,3 +24,4 @@ export {
   type ListenerEvents,
 } from './listen.js'
 export { LSN_UNKNOWN, isStampedReadSource, type StampedReadSource, type StampedRows } from './stamped.js'
+export { paginate, type Page, type PaginateOptions } from './paginate.js'

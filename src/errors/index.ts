@@ -21,6 +21,7 @@ export type TidepoolErrorCode =
   | 'SESSION_STATE'
   | 'PARAMETER'
   | 'DECODE'
+  | 'CURSOR'
   | (string & {})
 
 export class TidepoolError extends Error {
@@ -274,6 +275,18 @@ export class SessionStateError extends TidepoolError {
     )
     this.statement = statement
     this.alternative = alternative
+  }
+}
+
+/**
+ * A paging cursor (db.paginate's `after`) was refused: malformed, changed by someone (its
+ * signature does not match), or made for another query, other parameters, or under another key.
+ */
+export class CursorError extends TidepoolError {
+  readonly reason: 'malformed' | 'tampered' | 'foreign'
+  constructor(reason: 'malformed' | 'tampered' | 'foreign', message: string) {
+    super('CURSOR', message)
+    this.reason = reason
   }
 }
 
