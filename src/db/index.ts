@@ -25,3 +25,4 @@ export {
 } from './listen.js'
 export { LSN_UNKNOWN, isStampedReadSource, type StampedReadSource, type StampedRows } from './stamped.js'
 export { paginate, type Page, type PaginateOptions } from './paginate.js'
+export { BatchLoader, createLoader, type LoaderOptions, type LoaderSource } from './loader.js'
