@@ -290,6 +290,21 @@ export class CursorError extends TidepoolError {
   }
 }
 
+/**
+ * Behind PgBouncer in statement mode (`pooler: 'pgbouncer-statement'`) every statement may run on
+ * another server connection, so a transaction (BEGIN … COMMIT) cannot hold together: refused
+ * before anything is sent.
+ */
+export class StatementPoolingError extends TidepoolError {
+  constructor(what = 'a transaction') {
+    super(
+      'STATEMENT_POOLING',
+      `${what} cannot run through PgBouncer in statement mode (pooler: 'pgbouncer-statement'): each statement may run on another server connection, so BEGIN … COMMIT would fall apart (PgBouncer refuses it). ` +
+        'Run this work through a PgBouncer database entry with pool_mode = transaction, or a direct connection to PostgreSQL; single statements are fine here',
+    )
+  }
+}
+
 /** The API was used in a way that cannot work (double release, …). */
 export class MisuseError extends TidepoolError {
   constructor(message: string) {

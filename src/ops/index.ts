@@ -13,3 +13,4 @@ export { hasAtLeast, type Finding, type Report, type Severity, type StepReport }
 export { refreshView, lastViewRefresh, qualifiedView, ViewRefreshError, VIEW_REFRESH_TABLE, type RefreshViewOptions, type ViewRefreshResult, type ViewRefreshFailure } from './views.js'
 export { scheduleRefresh, ViewRefreshMetrics, parseCron, nextCronTime, type ScheduleRefreshOptions, type RefreshSchedule, type CronSchedule } from './view-schedule.js'
 export { baseBackup, restoreToTime, archiveCommand, archiveStatus, archiveWalNow, BASE_MANIFEST, type BaseBackupOptions, type BaseBackupResult, type BaseBackupManifest, type RestoreToTimeOptions, type RestoredCluster, type ArchiveStatus } from './pitr.js'
+export { pgbouncerIni, type PgBouncerIniOptions } from './pgbouncer-ini.js'
