@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Database } from '../../src/db/index.js'
 import { adviseDatabase } from '../../src/ops/index.js'
+import { run } from '../../src/cli/main.js'
 import { createCluster } from '../../src/replicas/index.js'
 import { CursorError, MisuseError } from '../../src/errors/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
@@ -148,5 +149,18 @@ describe('tidepool advise: indexes for paged listings', () => {
     await db.execute('CREATE INDEX orders_placed_id ON orders (placed, id)')
     expect(await find()).toHaveLength(0)
     expect((await adviseDatabase(db, { paging: [{ table: 'nope', by: ['id'] }], statements: 0 })).findings.find((f) => f.kind === 'paging-index')?.message).toContain('no such table')
+  })
+
+  it('the CLI: tidepool advise --paging table:columns', async () => {
+    await db.execute('CREATE TABLE invoices (id int PRIMARY KEY, due date NOT NULL)')
+    const advise = async () => {
+      const out = await run(['advise', '--url', testDb.url, '--statements', '1', '--paging', 'public.invoices:due,id', '--json'], { env: { PATH: process.env.PATH ?? '' } })
+      expect(out.code).toBe(0)
+      return (JSON.parse(out.stdout) as { findings: { kind: string; object: string }[] }).findings.filter((f) => f.kind === 'paging-index')
+    }
+    expect(await advise()).toMatchObject([{ object: 'public.invoices(due, id)' }])
+    await db.execute('CREATE INDEX ON invoices (due, id)')
+    expect(await advise()).toEqual([])
+    expect((await run(['advise', '--url', testDb.url, '--paging', 'invoices'], { env: {} })).code).not.toBe(0)
   })
 })
