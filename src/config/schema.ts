@@ -23,11 +23,6 @@ export type StatementMode = (typeof STATEMENT_MODES)[number]
  */
 export const POOLER_MODES = ['none', 'pgbouncer-transaction', 'pgbouncer-statement'] as const
 export type PoolerMode = (typeof POOLER_MODES)[number]
-
-/** Behind PgBouncer in transaction or statement mode: no session state, no startup parameters. */
-export function sharesServerSessions(config: { pooler: PoolerMode }): boolean {
-  return config.pooler !== 'none'
-}
 /** `tidepool`: our own connection over pg-protocol; `pg`: node-postgres's Client (the fallback). */
 export const DRIVERS = ['tidepool', 'pg'] as const
 export type Driver = (typeof DRIVERS)[number]
