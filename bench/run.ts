@@ -17,6 +17,7 @@ import { basename, dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { findPgBouncer, findSystemTool, pgbouncerVersion, startCluster, startPgBouncer, type RunningPgBouncer } from '../src/testing/index.js'
 import { arg, numArg } from './lib/args.js'
+import { enableTls } from './lib/tls.js'
 import { ACCOUNTS, SCALE, ensureData, serverVersion } from './lib/data.js'
 import type { RunResult } from './lib/measure.js'
 import { POINT_SELECT_SCRIPT, TPCB_SCRIPT, pgbenchVersion, runPgbench } from './lib/pgbench.js'
@@ -28,7 +29,7 @@ const repoRoot = join(here, here.includes(`${join('dist', 'bench')}`) ? '../..' 
 const ext = extname(fileURLToPath(import.meta.url))
 const reps = numArg('reps', 3)
 const seconds = numArg('seconds', 10)
-const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w9']
+const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w9', 'w10']
 const only = new Set(arg('only', WORKLOAD_IDS.join(',')).split(','))
 
 interface Peer {
@@ -53,6 +54,8 @@ interface Workload {
   /** Reads the pgbench tables (loaded once, reused while intact). */
   needsData?: boolean
   needsReplica?: boolean
+  /** Its `+tls` peers need the server to offer TLS (turned on when the server is the suite's own). */
+  needsTls?: boolean
 }
 
 const POINT = POINT_SELECT_SCRIPT(ACCOUNTS)
@@ -201,6 +204,20 @@ const WORKLOADS: Workload[] = [
       { of: 'tidepool copyTo', to: 'pg-copy-streams to', metric: 'chunks' },
     ],
   },
+  {
+    id: 'w10',
+    title: 'W10 connect per request vs the pool: SELECT 1, 8 workers, pool 8, plain TCP and TLS',
+    script: 'workers/connect-per-request',
+    args: ['--workers', '8', '--max', '8'],
+    seconds: 5,
+    needsTls: true,
+    peers: [{ name: 'pool' }, { name: 'connect' }, { name: 'pool+tls' }, { name: 'connect+tls' }],
+    ratios: [
+      { of: 'pool', to: 'connect' },
+      { of: 'pool+tls', to: 'connect+tls' },
+      { of: 'pool', to: 'pool+tls' },
+    ],
+  },
 ]
 
 const TARGETS: Target[] = [
@@ -252,12 +269,17 @@ async function main(): Promise<void> {
   let url = arg('url', '') || process.env.BENCH_URL || ''
   let replicaUrl = arg('replica-url', '')
   let stopCluster: (() => Promise<void>) | undefined
+  let noTls: string | undefined
   if (!url) {
     const replicas = selected.some((w) => w.needsReplica && available(w)) ? 1 : 0
     const cluster = await startCluster({ durable: true, replicas, settings: { max_connections: '300', shared_buffers: '256MB' } })
     url = cluster.primary.urlFor('postgres')
     replicaUrl = cluster.replicas[0]?.urlFor('postgres') ?? ''
     stopCluster = () => cluster.stop()
+    if (selected.some((w) => w.needsTls)) {
+      const on = await enableTls(url, cluster.primary.dataDir)
+      if (on !== true) noTls = on
+    }
   }
   if (selected.some((w) => w.needsData && available(w))) await ensureData(url)
   const server = await serverVersion(url)
@@ -304,6 +326,7 @@ async function main(): Promise<void> {
     const runnable = w.peers.filter((p) => {
       if (p.pgbench && !pgbench) report.notRun[p.name] = `pgbench ${server.split('.')[0]} is not installed (Debian: postgresql-${server.split('.')[0]})`
       else if (p.via === 'pgbouncer' && !bouncer) report.notRun[p.name] = 'pgbouncer is not installed'
+      else if (p.name.endsWith('+tls') && noTls) report.notRun[p.name] = noTls
       else return true
       return false
     })

@@ -278,3 +278,6 @@ export {
   type RestoredCluster,
   type ArchiveStatus,
 } from './ops/index.js'
+// Issue 21 (seeds): sizing before traffic, the batch loader, paging types.
+export { suggestPoolSize, type SuggestPoolSizeOptions, type PoolSizeSuggestion } from './config/index.js'
+export { createLoader, BatchLoader, type LoaderOptions, type Page, type PaginateOptions } from './db/index.js'

@@ -17,6 +17,7 @@ import { detachedFromTransactions, insideTransaction } from '../db/ambient.js'
 import { safeJson, type Serializer } from '../db/codec.js'
 import { Database } from '../db/database.js'
 import type { Params, Row } from '../db/queryable.js'
+import { isStampedReadSource, type StampedReadSource } from '../db/stamped.js'
 import type { Transaction } from '../db/scope.js'
 import { coarseNow } from './clock.js'
 import { ENTRY_OVERHEAD_BYTES, MemoryTier } from './memory.js'
@@ -150,12 +151,16 @@ export class Cache {
 
   /**
    * The rows of a query, cached: `db.fetchAll(sql, params)` on a miss. The key is the schema
-   * plus a hash of the rendered SQL and the parameters (or `options.key`). Takes a Database, not
-   * a Transaction: rows read inside a transaction may be uncommitted and must not be shared.
+   * plus a hash of the rendered SQL and the parameters (or `options.key`). Takes a Database or a
+   * cluster's view (`cluster.db`, `cluster.primary`, `cluster.reader()`), not a Transaction:
+   * rows read inside a transaction may be uncommitted and must not be shared. On a cluster each
+   * entry is stamped with the WAL position its rows reflect, and a consistency session is served
+   * only entries that cover its token (read-your-writes through the cache).
    */
-  async query<R = Row>(db: Database, sql: string, params: Params = [], options?: GetOptions & { key?: string }): Promise<R[]> {
-    if (!(db instanceof Database)) {
-      throw new TypeError('cache.query needs a Database: rows read inside a transaction may be uncommitted and must not be cached for others')
+  async query<R = Row>(db: Database | StampedReadSource, sql: string, params: Params = [], options?: GetOptions & { key?: string }): Promise<R[]> {
+    const plain = db instanceof Database
+    if (!plain && !isStampedReadSource(db)) {
+      throw new TypeError('cache.query needs a Database or a cluster view (cluster.db, cluster.primary, cluster.reader()), not a Transaction or a held connection: rows read inside a transaction may be uncommitted and must not be cached for others')
     }
     const { key: given, ...getOptions } = options ?? {}
     let key = given
@@ -163,7 +168,15 @@ export class Cache {
       const digest = createHash('sha256').update(db.render(sql)).update('\u0000').update(safeJson.encode(params)).digest('base64url')
       key = `q:${db.schema}:${digest.slice(0, 32)}`
     }
-    return this.get(key, () => db.fetchAll<R>(sql, params), options === undefined ? undefined : getOptions)
+    if (plain) return this.get(key, () => db.fetchAll<R>(sql, params), options === undefined ? undefined : getOptions)
+    const floor = db.readFloor()
+    const minLsn = floor === undefined || (getOptions.minLsn !== undefined && getOptions.minLsn >= floor) ? getOptions.minLsn : floor
+    const loader = async (ctx: LoadContext) => {
+      const read = await db.fetchAllStamped<R>(sql, params)
+      ctx.lsn = read.lsn
+      return read.rows
+    }
+    return this.get(key, loader, minLsn === undefined && options === undefined ? undefined : { ...getOptions, ...(minLsn === undefined ? {} : { minLsn }) })
   }
 
   /**

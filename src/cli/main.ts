@@ -17,7 +17,7 @@ import { registerExplain } from './commands/explain.js'
 import { registerRestore } from './commands/restore.js'
 import { registerBench } from './commands/bench.js'
 import { registerUp } from './commands/up.js'
-import { registerPgBouncer } from './commands/pgbouncer.js'
+import { pgbouncerConfigFlag, registerPgBouncer } from './commands/pgbouncer.js'
 import { bindIo, EXIT, processIo, reportError, type Io } from './output.js'
 
 const pkg = JSON.parse(readFileSync(new URL(import.meta.url.includes('/dist/') ? '../../../package.json' : '../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -61,7 +61,7 @@ export function buildProgram(io: Io = processIo): Command {
 /** Parse and run one command line (without `node tidepool`) on `io`; resolves to the exit code. */
 export async function execute(argv: string[], io: Io = processIo): Promise<number> {
   try {
-    await buildProgram(io).parseAsync(argv, { from: 'user' })
+    await buildProgram(io).parseAsync(pgbouncerConfigFlag(argv), { from: 'user' })
     return EXIT.ok
   } catch (err) {
     return reportError(io, err, argv.includes('--json'))

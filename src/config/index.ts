@@ -18,3 +18,4 @@ export {
   type LoadedConfigFile,
 } from './file.js'
 export { environmentName, substituteVariables, selectEnvironment } from './environments.js'
+export { suggestPoolSize, type SuggestPoolSizeOptions, type PoolSizeSuggestion } from './sizing.js'

@@ -495,7 +495,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     // Behind PgBouncer in transaction mode a named statement prepared in one transaction is gone
     // (or, worse, another client's) in the next: unnamed unless the caller says its PgBouncer
     // (1.21+ with max_prepared_statements) handles protocol-level prepared statements.
-    statementMode: input.statementMode ?? (input.pooler === 'pgbouncer-transaction' ? 'unnamed' : pick('statementMode')),
+    statementMode: input.statementMode ?? (input.pooler !== undefined && input.pooler !== 'none' ? 'unnamed' : pick('statementMode')),
     pooler: pick('pooler'),
     pgbouncerAdminUrl: input.pgbouncerAdminUrl,
     statementCacheSize: pick('statementCacheSize'),
@@ -504,7 +504,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     warnOnSecondPool: pick('warnOnSecondPool'),
   }
 
-  if (config.pooler === 'pgbouncer-transaction') applyPoolerLimits(config)
+  if (config.pooler !== 'none') applyPoolerLimits(config)
   if (config.minIdle > config.size) {
     throw new ConfigError(`minIdle (${config.minIdle}) must not exceed size (${config.size})`, { key: 'minIdle' })
   }

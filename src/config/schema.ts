@@ -18,8 +18,10 @@ export type StatementMode = (typeof STATEMENT_MODES)[number]
 /**
  * What sits between us and PostgreSQL. `pgbouncer-transaction`: a PgBouncer in transaction mode,
  * where consecutive transactions may run on different server sessions, so session state is refused.
+ * `pgbouncer-statement`: statement mode, where every statement may run on another server session,
+ * so transactions are refused too (StatementPoolingError).
  */
-export const POOLER_MODES = ['none', 'pgbouncer-transaction'] as const
+export const POOLER_MODES = ['none', 'pgbouncer-transaction', 'pgbouncer-statement'] as const
 export type PoolerMode = (typeof POOLER_MODES)[number]
 /** `tidepool`: our own connection over pg-protocol; `pg`: node-postgres's Client (the fallback). */
 export const DRIVERS = ['tidepool', 'pg'] as const

@@ -23,3 +23,6 @@ export {
   type ListenerOptions,
   type ListenerEvents,
 } from './listen.js'
+export { LSN_UNKNOWN, isStampedReadSource, type StampedReadSource, type StampedRows } from './stamped.js'
+export { paginate, type Page, type PaginateOptions } from './paginate.js'
+export { BatchLoader, createLoader, type LoaderOptions, type LoaderSource } from './loader.js'

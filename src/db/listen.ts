@@ -128,7 +128,7 @@ export class Listener {
     if (options.url !== undefined) this.config = resolveConfig(options.url)
     else if (pool !== undefined) this.config = pool.config
     else this.config = resolveConfig(source as ConfigSource)
-    if (this.config.pooler === 'pgbouncer-transaction') {
+    if (this.config.pooler !== 'none') {
       throw new SessionStateError(
         'LISTEN',
         "a direct connection to PostgreSQL for the listener: createListener(db, { url: 'postgres://…direct host…' })",

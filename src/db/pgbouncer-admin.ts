@@ -161,9 +161,9 @@ export async function detectPooler(adminUrl: string, options: { logger?: Logger 
       version,
       poolMode,
       maxPreparedStatements,
-      settings: { pooler: 'pgbouncer-transaction', statementMode: prepared ? 'named' : 'unnamed' },
+      settings: { pooler: poolMode === 'statement' ? 'pgbouncer-statement' : 'pgbouncer-transaction', statementMode: prepared ? 'named' : 'unnamed' },
       summary:
-        `PgBouncer ${version} in ${poolMode} mode: session state refused; ` +
+        `PgBouncer ${version} in ${poolMode} mode: session state refused${poolMode === 'statement' ? ', transactions refused (each statement may run on another server connection)' : ''}; ` +
         (prepared
           ? `named prepared statements (PgBouncer tracks them, max_prepared_statements = ${maxPreparedStatements})`
           : `unnamed statements (prepared statements need PgBouncer 1.21+ with max_prepared_statements > 0${atLeast(version, 1, 21) ? '; it is 0 here' : ''})`),

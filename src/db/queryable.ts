@@ -8,6 +8,8 @@ import type { SessionResult } from '../pool/session.js'
 import { QUERY_OPTION_KEYS, type QueryOptions, type QueryResult } from './execute.js'
 import { checkOptionKeys } from '../config/options.js'
 import type { QueryEndEvent, QueryHooks, QueryStartEvent } from './hooks.js'
+import { paginate, type Page, type PaginateOptions } from './paginate.js'
+import { BatchLoader, type LoaderOptions } from './loader.js'
 
 export type Params = readonly unknown[]
 export type Row = Record<string, unknown>
@@ -78,6 +80,24 @@ export abstract class Queryable {
   async executeTag(sql: string, params?: Params, options?: QueryOptions): Promise<CommandTag> {
     const res = await this.exec(sql, params, options, undefined)
     return { command: res.command, rowCount: res.rowCount }
+  }
+
+  /**
+   * One page of `sql`'s rows in keyset order (see paginate.ts): `{ rows, next }`, where `next` is
+   * the signed cursor to pass as `after` for the following page (null on the last one).
+   */
+  paginate<R = Row>(sql: string, params: Params, options: PaginateOptions): Promise<Page<R>> {
+    return paginate<R>(this, sql, params, options)
+  }
+
+  /**
+   * A batch loader for this request: `load(key)` calls made in the same tick run as one
+   * statement, `sql` with `= ANY($1)` over all their keys (see loader.ts). The N+1 remedy.
+   */
+  loader<R = Row, K extends string | number | bigint = number>(sql: string, options: LoaderOptions & { many: true }): BatchLoader<R, K, R[]>
+  loader<R = Row, K extends string | number | bigint = number>(sql: string, options?: LoaderOptions & { many?: false }): BatchLoader<R, K, R | null>
+  loader<R = Row, K extends string | number | bigint = number>(sql: string, options?: LoaderOptions): BatchLoader<R, K, R | R[] | null> {
+    return new BatchLoader<R, K, R | R[] | null>(this, sql, options)
   }
 
   /** The keys a statement's options may have (a cluster adds its read options). */

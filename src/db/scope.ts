@@ -2,7 +2,7 @@
 // `transaction(fn)` a Transaction. Both stop working once fn has returned, so a reference that
 // escapes the callback cannot run statements outside the scope it was meant for.
 import type { Logger } from '../config/logger.js'
-import { QueryError, TransactionError, type TidepoolError } from '../errors/index.js'
+import { QueryError, StatementPoolingError, TransactionError, type TidepoolError } from '../errors/index.js'
 import type { Pool } from '../pool/pool.js'
 import type { Lease } from '../pool/lease.js'
 import type { SessionResult } from '../pool/session.js'
@@ -349,6 +349,7 @@ export async function runTransactionOn<T>(
   after: (() => Promise<void>)[],
   outcome?: { begun: boolean },
 ): Promise<T> {
+  if (ctx.pool.config.pooler === 'pgbouncer-statement') throw new StatementPoolingError()
   if (conn.transactionStatus() !== 'I') {
     throw new TransactionError('a transaction is already open on this connection; use the Transaction object passed to your callback (its transaction() makes a savepoint)')
   }

@@ -21,6 +21,7 @@ export type TidepoolErrorCode =
   | 'SESSION_STATE'
   | 'PARAMETER'
   | 'DECODE'
+  | 'CURSOR'
   | (string & {})
 
 export class TidepoolError extends Error {
@@ -274,6 +275,33 @@ export class SessionStateError extends TidepoolError {
     )
     this.statement = statement
     this.alternative = alternative
+  }
+}
+
+/**
+ * A paging cursor (db.paginate's `after`) was refused: malformed, changed by someone (its
+ * signature does not match), or made for another query, other parameters, or under another key.
+ */
+export class CursorError extends TidepoolError {
+  readonly reason: 'malformed' | 'tampered' | 'foreign'
+  constructor(reason: 'malformed' | 'tampered' | 'foreign', message: string) {
+    super('CURSOR', message)
+    this.reason = reason
+  }
+}
+
+/**
+ * Behind PgBouncer in statement mode (`pooler: 'pgbouncer-statement'`) every statement may run on
+ * another server connection, so a transaction (BEGIN … COMMIT) cannot hold together: refused
+ * before anything is sent.
+ */
+export class StatementPoolingError extends TidepoolError {
+  constructor(what = 'a transaction') {
+    super(
+      'STATEMENT_POOLING',
+      `${what} cannot run through PgBouncer in statement mode (pooler: 'pgbouncer-statement'): each statement may run on another server connection, so BEGIN … COMMIT would fall apart (PgBouncer refuses it). ` +
+        'Run this work through a PgBouncer database entry with pool_mode = transaction, or a direct connection to PostgreSQL; single statements are fine here',
+    )
   }
 }
 

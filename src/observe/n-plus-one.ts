@@ -73,7 +73,8 @@ export class NPlusOneDetector {
     }
     this.logger.warn(
       `N+1 query: the same statement ran more than ${this.threshold} times in ${scope.name}; ` +
-        `load the rows in one query (a join or WHERE id = ANY($1)) instead of one per row. ` +
+        `load the rows in one query instead of one per row: a batch loader (db.loader('… WHERE id = ANY($1)', { key: 'id' }), ` +
+        `its load(id) calls in one tick become one statement) or a join. ` +
         `Statement: ${warning.statement}; called at ${warning.callSite ?? '(unknown)'}`,
       { ...warning },
     )

@@ -7,6 +7,7 @@ import { serverStatements } from '../observe/pg-stat-statements.js'
 import { columnsOf, inUserSchemas } from './catalog.js'
 import { formatBytes, runSteps, type Finding, type Report, type Step } from './findings.js'
 import { SETTING_RULES, type ServerSetting } from './settings.js'
+import { pagingIndexes, type PagingSpec } from './paging-advice.js'
 
 export interface AdviseOptions {
   /** Only these schemas (default: every user schema). */
@@ -17,6 +18,8 @@ export interface AdviseOptions {
   statements?: number
   /** The server's memory, to size memory settings (default: unknown; only defaults are flagged). */
   serverMemoryBytes?: number
+  /** Keyset-paged listings (db.paginate) whose ordering columns need an index. */
+  paging?: PagingSpec[]
 }
 
 /** SQL condition: the index key `indkey` starts with exactly the columns `keys` (in any order). */
@@ -168,5 +171,6 @@ export function adviseDatabase(db: Database, options: AdviseOptions = {}): Promi
     ['costliest statements', costliestStatements(options.statements ?? 10)],
     ['server settings', settings(options.serverMemoryBytes)],
   ]
+  if (options.paging?.length) steps.push(['indexes for paged listings', pagingIndexes(options.paging)])
   return runSteps(db, steps, options.statementTimeoutMs ?? 30_000)
 }

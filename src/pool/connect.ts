@@ -94,7 +94,7 @@ export function guardSettings(config: DatabaseConfig): Record<string, string> {
 }
 
 function startupGuards(config: DatabaseConfig): Record<string, string> {
-  return config.pooler === 'pgbouncer-transaction' ? {} : guardSettings(config)
+  return config.pooler !== 'none' ? {} : guardSettings(config)
 }
 
 /** Startup settings of the wire driver: any setting may be a startup parameter of its own. */

@@ -101,7 +101,7 @@ export class PooledConnection implements ConnectionInfo {
     this.verifiedAt = now
     this.node = `${host.host}:${host.port}`
     this.namedStatements = config.statementMode === 'named' && config.statementCacheSize > 0
-    this.refusesSessionState = config.pooler === 'pgbouncer-transaction'
+    this.refusesSessionState = config.pooler !== 'none'
     this.expiresAt = config.recycleMs > 0 ? now + config.recycleMs * (0.9 + Math.random() * 0.2) : Infinity
   }
 

@@ -16,6 +16,8 @@ import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
 import { TemplateCache } from '../sql/template.js'
 import type { Lease } from '../pool/lease.js'
 import type { ReplicaNode } from './node.js'
+import { LSN_UNKNOWN, type StampedReadSource, type StampedRows } from '../db/stamped.js'
+import { stampedOnPrimary, stampedOnReplica } from './stamped.js'
 import { BEHIND, CLUSTER_QUERY_OPTION_KEYS, isNodeFailure, type ClusterQueryOptions, type ReadOptions, type Router, type ViewMode } from './router.js'
 
 export interface ClusterDatabaseOptions {
@@ -27,7 +29,7 @@ export interface ClusterDatabaseOptions {
   name: string
 }
 
-export class ClusterDatabase extends Queryable {
+export class ClusterDatabase extends Queryable implements StampedReadSource {
   readonly schema: string
   protected readonly templates: TemplateCache
   protected readonly hooks: QueryHooks
@@ -140,6 +142,23 @@ export class ClusterDatabase extends Queryable {
   async *copyTo(sql: string, options?: ReadOptions & { signal?: AbortSignal }): AsyncGenerator<Buffer> {
     const rendered = this.render(sql)
     yield* this.onHeldReplica(rendered, options, (conn) => copyChunksOut(conn, rendered), () => this.primaryDb.copyTo(sql))
+  }
+
+  /** For cache.query: the position the current session's reads must reflect (see ConsistencySession). */
+  readFloor(): bigint | undefined {
+    const session = this.router.session
+    return session?.lsnLost ? LSN_UNKNOWN : session?.lsn
+  }
+
+  /**
+   * For cache.query: fetchAll routed like any read, plus the WAL position the rows are known to
+   * reflect (replicas.stamped.ts says how it is found). Inside a transaction: its rows, unstamped.
+   */
+  fetchAllStamped<R>(sql: string, params: Params, options?: ReadOptions): Promise<StampedRows<R>> {
+    if (this.joinsPrimary()) return this.fetchAll<R>(sql, params).then((rows) => ({ rows, lsn: undefined }))
+    const onPrimary = () => stampedOnPrimary<R>(this.primaryDb, sql, params)
+    if (!this.router.wantsReplica(this.mode, this.render(sql), options)) return onPrimary()
+    return this.router.holdReplica(options, (node) => this.databaseOn(node), (scope) => stampedOnReplica<R>(scope, sql, params), onPrimary)
   }
 
   /** Run a statement once per set of values, batched (see Database.executeMany): always on the primary. */

@@ -23,6 +23,11 @@ export interface PgBouncerOptions {
   binary?: string
   /** Extra [pgbouncer] settings, e.g. `{ max_prepared_statements: '100' }` on 1.21+. */
   settings?: Record<string, string>
+  /**
+   * The whole pgbouncer.ini instead of the harness's (e.g. one `tidepool pgbouncer --config`
+   * wrote), given where to listen, the auth file and the log file the harness prepared.
+   */
+  ini?: (at: { port: number; authFile: string; logfile: string; user: string }) => string
 }
 
 export interface RunningPgBouncer {
@@ -101,7 +106,7 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
     ...Object.entries(settings).map(([k, v]) => iniValue(k, v)),
     '',
   ].join('\n')
-  writeFileSync(join(dir, 'pgbouncer.ini'), ini)
+  writeFileSync(join(dir, 'pgbouncer.ini'), options.ini ? options.ini({ port: port!, authFile: join(dir, 'users.txt'), logfile: log, user }) : ini)
   await giveTo(dir, runAs)
 
   const child: ChildProcess = spawn(binary, [join(dir, 'pgbouncer.ini')], { ...spawnOptionsFor(runAs), stdio: 'ignore' })
