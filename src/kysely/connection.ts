@@ -63,13 +63,20 @@ export class TidepoolConnection implements DatabaseConnection {
   /**
    * Streams through a server-side cursor (DECLARE … FETCH `chunkSize`), inside a transaction of
    * its own unless one is open: no pg-cursor, bounded memory. Stopping early closes the cursor
-   * (and its transaction), and the connection goes back to the pool clean.
+   * (and its transaction), and the connection goes back to the pool clean. A cursor holds only a
+   * query (SELECT, VALUES, a WITH without data-modifying parts): an INSERT/UPDATE/DELETE/MERGE …
+   * RETURNING runs as one statement and its rows are handed out in chunks of `chunkSize`.
    */
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize?: number, options?: SignalOptions): AsyncIterableIterator<QueryResult<R>> {
     const lease = this.#live()
     const { sql, parameters } = compiledQuery
     lease.setHolder(sql)
     const batchSize = chunkSize ?? DEFAULT_CHUNK
+    if (!cursorCanHold(sql)) {
+      const { rows } = await this.executeQuery<R>(compiledQuery, options)
+      for (let i = 0; i < rows.length; i += batchSize) yield { rows: rows.slice(i, i + batchSize) }
+      return
+    }
     let chunk: R[] = []
     const rows = cursorRows<R>(lease, sql, parameters.length > 0 ? parameters : undefined, { batchSize, ...(options?.signal ? { signal: options.signal } : {}) }, lease.transactionStatus() !== 'I')
     for await (const row of rows) {
@@ -130,4 +137,14 @@ export class TidepoolConnection implements DatabaseConnection {
   get lease(): Lease {
     return this.#live()
   }
+}
+
+/** Whether DECLARE … CURSOR FOR `sql` is valid: a query, not a data-modifying statement. */
+function cursorCanHold(sql: string): boolean {
+  const text = sql.replace(/^(\s|--[^\n]*\n|\/\*[\s\S]*?\*\/)+/, '')
+  const first = /^[a-z(]+/i.exec(text)?.[0].toLowerCase() ?? ''
+  if (first === 'select' || first === 'values' || first === 'table' || first.startsWith('(')) return true
+  // WITH: a cursor refuses data-modifying parts; a word match may be a column name, which only
+  // costs the cursor (the rows still arrive, in one piece).
+  return first === 'with' && !/\b(insert|update|delete|merge)\b/i.test(text)
 }

@@ -2,9 +2,8 @@
 // gets the pool's acquire timeout (PoolTimeoutError with figures), pre-ping, leak reports, stats
 // and a slot that cannot be lost; transactions add Tidepool's checks (a COMMIT of a failed
 // transaction is an error, not a silent rollback; a COMMIT whose outcome is unknown says so).
-import { createQueryId, sql, type DatabaseConnection, type Driver, type QueryCompiler, type TransactionSettings } from 'kysely'
+import { CompiledQuery, createQueryId, sql, type DatabaseConnection, type Driver, type QueryCompiler, type TransactionSettings } from 'kysely'
 import { TransactionError } from '../errors/index.js'
-import { runOn } from '../db/execute.js'
 import { beginStatement, commitOutcomeUnknown } from '../db/transaction.js'
 import type { Pool } from '../pool/pool.js'
 import { TidepoolConnection } from './connection.js'
@@ -41,11 +40,13 @@ export class TidepoolDriver implements Driver {
     return new TidepoolConnection(lease)
   }
 
+  // Transaction statements go through the connection's executeQuery, as Kysely's own driver does,
+  // so Kysely's query log and plugins see them, in Kysely's spelling.
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
     const conn = connection as TidepoolConnection
     const text = beginFor(settings, this.#pool!)
     try {
-      await runOn(conn.lease, text, undefined, undefined)
+      await conn.executeQuery(CompiledQuery.raw(text))
     } catch (err) {
       conn.giveUp('BEGIN')
       throw err
@@ -55,16 +56,15 @@ export class TidepoolDriver implements Driver {
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     const conn = connection as TidepoolConnection
     if (conn.detached) return rejectDetached(conn)
-    const lease = conn.lease
     try {
-      if (lease.transactionStatus() === 'E') {
+      if (conn.lease.transactionStatus() === 'E') {
         // COMMIT of an aborted transaction "succeeds" as a ROLLBACK: never let that pass silently.
-        await runOn(lease, 'ROLLBACK', undefined, undefined)
+        await conn.executeQuery(CompiledQuery.raw('rollback'))
         throw new TransactionError(
           'the transaction was rolled back, not committed: a statement inside it failed and the error was caught; rethrow it, or roll back to a savepoint around statements that may fail',
         )
       }
-      await runOn(lease, 'COMMIT', undefined, undefined)
+      await conn.executeQuery(CompiledQuery.raw('commit'))
     } catch (err) {
       conn.giveUp('COMMIT')
       throw commitOutcomeUnknown(err) ?? err
@@ -76,7 +76,7 @@ export class TidepoolDriver implements Driver {
     // Given back when its BEGIN or COMMIT failed: the server has no transaction of ours left.
     if (conn.detached) return
     try {
-      await runOn(conn.lease, 'ROLLBACK', undefined, undefined)
+      await conn.executeQuery(CompiledQuery.raw('rollback'))
     } catch (err) {
       conn.giveUp('ROLLBACK')
       throw err
@@ -106,22 +106,28 @@ export class TidepoolDriver implements Driver {
   }
 }
 
+const ISOLATION = new Set(['read uncommitted', 'read committed', 'repeatable read', 'serializable'])
+const ACCESS = new Set(['read only', 'read write'])
+
 /**
- * BEGIN with Kysely's settings, through Tidepool's own builder (which adds the guard settings
- * behind a transaction-mode PgBouncer). PostgreSQL has no 'snapshot' level: its 'repeatable read'
- * is snapshot isolation.
+ * Kysely's own BEGIN text for these settings (so its logs and tests read the same), plus the
+ * guard settings Tidepool adds behind a transaction-mode PgBouncer (as SET LOCAL, same message).
+ * PostgreSQL has no 'snapshot' level: its 'repeatable read' is snapshot isolation.
  */
 function beginFor(settings: TransactionSettings, pool: Pool): string {
   const { isolationLevel, accessMode } = settings
-  const readOnly = accessMode === undefined ? undefined : accessMode === 'read only'
   if (isolationLevel === 'snapshot') {
     throw new TransactionError("PostgreSQL has no 'snapshot' isolation level; use 'repeatable read', which is snapshot isolation in PostgreSQL")
   }
-  if (isolationLevel === 'read uncommitted') {
-    // Accepted by PostgreSQL (and run as read committed); Tidepool's builder does not offer it.
-    return 'BEGIN ISOLATION LEVEL READ UNCOMMITTED' + beginStatement({ readOnly }, pool.config).slice('BEGIN'.length)
+  if (isolationLevel !== undefined && !ISOLATION.has(isolationLevel)) throw new TransactionError(`unknown isolation level ${JSON.stringify(isolationLevel)}`)
+  if (accessMode !== undefined && !ACCESS.has(accessMode)) throw new TransactionError(`unknown access mode ${JSON.stringify(accessMode)}`)
+  let text = 'begin'
+  if (isolationLevel !== undefined || accessMode !== undefined) {
+    text = 'start transaction'
+    if (isolationLevel !== undefined) text += ` isolation level ${isolationLevel}`
+    if (accessMode !== undefined) text += ` ${accessMode}`
   }
-  return beginStatement(isolationLevel === undefined && readOnly === undefined ? undefined : { isolation: isolationLevel, readOnly }, pool.config)
+  return text + beginStatement(undefined, pool.config).slice('BEGIN'.length)
 }
 
 function rejectDetached(conn: TidepoolConnection): Promise<void> {

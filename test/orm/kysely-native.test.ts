@@ -222,6 +222,14 @@ describe('Kysely on TidepoolDialect: scenarios', () => {
     expect(await db.selectFrom('person').select('id').where('first_name', '=', 'AfterStream').execute()).toHaveLength(1)
   })
 
+  it('streams the rows of an INSERT … RETURNING (no cursor can hold it) in chunks', async () => {
+    const names = Array.from({ length: 5 }, (_, i) => ({ first_name: `Streamed${i}` }))
+    const seen: string[] = []
+    for await (const row of db.insertInto('person').values(names).returning('first_name').stream(2)) seen.push(row.first_name)
+    expect(seen).toEqual(names.map((n) => n.first_name))
+    expect(slots(main).checkedOut).toBe(0)
+  })
+
   it('db.connection() pins one session (temporary table, session settings)', async () => {
     await db.connection().execute(async (conn) => {
       await sql`create temporary table scratch (v int)`.execute(conn)
