@@ -88,11 +88,11 @@ export class TidepoolDriver implements Driver {
   }
 
   async rollbackToSavepoint(connection: DatabaseConnection, name: string, compileQuery: QueryCompiler['compileQuery']): Promise<void> {
-    await connection.executeQuery(compileQuery(sql`rollback to savepoint ${sql.id(name)}`.toOperationNode(), createQueryId()))
+    await connection.executeQuery(compileQuery(sql`rollback to ${sql.id(name)}`.toOperationNode(), createQueryId()))
   }
 
   async releaseSavepoint(connection: DatabaseConnection, name: string, compileQuery: QueryCompiler['compileQuery']): Promise<void> {
-    await connection.executeQuery(compileQuery(sql`release savepoint ${sql.id(name)}`.toOperationNode(), createQueryId()))
+    await connection.executeQuery(compileQuery(sql`release ${sql.id(name)}`.toOperationNode(), createQueryId()))
   }
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {

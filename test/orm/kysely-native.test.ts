@@ -178,6 +178,8 @@ describe('Kysely on TidepoolDialect: scenarios', () => {
     const trx = await db.startTransaction().setAccessMode('read only').execute()
     const err = await trx.insertInto('person').values({ first_name: 'nope' }).execute().catch((e: unknown) => e)
     expect((err as { sqlstate?: string }).sqlstate).toBe('25006')
+    // The caller's frames are on the stack, not only the pool's.
+    expect((err as Error).stack).toContain('kysely-native.test')
     await trx.rollback().execute()
     expect(slots(main).checkedOut).toBe(0)
   })
