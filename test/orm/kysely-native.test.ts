@@ -379,6 +379,20 @@ describe('Kysely on TidepoolDialect: faults', () => {
     expect(slots(p).checkedOut).toBe(0)
   })
 
+  it('a connection released inside an open transaction is rolled back before reuse', async () => {
+    const p = await pool({ size: 1 })
+    const k = kysely(new TidepoolDialect(p))
+    // A raw BEGIN on a pinned connection that is never committed: Kysely releases it as it is.
+    await k.connection().execute(async (conn) => {
+      await sql`begin`.execute(conn)
+      await conn.insertInto('person').values({ first_name: 'Dirty' }).execute()
+    })
+    await waitFor(() => slots(p).idle === 1, 5_000, 'the connection to be reset')
+    expect(p.stats().resets).toBe(1)
+    const status = await sql<{ n: number }>`select count(*)::int as n from person where first_name = 'Dirty'`.execute(k)
+    expect(status.rows[0]!.n).toBe(0)
+  })
+
   it('a full pool gives PoolTimeoutError with its figures', async () => {
     const p = await pool({ size: 1, acquireTimeoutMs: 300 })
     const k = kysely(new TidepoolDialect(p))
