@@ -39,7 +39,13 @@ export class TidepoolConnection implements DatabaseConnection {
     return this.#gaveUp !== undefined
   }
 
-  async executeQuery<R>(compiledQuery: CompiledQuery, options?: SignalOptions): Promise<QueryResult<R>> {
+  executeQuery<R>(compiledQuery: CompiledQuery, options?: SignalOptions): Promise<QueryResult<R>> {
+    return this.#execute(compiledQuery, options)
+  }
+
+  // Kysely wraps executeQuery on the instance for its query log; streamQuery's fallback calls this
+  // one, so a streamed statement is logged once, as a stream.
+  async #execute<R>(compiledQuery: CompiledQuery, options?: SignalOptions): Promise<QueryResult<R>> {
     const lease = this.#live()
     const { sql, parameters } = compiledQuery
     // Leak reports then name the statement the holder last ran, not just "kysely".
@@ -73,7 +79,7 @@ export class TidepoolConnection implements DatabaseConnection {
     lease.setHolder(sql)
     const batchSize = chunkSize ?? DEFAULT_CHUNK
     if (!cursorCanHold(sql)) {
-      const { rows } = await this.executeQuery<R>(compiledQuery, options)
+      const { rows } = await this.#execute<R>(compiledQuery, options)
       for (let i = 0; i < rows.length; i += batchSize) yield { rows: rows.slice(i, i + batchSize) }
       return
     }
