@@ -29,7 +29,7 @@ const repoRoot = join(here, here.includes(`${join('dist', 'bench')}`) ? '../..' 
 const ext = extname(fileURLToPath(import.meta.url))
 const reps = numArg('reps', 3)
 const seconds = numArg('seconds', 10)
-const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w9', 'w10']
+const WORKLOAD_IDS = ['w1', 'w1orm', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w9', 'w10']
 const only = new Set(arg('only', WORKLOAD_IDS.join(',')).split(','))
 
 interface Peer {
@@ -95,6 +95,15 @@ const WORKLOADS: Workload[] = [
       { of: 'tidepool@pgbouncer', to: 'postgresjs@pgbouncer' },
       { of: 'tidepool@pgbouncer', to: 'pgbench@pgbouncer' },
     ],
+  },
+  {
+    id: 'w1orm',
+    needsData: true,
+    title: 'W1 through an ORM: point select built by Kysely, 64 workers, pool 10',
+    script: 'workers/orm-point-select',
+    args: ['--workers', '64', '--max', '10'],
+    peers: [{ name: 'kysely/tidepool' }, { name: 'kysely/pg.Pool' }],
+    ratios: [{ of: 'kysely/tidepool', to: 'kysely/pg.Pool' }],
   },
   {
     id: 'w2',
@@ -225,6 +234,7 @@ const TARGETS: Target[] = [
   { workload: 'w1', of: 'tidepool', to: 'postgresjs', threshold: 1.2, label: 'W1 throughput ≥ 1.2 × postgres.js' },
   { workload: 'w2', of: 'tidepool', to: 'postgresjs', metric: 'p50', threshold: 1, label: 'W2 p50 ≤ postgres.js' },
   { workload: 'w3', of: 'tidepool', to: 'generic-pool', threshold: 2, label: 'W3 ≥ 2 × generic-pool' },
+  { workload: 'w1orm', of: 'kysely/tidepool', to: 'kysely/pg.Pool', threshold: 1, label: 'W1 through Kysely: TidepoolDialect ≥ PostgresDialect on pg.Pool' },
   { workload: 'w1', of: 'tidepool+features', to: 'tidepool', threshold: 0.95, label: 'W1 with leak detection, a query listener and stats every second: cost ≤ 5 %' },
   { workload: 'w9', of: 'tidepool copyFrom', to: 'pg-copy-streams from', metric: 'maxLagMs', threshold: 1, label: 'W9 copyFrom: worst event loop delay ≤ pg-copy-streams' },
   { workload: 'w9', of: 'tidepool copyFrom', to: 'pg-copy-streams from', threshold: 0.9, label: 'W9 copyFrom rows/s ≥ 0.9 × pg-copy-streams' },
@@ -306,7 +316,7 @@ async function main(): Promise<void> {
   say('# Tidepool benchmarks', '')
   say(`${new Date().toISOString()} · ${cpu.length} × ${cpu[0]?.model ?? 'cpu'} · load average at start ${loadAverage()} · node ${process.version} · PostgreSQL ${server}`)
   say(
-    `tidepool ${packageVersion('.')} · pg ${packageVersion('pg')} · pg-protocol ${packageVersion('pg-protocol')} · postgres.js ${packageVersion('postgres')} · generic-pool ${packageVersion('generic-pool')} · tarn ${packageVersion('tarn')} · pgbench ${pgbench ? pgbenchVersion(pgbench) : 'not installed'} · PgBouncer ${pgbouncerBinary ? pgbouncerVersion(pgbouncerBinary) : 'not installed'}`,
+    `tidepool ${packageVersion('.')} · pg ${packageVersion('pg')} · pg-protocol ${packageVersion('pg-protocol')} · postgres.js ${packageVersion('postgres')} · generic-pool ${packageVersion('generic-pool')} · tarn ${packageVersion('tarn')} · kysely ${packageVersion('kysely')} · pgbench ${pgbench ? pgbenchVersion(pgbench) : 'not installed'} · PgBouncer ${pgbouncerBinary ? pgbouncerVersion(pgbouncerBinary) : 'not installed'}`,
   )
   say(`${reps} repetitions × ${seconds} s (W3, W9: ${Math.min(3, seconds)} s), medians (min–max); each peer in its own process, order rotated each repetition; client and server share the machine.`)
 

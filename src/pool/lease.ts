@@ -205,6 +205,14 @@ export class Lease {
     this.#conn.retiredFor ??= reason
   }
 
+  /**
+   * Say what holds the connection now; leak reports show it instead of the acquirer's stack. An
+   * ORM's driver acquires before it knows its statements, so it names each one as it runs it.
+   */
+  setHolder(holder: string): void {
+    if (!this.#released) this.#conn.holder = holder
+  }
+
   /** Give the connection back to the pool. Once: a second call throws LeaseError. */
   release(options?: { destroy?: boolean }): void {
     this.#owner.release(this, options)

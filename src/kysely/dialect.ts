@@ -1,0 +1,53 @@
+// TidepoolDialect: Kysely's PostgreSQL dialect with Tidepool's pool underneath instead of pg.Pool.
+// Kysely's own compiler, adapter (migration lock) and introspector are used unchanged; only the
+// driver is ours.
+import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler, type DatabaseIntrospector, type Dialect, type DialectAdapter, type Driver, type Kysely, type QueryCompiler } from 'kysely'
+import type { Logger } from '../config/logger.js'
+import type { ConfigSource } from '../config/resolve.js'
+import { Database } from '../db/database.js'
+import { createPool, Pool, type PoolOptions } from '../pool/pool.js'
+import { TidepoolDriver, type PoolSource } from './driver.js'
+
+/**
+ * Where the dialect's connections come from: an open `Pool` or `Database` (shared with the rest
+ * of the app; `db.destroy()` leaves it open), or connection settings (a URL or pool options, as
+ * `createPool` takes them) for a pool the dialect opens on first use and closes on `db.destroy()`.
+ */
+export type TidepoolDialectSource = Pool | Database | ConfigSource | PoolOptions
+
+export interface TidepoolDialectOptions {
+  /** Logger for a pool the dialect opens itself (ignored for a given Pool or Database). */
+  logger?: Logger
+}
+
+export class TidepoolDialect implements Dialect {
+  readonly #source: PoolSource
+
+  constructor(source: TidepoolDialectSource, options: TidepoolDialectOptions = {}) {
+    if (source instanceof Pool) {
+      this.#source = { owned: false, pool: () => Promise.resolve(source) }
+    } else if (source instanceof Database) {
+      const pool = source.pool
+      this.#source = { owned: false, pool: () => Promise.resolve(pool) }
+    } else {
+      const logger = options.logger
+      this.#source = { owned: true, pool: () => createPool(source, logger ? { logger } : undefined) }
+    }
+  }
+
+  createDriver(): Driver {
+    return new TidepoolDriver(this.#source)
+  }
+
+  createQueryCompiler(): QueryCompiler {
+    return new PostgresQueryCompiler()
+  }
+
+  createAdapter(): DialectAdapter {
+    return new PostgresAdapter()
+  }
+
+  createIntrospector(db: Kysely<any>): DatabaseIntrospector {
+    return new PostgresIntrospector(db)
+  }
+}
