@@ -33,14 +33,21 @@ function keyFields(detail: string | undefined): string[] | undefined {
 /** The first double-quoted name in a server message (`relation "users" does not exist`). */
 const quoted = (message: string) => /"((?:[^"]|"")*)"/.exec(message)?.[1]?.replaceAll('""', '"')
 
+/** The server's own message (Tidepool's adds the SQLSTATE and the statement; Prisma shows its own context). */
+function serverMessage(e: QueryError): string {
+  const cause = e.cause as { message?: unknown } | undefined
+  return typeof cause?.message === 'string' ? cause.message : e.message
+}
+
 function fromServer(e: QueryError): MappedError {
+  const message = serverMessage(e)
   switch (e.sqlstate) {
     case '22001':
       return { kind: 'LengthMismatch', column: e.column }
     case '22003':
-      return { kind: 'ValueOutOfRange', cause: e.message }
+      return { kind: 'ValueOutOfRange', cause: message }
     case '22P02':
-      return { kind: 'InvalidInputValue', message: e.message }
+      return { kind: 'InvalidInputValue', message }
     case '23505': {
       const fields = keyFields(e.detail)
       const constraint = e.constraint !== undefined ? { index: e.constraint } : fields !== undefined ? { fields } : undefined
@@ -59,24 +66,24 @@ function fromServer(e: QueryError): MappedError {
       return { kind: e.sqlstate === '23503' ? 'ForeignKeyConstraintViolation' : 'RestrictViolation', constraint }
     }
     case '3D000':
-      return { kind: 'DatabaseDoesNotExist', db: quoted(e.message) }
+      return { kind: 'DatabaseDoesNotExist', db: quoted(message) }
     case '28000':
-      return { kind: 'DatabaseAccessDenied', db: /database "([^"]*)"/.exec(e.message)?.[1] }
+      return { kind: 'DatabaseAccessDenied', db: /database "([^"]*)"/.exec(message)?.[1] }
     case '28P01':
-      return { kind: 'AuthenticationFailed', user: quoted(e.message) }
+      return { kind: 'AuthenticationFailed', user: quoted(message) }
     case '40001':
     case '40P01':
       return { kind: 'TransactionWriteConflict' }
     case '42P01':
-      return { kind: 'TableDoesNotExist', table: quoted(e.message) }
+      return { kind: 'TableDoesNotExist', table: quoted(message) }
     case '42703':
-      return { kind: 'ColumnNotFound', column: /^column (.+) does not exist$/.exec(e.message)?.[1]?.replace(/"((?:""|[^"])*)"/g, (_, id: string) => id.replaceAll('""', '"')) }
+      return { kind: 'ColumnNotFound', column: /^column (.+) does not exist$/.exec(message)?.[1]?.replace(/"((?:""|[^"])*)"/g, (_, id: string) => id.replaceAll('""', '"')) }
     case '42P04':
-      return { kind: 'DatabaseAlreadyExists', db: quoted(e.message) }
+      return { kind: 'DatabaseAlreadyExists', db: quoted(message) }
     case '53300':
-      return { kind: 'TooManyConnections', cause: e.message }
+      return { kind: 'TooManyConnections', cause: message }
     default:
-      return { kind: 'postgres', code: e.sqlstate, severity: e.severity ?? 'ERROR', message: e.message, detail: e.detail, column: e.column, hint: e.hint }
+      return { kind: 'postgres', code: e.sqlstate, severity: e.severity ?? 'ERROR', message, detail: e.detail, column: e.column, hint: e.hint }
   }
 }
 
@@ -107,7 +114,7 @@ function fromConnect(e: ConnectError): MappedError | undefined {
 export function toPrismaError(err: unknown): unknown {
   if (err instanceof PrismaAdapterError) return err
   let payload: PrismaErrorPayload | undefined
-  if (err instanceof QueryError) payload = { ...fromServer(err), originalCode: err.sqlstate, originalMessage: err.message }
+  if (err instanceof QueryError) payload = { ...fromServer(err), originalCode: err.sqlstate, originalMessage: serverMessage(err) }
   else if (err instanceof ConnectError) {
     const mapped = fromConnect(err)
     if (mapped) payload = err.sqlstate === undefined ? mapped : { ...mapped, originalCode: err.sqlstate, originalMessage: err.message }
