@@ -155,3 +155,54 @@ describe('PrismaTidepool outside a UTC session', () => {
     }
   })
 })
+
+describe('PrismaTidepool construction and disposal', () => {
+  it('opens a pool of its own from options, and closes it on dispose', async () => {
+    const factory = new PrismaTidepool({ url: db.url, size: 2, maxOverflow: 0, name: 'prisma-own' })
+    expect(factory.pool).toBeUndefined()
+    const adapter = await factory.connect()
+    expect((await adapter.queryRaw(q('SELECT 1 AS one'))).rows).toEqual([[1]])
+    expect(factory.pool?.stats()).toMatchObject({ name: 'prisma-own', size: 2, checkedOut: 0 })
+    await adapter.dispose()
+    expect(factory.pool?.state).toBe('closed')
+  })
+
+  it('leaves a pool it was given open on dispose, unless told to close it', async () => {
+    const pool = await createPool({ url: db.url, size: 1 }, { logger: recordingLogger() })
+    await (await new PrismaTidepool(pool).connect()).dispose()
+    expect(pool.state).toBe('open')
+    await (await new PrismaTidepool(pool, { disposePool: true }).connect()).dispose()
+    expect(pool.state).toBe('closed')
+  })
+
+  it('refuses an unknown option and an isolation level PostgreSQL does not have', async () => {
+    expect(() => new PrismaTidepool(db.url, { schemaName: 'x' } as never)).toThrow(/unknown key schemaName/)
+    const factory = new PrismaTidepool({ url: db.url, size: 1 })
+    const adapter = await factory.connect()
+    try {
+      await expect(adapter.startTransaction('SNAPSHOT')).rejects.toMatchObject({ name: 'DriverAdapterError', cause: { kind: 'InvalidIsolationLevel', level: 'SNAPSHOT' } })
+      expect(factory.pool?.stats().checkedOut).toBe(0)
+    } finally {
+      await adapter.dispose()
+    }
+  })
+
+  it('gives migrate a shadow database next to the pool’s, dropped on dispose', async () => {
+    const factory = new PrismaTidepool({ url: db.url, size: 1 })
+    const shadow = await factory.connectToShadowDb()
+    const name = (await shadow.queryRaw(q('SELECT current_database()'))).rows[0]![0] as string
+    expect(name).toMatch(/^prisma_migrate_shadow_db_[0-9a-f]{32}$/)
+    await shadow.executeScript('CREATE TABLE t (id int); INSERT INTO t VALUES (1)')
+    expect((await shadow.queryRaw(q('SELECT count(*)::int FROM t'))).rows).toEqual([[1]])
+    await shadow.dispose()
+    expect((await db.admin('SELECT count(*)::int AS n FROM pg_database WHERE datname = $1', [name])).rows[0].n).toBe(0)
+    expect(factory.pool?.state).toBe('closed')
+  })
+
+  it('maps a failure to connect to Prisma’s DatabaseDoesNotExist', async () => {
+    const url = new URL(db.url)
+    url.pathname = '/no_such_database'
+    const err = await new PrismaTidepool({ url: url.toString(), size: 1 }).connect().catch((e: unknown) => e)
+    expect(err).toMatchObject({ name: 'DriverAdapterError', cause: { kind: 'DatabaseDoesNotExist', db: 'no_such_database' } })
+  })
+})
