@@ -74,11 +74,26 @@ async function toResultSet(result: SessionResult, lease: Lease | undefined): Pro
   return { columnNames: fields.map((f) => f.name), columnTypes: fields.map((f) => columnTypeOf(f.dataTypeID)!), rows: result.rows as unknown[][] }
 }
 
-abstract class Queryable {
+/**
+ * Called on the statement's own lease before it goes back: how a cluster-aware adapter learns the
+ * commit LSN of a write (replicas.ts).
+ */
+export interface WriteHooks {
+  /** A statement outside a transaction succeeded. */
+  afterStatement?(lease: Lease, sql: string): Promise<void>
+  /** The engine's COMMIT succeeded. */
+  afterCommit?(lease: Lease): Promise<void>
+}
+
+const COMMIT = /^\s*(commit|end)\s*;?\s*$/i
+
+/** @internal What the adapter, its transactions and the replica adapter share: statements on a lease. */
+export abstract class PrismaQueryable {
   readonly provider = 'postgres' as const
   readonly adapterName = ADAPTER_NAME
 
-  protected abstract run<T>(sql: string, work: (lease: Lease) => Promise<T>): Promise<T>
+  /** @internal Run `work` for the statement `sql` on a lease of this adapter's choosing. */
+  abstract run<T>(sql: string, work: (lease: Lease) => Promise<T>): Promise<T>
 
   async queryRaw(query: SqlQuery): Promise<SqlResultSet> {
     try {
@@ -98,14 +113,16 @@ abstract class Queryable {
 }
 
 /** An interactive transaction: one lease from BEGIN until commit()/rollback() gives it back. */
-export class PrismaTidepoolTransaction extends Queryable implements Transaction {
+export class PrismaTidepoolTransaction extends PrismaQueryable implements Transaction {
   readonly options: TransactionOptions = { usePhantomQuery: false }
   readonly #lease: Lease
+  readonly #hooks: WriteHooks | undefined
   #released = false
 
-  constructor(lease: Lease) {
+  constructor(lease: Lease, hooks?: WriteHooks) {
     super()
     this.#lease = lease
+    this.#hooks = hooks
   }
 
   /** The server process running this transaction (pg_stat_activity.pid). */
@@ -113,8 +130,10 @@ export class PrismaTidepoolTransaction extends Queryable implements Transaction 
     return this.#lease.pid
   }
 
-  protected run<T>(_sql: string, work: (lease: Lease) => Promise<T>): Promise<T> {
-    return work(this.#lease)
+  async run<T>(sql: string, work: (lease: Lease) => Promise<T>): Promise<T> {
+    const out = await work(this.#lease)
+    if (this.#hooks?.afterCommit && COMMIT.test(sql)) await this.#hooks.afterCommit(this.#lease)
+    return out
   }
 
   /** The engine sent COMMIT already: give the connection back (once; the pool rolls back anything left open). */
@@ -155,22 +174,30 @@ export class PrismaTidepoolTransaction extends Queryable implements Transaction 
 }
 
 /** What Prisma gets from connect(): statements on the pool, transactions on a lease. */
-export class PrismaTidepoolAdapter extends Queryable implements SqlDriverAdapter {
+export class PrismaTidepoolAdapter extends PrismaQueryable implements SqlDriverAdapter {
   readonly pool: Pool
   readonly #schema: string | undefined
   readonly #transactionTimeoutMs: number | undefined
+  readonly #hooks: WriteHooks | undefined
   readonly #onDispose: () => Promise<void>
 
-  constructor(pool: Pool, options: { schema?: string | undefined; transactionAcquireTimeoutMs?: number | undefined }, onDispose: () => Promise<void>) {
+  constructor(pool: Pool, options: { schema?: string | undefined; transactionAcquireTimeoutMs?: number | undefined; hooks?: WriteHooks | undefined }, onDispose: () => Promise<void>) {
     super()
     this.pool = pool
     this.#schema = options.schema
     this.#transactionTimeoutMs = options.transactionAcquireTimeoutMs
+    this.#hooks = options.hooks
     this.#onDispose = onDispose
   }
 
-  protected run<T>(sql: string, work: (lease: Lease) => Promise<T>): Promise<T> {
-    return withStatementLease(this.pool, sql, undefined, work)
+  run<T>(sql: string, work: (lease: Lease) => Promise<T>): Promise<T> {
+    const after = this.#hooks?.afterStatement
+    if (after === undefined) return withStatementLease(this.pool, sql, undefined, work)
+    return withStatementLease(this.pool, sql, undefined, async (lease) => {
+      const out = await work(lease)
+      await after(lease, sql)
+      return out
+    })
   }
 
   async startTransaction(isolationLevel?: IsolationLevel): Promise<Transaction> {
@@ -193,13 +220,13 @@ export class PrismaTidepoolAdapter extends Queryable implements SqlDriverAdapter
       lease.release()
       throw toPrismaError(err)
     }
-    return new PrismaTidepoolTransaction(lease)
+    return new PrismaTidepoolTransaction(lease, this.#hooks)
   }
 
   /** Several statements in one simple-protocol message, as PostgreSQL runs a script: one implicit transaction. */
   async executeScript(script: string): Promise<void> {
     try {
-      await withStatementLease(this.pool, script, undefined, (lease) => lease.run({ text: script }))
+      await this.run(script, (lease) => lease.run({ text: script }))
     } catch (err) {
       throw toPrismaError(err)
     }
