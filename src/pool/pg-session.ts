@@ -129,8 +129,9 @@ export class PgSession implements Session {
       return Array.isArray(result) ? result[result.length - 1]! : result
     }
     return new Promise<SessionResult>((resolve, reject) => {
-      ;(query as unknown as { callback: (err: Error | null, res: SessionResult) => void }).callback = (err, res) => {
-        if (!err) return resolve(res)
+      ;(query as unknown as { callback: (err: Error | null, res: SessionResult | SessionResult[]) => void }).callback = (err, res) => {
+        // Several statements without values (simple protocol) give an array here too: the last one wins.
+        if (!err) return resolve(Array.isArray(res) ? res[res.length - 1]! : res)
         hideStatementName(err, name)
         reject(err)
       }
