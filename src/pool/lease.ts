@@ -10,7 +10,7 @@
 import { AbortError, LeaseError, QueryTimeoutError, ResultDecodeError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection, TransactionStatus } from './connection.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
-import type { SessionResult, Statement } from './session.js'
+import type { SessionResult, Statement, TypeParsers } from './session.js'
 
 /** One statement for Lease.run. */
 export interface LeaseStatement {
@@ -22,6 +22,8 @@ export interface LeaseStatement {
    */
   prepare?: boolean | undefined
   rowMode?: 'array' | undefined
+  /** Parse this statement's results with these parsers instead of the pool's (pg's `types`). */
+  types?: TypeParsers | undefined
   /** A statement without parameters (a transaction's BEGIN) sent first, in the same round trip. */
   prelude?: string | undefined
 }
@@ -242,7 +244,7 @@ export function connectionOf(lease: Lease): PooledConnection {
 }
 
 function sessionStatement(conn: PooledConnection, s: LeaseStatement): Statement {
-  const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude }
+  const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude, types: s.types }
   const prepare = s.prepare
   if ((prepare === true || (s.values !== undefined && s.values.length > 0)) && conn.namedStatements && prepare !== false) statement.name = conn.statementName(s.text)
   return statement

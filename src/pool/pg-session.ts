@@ -117,20 +117,21 @@ export class PgSession implements Session {
 
   private async send(statement: Statement): Promise<SessionResult> {
     if (statement.prelude !== undefined) await this.client.query(statement.prelude)
-    const { text, values, name, rowMode } = statement
+    const { text, values, name, rowMode, types } = statement
     const hasValues = values !== undefined && values.length > 0
     // A pg.Query is passed as is; a plain config object would be cloned property by property.
-    const query = !hasValues && !statement.extended && name === undefined && rowMode === undefined
+    const query = !hasValues && !statement.extended && name === undefined && rowMode === undefined && types === undefined
       ? text
-      : new pg.Query({ text, values: values as unknown[] | undefined, name, rowMode, queryMode: statement.extended ? 'extended' : undefined } as pg.QueryConfig)
+      : new pg.Query({ text, values: values as unknown[] | undefined, name, rowMode, types, queryMode: statement.extended ? 'extended' : undefined } as pg.QueryConfig)
     if (typeof query === 'string') {
       // Several statements in one text give an array of results; like the wire driver, the last one wins.
       const result = (await this.client.query(query)) as SessionResult | SessionResult[]
       return Array.isArray(result) ? result[result.length - 1]! : result
     }
     return new Promise<SessionResult>((resolve, reject) => {
-      ;(query as unknown as { callback: (err: Error | null, res: SessionResult) => void }).callback = (err, res) => {
-        if (!err) return resolve(res)
+      ;(query as unknown as { callback: (err: Error | null, res: SessionResult | SessionResult[]) => void }).callback = (err, res) => {
+        // Several statements without values (simple protocol) give an array here too: the last one wins.
+        if (!err) return resolve(Array.isArray(res) ? res[res.length - 1]! : res)
         hideStatementName(err, name)
         reject(err)
       }

@@ -28,6 +28,14 @@ export interface SessionResult<R = any> {
   fields: FieldInfo[]
 }
 
+/**
+ * Result parsers for one statement, in place of the pool's (pg's `types` query option): asked once
+ * per column of each result, by type OID; results are in text format.
+ */
+export interface TypeParsers {
+  getTypeParser(oid: number, format: 'text'): (text: string) => unknown
+}
+
 export interface Statement {
   text: string
   /** Bind values; with any, the extended protocol is used. */
@@ -37,6 +45,8 @@ export interface Statement {
   /** Use the extended protocol (an unnamed statement) even without values. */
   extended?: boolean | undefined
   rowMode?: 'array' | undefined
+  /** Parse this statement's results with these parsers instead of the pool's. */
+  types?: TypeParsers | undefined
   /**
    * A statement without parameters (e.g. BEGIN) that runs just before this one, in the same round
    * trip where the driver can. If the prelude fails, this statement does not run and the call

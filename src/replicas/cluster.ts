@@ -68,6 +68,13 @@ export interface ClusterStats {
   patroni?: PatroniStats
 }
 
+let routerOfCluster: (cluster: Cluster) => Router
+
+/** @internal For the ORM seams (src/prisma/): route statements the cluster's way on their own leases. */
+export function routerOf(cluster: Cluster): Router {
+  return routerOfCluster(cluster)
+}
+
 export class Cluster implements NodeHost {
   readonly name: string
   readonly settings: ResolvedClusterOptions
@@ -83,6 +90,9 @@ export class Cluster implements NodeHost {
   readonly primary: ClusterDatabase
   private readonly readerView: ClusterDatabase
   private readonly router: Router
+  static {
+    routerOfCluster = (cluster) => cluster.router
+  }
   private probeTimer: NodeJS.Timeout | undefined
   private probing: Promise<void> | undefined
   private closed: Promise<void> | undefined

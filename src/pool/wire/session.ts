@@ -21,7 +21,7 @@ import type {
 import { ParameterError, ResultDecodeError } from '../../errors/index.js'
 import { isSessionEnding, markNotRun } from '../errors.js'
 import { typeParsers } from '../types.js'
-import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionNotification, type SessionResult, type Statement, type TransactionStatus } from '../session.js'
+import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionNotification, type SessionResult, type Statement, type TransactionStatus, type TypeParsers } from '../session.js'
 import { authenticate, type WireStartup } from './auth.js'
 import { FrameWriter } from './frames.js'
 
@@ -82,12 +82,27 @@ class Request {
    * the statement never ran (see `error` in dispatch).
    */
   answered = false
+  /** The statement's own result parsers (Statement.types), and the columns asked for so far. */
+  types: TypeParsers | undefined = undefined
+  private typedFor: Shape | undefined = undefined
+  private typedParsers: TextParser[] = []
 
   constructor(
     readonly resolve: (result: SessionResult) => void,
     readonly reject: (error: Error) => void,
     readonly arrays: boolean,
   ) {}
+
+  /** Parsers for the current result: the shape's, or the statement's own types asked once per shape. */
+  parsers(): TextParser[] {
+    const shape = this.shape
+    if (this.types === undefined) return shape.parsers
+    if (this.typedFor !== shape) {
+      this.typedFor = shape
+      this.typedParsers = shape.fields.map((f) => this.types!.getTypeParser(f.dataTypeID, 'text'))
+    }
+    return this.typedParsers
+  }
 }
 
 /**
@@ -181,7 +196,8 @@ const isFatal = (error: Error) => {
 
 /** A type parser threw (or a row did not match its description): name the column and type, never the value. */
 function decodeError(request: Request, values: (string | null)[], err: unknown): ResultDecodeError {
-  const { parsers, fields } = request.shape
+  const { fields } = request.shape
+  const parsers = request.parsers()
   let where = ''
   for (let i = 0; i < values.length && i < parsers.length; i++) {
     const v = values[i]
@@ -318,6 +334,7 @@ export class WireSession implements Session {
     return new Promise<SessionResult>((resolve, reject) => {
       if (this.failure) return reject(markNotRun(this.closedError(), 'never-sent'))
       const request = new Request(resolve, reject, statement.rowMode === 'array')
+      request.types = statement.types
       const w = this.writer
       try {
         const { text, values, name, prelude } = statement
@@ -620,7 +637,8 @@ export class WireSession implements Session {
   }
 
   private addRow(request: Request, values: (string | null)[]): void {
-    const { parsers, names, protoColumn } = request.shape
+    const { names, protoColumn } = request.shape
+    const parsers = request.parsers()
     if (parsers.length !== values.length) throw new Error(`a row has ${values.length} columns but its description has ${parsers.length}`)
     if (request.arrays) {
       const row = new Array(values.length)
