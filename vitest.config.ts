@@ -6,6 +6,7 @@ export default defineConfig({
     alias: {
       // Most specific first: 'tidepool' would otherwise also rewrite 'tidepool/testing'.
       'tidepool/testing': fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
+      'tidepool/server': fileURLToPath(new URL('./src/server/index.ts', import.meta.url)),
       'tidepool/fastify': fileURLToPath(new URL('./src/fastify/index.ts', import.meta.url)),
       tidepool: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
     },

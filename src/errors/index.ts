@@ -17,7 +17,7 @@ export type TidepoolErrorCode =
   | 'TRANSACTION'
   | 'MISUSE'
   | 'MIGRATION'
-  | 'HARNESS'
+  | 'LOCAL_SERVER'
   | 'SESSION_STATE'
   | 'PARAMETER'
   | 'DECODE'
@@ -274,6 +274,16 @@ export class SessionStateError extends TidepoolError {
     )
     this.statement = statement
     this.alternative = alternative
+  }
+}
+
+/**
+ * A local PostgreSQL server (or a daemon beside it: PgBouncer, etcd, Patroni, HAProxy, Redis) could
+ * not be found, prepared, started or stopped (`src/server/`: `tidepool up`, PITR restores, tests).
+ */
+export class LocalServerError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('LOCAL_SERVER', message, options)
   }
 }
 

@@ -23,6 +23,7 @@ import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
 import { noteNewPool } from './second-pool.js'
+import { now, sleep } from '../util/time.js'
 
 export type PoolState = 'open' | 'closing' | 'closed'
 
@@ -110,7 +111,6 @@ interface Waiter {
   onAbort: (() => void) | undefined
 }
 
-const now = () => performance.now()
 
 export class Pool {
   readonly config: DatabaseConfig
@@ -807,10 +807,6 @@ function describeHolder(conn: PooledConnection): { stack: string | undefined; ho
 
 function sameHost(a: HostPort, b: HostPort): boolean {
   return a.host === b.host && a.port === b.port
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {

@@ -24,7 +24,7 @@ import { Migrator } from '../migrate/migrator.js'
 import { splitStatements } from '../migrate/split.js'
 import { createPool } from '../pool/pool.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
-import { startCluster, type PgCluster } from './cluster.js'
+import { startCluster, type PgCluster } from '../server/cluster.js'
 import { createTestDatabase, type TestDatabaseHandle } from './database.js'
 import { RollbackDatabase } from './rollback.js'
 

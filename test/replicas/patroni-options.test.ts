@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest'
 import { Cluster, ConfigError, createCluster, parseClusterJson, resolveClusterOptions } from '../../src/index.js'
 import { primaryHosts, readableReplicas } from '../../src/replicas/patroni.js'
-import { freePorts } from '../../src/testing/node.js'
+import { freePorts } from '../../src/server/node.js'
 
 // Shapes as Patroni 3.0.2 answers GET /cluster (the leader has no lag).
 const cluster3 = {

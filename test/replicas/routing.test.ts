@@ -12,7 +12,7 @@ import {
   type ClusterOptions,
   type QueryEndEvent,
 } from '../../src/index.js'
-import { freePorts } from '../../src/testing/node.js'
+import { freePorts } from '../../src/server/node.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { replicaStats, sharedReplicaUrl } from './helpers.js'
 
