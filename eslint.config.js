@@ -25,7 +25,8 @@ const LAYERS = {
 }
 
 const layerRules = Object.entries(LAYERS).map(([layer, allowed]) => {
-  const forbidden = Object.keys(LAYERS).filter((other) => other !== layer && !allowed.includes(other))
+  // entries/ holds the package's subpath entry points: above every layer, like src/index.ts.
+  const forbidden = [...Object.keys(LAYERS).filter((other) => other !== layer && !allowed.includes(other)), 'entries']
   return {
     files: [`src/${layer}/**/*.ts`],
     rules: {

@@ -4,7 +4,9 @@
 // waits are fair (p99/p50 of call latency), failures are only the pool's timeout, memory bounded.
 import pg from 'pg'
 import postgres from 'postgres'
-import { Database, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { measureAndReport } from '../lib/measure.js'
 

@@ -3,7 +3,8 @@
 import genericPool from 'generic-pool'
 import pg from 'pg'
 import tarn from 'tarn'
-import { createPool, silentLogger } from '../../src/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { measureAndReport } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
 

@@ -3,7 +3,9 @@
 // the process's heap plus Buffer memory is measured after a full GC, against the same figure
 // before. Not a timing test. Run with --expose-gc; prints one JSON line (see RetainedResult).
 import pg from 'pg'
-import { Database, createPool, silentLogger, type DatabaseConfigInput } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger, type DatabaseConfigInput } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 
 export interface RetainedResult {

@@ -1,7 +1,9 @@
 // Pool exhaustion: thousands of callers at once on a pool of 10, in rounds. Every caller gets a
 // connection or a PoolTimeoutError by its deadline, the pool's books balance, and memory stays flat.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, PoolTimeoutError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { PoolTimeoutError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'
 import { outcomes, runLoad } from './lib/load.js'

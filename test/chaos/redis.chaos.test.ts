@@ -1,7 +1,9 @@
 // The cache under load while its Redis is killed and restarted: every request still gets the
 // right value, none waits much longer than the Redis timeout, and the cache goes back to Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, createCache, createPool, type Cache, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createCache, type Cache } from '../../src/cache/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { skipWithoutRedis, startRedis, type RedisServer } from '../helpers/redis.js'
 import { recordFigures } from './lib/figures.js'

@@ -5,30 +5,16 @@ import Fastify from 'fastify'
 import type { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { storedIdempotency, tidepool } from '../../src/fastify/index.js'
-import {
-  acquireRedisLock,
-  ConfigError,
-  createCache,
-  createCluster,
-  createDashboard,
-  createPool,
-  Database,
-  ensureIdempotencyTable,
-  listTenants,
-  startIdempotencySweeper,
-  forUpdate,
-  idempotent,
-  idempotentRequest,
-  migrate,
-  migrateTenants,
-  Migrator,
-  Observer,
-  provisionTenant,
-  resolveConfig,
-  skipLocked,
-  tryAdvisoryLock,
-  withAdvisoryLock,
-} from '../../src/index.js'
+import { acquireRedisLock, ensureIdempotencyTable, startIdempotencySweeper, forUpdate, idempotent, idempotentRequest, skipLocked, tryAdvisoryLock, withAdvisoryLock } from '../../src/safety/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createDashboard } from '../../src/dashboard/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { Database } from '../../src/db/index.js'
+import { listTenants, migrate, migrateTenants, Migrator, provisionTenant } from '../../src/migrate/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { resolveConfig } from '../../src/config/index.js'
 import { createTestDatabase, startCluster } from '../../src/testing/index.js'
 import { useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'

@@ -3,7 +3,11 @@
 // a views table; an app with neither shows neither.
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, ViewRefreshMetrics, createPool, scheduleRefresh, serveDashboard, type ObserverSnapshot, type Pool, type RefreshSchedule } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, type ObserverSnapshot } from '../../src/observe/index.js'
+import { ViewRefreshMetrics, scheduleRefresh, type RefreshSchedule } from '../../src/ops/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { serveDashboard } from '../../src/dashboard/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'
 import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'

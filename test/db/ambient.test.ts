@@ -3,7 +3,11 @@
 // call that escapes to a second connection visible at once: it would wait for itself.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
-import { createCache, createCluster, createPool, Database, PoolTimeoutError, TransactionError, type Pool } from '../../src/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { Database } from '../../src/db/index.js'
+import { PoolTimeoutError, TransactionError } from '../../src/errors/index.js'
 
 const testDb = await useDatabase()
 let pool: Pool

@@ -1,7 +1,9 @@
 // executeMany (one round trip per batch on the default driver, all or nothing) and executeTag,
 // on both drivers.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { Database, QueryError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { QueryError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
-import { Database, QueryError, TemplateError, TransactionError, createPool, type Pool, type QueryEndEvent, type TransactionRetryEvent } from '../../src/index.js'
+import { Database, type QueryEndEvent, type TransactionRetryEvent } from '../../src/db/index.js'
+import { QueryError, TemplateError, TransactionError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 
 const testDb = await useDatabase()
 let pool: Pool

@@ -1,18 +1,9 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { startCluster, stopAllClusters } from 'tidepool/testing'
-import {
-  ConnectError,
-  createListener,
-  createPool,
-  Database,
-  IdentifierError,
-  MisuseError,
-  notify,
-  SessionStateError,
-  type ListenGap,
-  type Notification,
-} from '../../src/index.js'
+import { ConnectError, IdentifierError, MisuseError, SessionStateError } from '../../src/errors/index.js'
+import { createListener, Database, notify, type ListenGap, type Notification } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startPeer, type Peer } from '../helpers/peer.js'
 import { startFaultProxy } from '../helpers/proxy.js'

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startCluster, type PgCluster } from 'tidepool/testing'
-import { ConnectError, Database, QueryTimeoutError, createPool } from '../../src/index.js'
+import { ConnectError, QueryTimeoutError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
 import {
   CertificateFactory,
   everySide,

@@ -5,7 +5,9 @@
 import pg from 'pg'
 import { to as copyToStdout } from 'pg-copy-streams'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectionLostError, Database, QueryError, TidepoolError, createPool, type Pool } from '../../src/index.js'
+import { ConnectionLostError, QueryError, TidepoolError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 process.env.TZ = 'America/St_Johns' // -03:30 / -02:30: a half-hour offset with DST

@@ -3,7 +3,8 @@
 // write load lose no acknowledged write, leave no caller past its deadline and serve no stale
 // read-your-writes read, both with Patroni discovery and through HAProxy's write port.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, Database, type Cluster } from '../../src/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
+import { Database } from '../../src/db/index.js'
 import { missingHaBinaries, startHaCluster, type HaCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { Ledger } from '../chaos/lib/ledger.js'

@@ -2,17 +2,9 @@
 // runner's lock dies with its session, and a live holder makes others give up with its pid.
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
-import {
-  Database,
-  MigrationFailedError,
-  MigrationLockError,
-  Migrator,
-  createPool,
-  migrationLockKey,
-  type MigrateResult,
-  type MigrationProgress,
-  type Pool,
-} from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { MigrationFailedError, MigrationLockError, Migrator, migrationLockKey, type MigrateResult, type MigrationProgress } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 

@@ -3,19 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  Database,
-  MigrationDriftError,
-  MigrationFailedError,
-  MigrationOrderError,
-  MigrationSourceError,
-  Migrator,
-  createMigrationFile,
-  createPool,
-  migrate,
-  type MigrationProgress,
-  type Pool,
-} from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { MigrationDriftError, MigrationFailedError, MigrationOrderError, MigrationSourceError, Migrator, createMigrationFile, migrate, type MigrationProgress } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 

@@ -1,16 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  MigrationFailedError,
-  TenantError,
-  createPool,
-  listTenants,
-  migrateTenant,
-  migrateTenants,
-  provisionTenant,
-  tenantSchema,
-  type Pool,
-  type TenantsProgress,
-} from '../../src/index.js'
+import { MigrationFailedError, TenantError, listTenants, migrateTenant, migrateTenants, provisionTenant, tenantSchema, type TenantsProgress } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 

@@ -1,6 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { startCluster, stopAllClusters } from 'tidepool/testing'
-import { Database, Observer, createPool, type HealthCheck } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, type HealthCheck } from '../../src/observe/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

@@ -1,6 +1,9 @@
 import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, Database, Observer, PoolTimeoutError, createPool, type MetricsSource, type Pool } from '../../src/index.js'
+import { ConfigError, PoolTimeoutError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, type MetricsSource } from '../../src/observe/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { parseMetrics, type ParsedMetrics } from '../helpers/prometheus.js'
 

@@ -3,7 +3,11 @@
 // query events, the slow-query log, snapshots) unless logParams/logValues is on. The error thrown
 // to the caller keeps the server's message: the caller gave the value.
 import { afterAll, describe, expect, it } from 'vitest'
-import { createCluster, createPool, Database, Observer, QueryError, type QueryEndEvent } from '../../src/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { Database, type QueryEndEvent } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { QueryError } from '../../src/errors/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const VALUE = 'user-7'

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, RequestScope, createPool, currentScope, runInScope, type NPlusOneWarning, type Pool, type SlowQuery } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, RequestScope, currentScope, runInScope, type NPlusOneWarning, type SlowQuery } from '../../src/observe/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

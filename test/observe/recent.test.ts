@@ -2,7 +2,11 @@
 // windows that decay, Tidepool's own statements kept out of the top statements, and the pool
 // figures added for issue 18 (utilisation, overflow in use).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, PoolTimeoutError, createPool, forUpdate, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { PoolTimeoutError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { forUpdate } from '../../src/safety/index.js'
 import { WindowedPercentiles } from '../../src/observe/recent.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'

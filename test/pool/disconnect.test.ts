@@ -4,7 +4,9 @@
 // once more on a fresh connection; and once one connection is found dead by a disconnect, every
 // connection opened before that moment is pinged before its next use.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectionLostError, Database, createPool, type Pool } from '../../src/index.js'
+import { ConnectionLostError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { startCluster, type PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 

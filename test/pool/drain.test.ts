@@ -2,7 +2,8 @@
 // return), and a pool whose targetSessionAttrs names a role re-checks the server's role on
 // pre-ping and after revalidate(), draining every connection to a server that lost it.
 import { describe, expect, it } from 'vitest'
-import { Database, createPool, type PoolOptions } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type PoolOptions } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const db = await useDatabase()

@@ -2,7 +2,9 @@
 // notices, results of several statements, COPY; and the wire driver's own bookkeeping (prepared
 // statements, BEGIN sent with the first statement) holds up under faults.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectError, Database, QueryError, createPool, type Pool } from '../../src/index.js'
+import { ConnectError, QueryError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

@@ -3,7 +3,11 @@
 // be changed or turned off; libpq URL forms (options=-c …, keepalives*) are understood; the
 // migrator lifts the timeouts for its own session only.
 import { afterAll, describe, expect, it } from 'vitest'
-import { Database, QueryError, createPool, migrate, resolveConfig, type DatabaseConfigInput, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { QueryError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { migrate } from '../../src/migrate/index.js'
+import { resolveConfig, type DatabaseConfigInput } from '../../src/config/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 

@@ -3,7 +3,8 @@
 // checkouts name the statement instead of paying for a stack, and listeners may unsubscribe while
 // an event is being delivered.
 import { describe, expect, it } from 'vitest'
-import { Database, createPool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 

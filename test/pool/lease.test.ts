@@ -2,7 +2,9 @@
 // before anything changes, and no path (a refused call, a failed BEGIN/COMMIT/ROLLBACK, a release
 // inside a transaction) loses a slot or hands out a dirty connection.
 import { describe, expect, it } from 'vitest'
-import { Database, LeaseError, MisuseError, TransactionError, createPool, type Pool, type PoolOptions } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { LeaseError, MisuseError, TransactionError } from '../../src/errors/index.js'
+import { createPool, type Pool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 

@@ -1,7 +1,9 @@
 // "No pool" mode for serverless functions: maxUses 1 opens a connection per checkout and closes it
 // when it is returned, so nothing is left open between invocations (nor frozen with the function).
 import { afterAll, describe, expect, it } from 'vitest'
-import { Database, createPool, resolveConfig } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { resolveConfig } from '../../src/config/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

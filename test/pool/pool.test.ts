@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError, ConnectError, MisuseError, Pool, PoolClosedError, PoolTimeoutError, AbortError, createPool, type PoolOptions } from '../../src/index.js'
+import { ConfigError, ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, AbortError } from '../../src/errors/index.js'
+import { Pool, createPool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, settledWithin, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 

@@ -1,7 +1,7 @@
 // A second pool to the same server, database and user in one process is logged once per target,
 // naming both pools; warnOnSecondPool: false silences it; a closed pool no longer counts.
 import { describe, expect, it } from 'vitest'
-import { createPool } from '../../src/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
