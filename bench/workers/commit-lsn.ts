@@ -32,7 +32,7 @@ if (driver === 'cluster-session') {
   op = (i) => cluster.session(() => cluster.db.transaction((tx) => tx.execute(UPDATE, [id(i)])))
   close = () => cluster.close()
 } else {
-  const p = await createPool(pool, { logger: silentLogger })
+  const p = await createPool({ ...pool, logger: silentLogger })
   const db = new Database(p)
   let lsn: unknown
   const withCommit = { sql: LSN, onRow: (row: Record<string, unknown> | undefined) => (lsn = row?.lsn) }

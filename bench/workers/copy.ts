@@ -80,7 +80,7 @@ if (peer === 'pg-copy-streams') {
     return chunks
   }
 } else if (peer === 'tidepool' || peer === 'tidepool/pg-driver') {
-  const pool = await createPool({ url, size: 1, maxOverflow: 0, driver: peer === 'tidepool' ? 'tidepool' : 'pg' }, { logger: silentLogger })
+  const pool = await createPool({ url, size: 1, maxOverflow: 0, driver: peer === 'tidepool' ? 'tidepool' : 'pg', logger: silentLogger })
   const db = new Database(pool, { schema: 'public' })
   close = () => pool.close()
   copyOnce = async (warmUp) => {

@@ -24,7 +24,7 @@ let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool': {
-    const pool = await createPool({ url, size, maxOverflow: overflow, acquireTimeoutMs: timeoutMs }, { logger: silentLogger })
+    const pool = await createPool({ url, size, maxOverflow: overflow, acquireTimeoutMs: timeoutMs, logger: silentLogger })
     const db = new Database(pool)
     op = (i) => db.fetchVal(SQL, [i])
     close = () => pool.close()

@@ -19,7 +19,7 @@ let op: () => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, prePing: 'never' }, { logger: silentLogger })
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, prePing: 'never', logger: silentLogger })
     op = async () => pool.release(await pool.acquire())
     close = () => pool.close()
     break

@@ -28,7 +28,7 @@ const replicaPool = { url: replicaUrl, size: max, maxOverflow: 0, minIdle: max }
 let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>
 if (driver === 'direct') {
-  const pool = await createPool(replicaPool, { logger: silentLogger })
+  const pool = await createPool({ ...replicaPool, logger: silentLogger })
   const db = new Database(pool)
   op = (i) => db.fetchVal(SQL, [id(i)])
   close = () => pool.close()

@@ -41,7 +41,7 @@ let query: (sql: string, values: unknown[]) => Promise<unknown>
 let close: () => Promise<unknown>
 if (driver === 'tidepool' || driver === 'tidepool/pg-driver') {
   const config: DatabaseConfigInput = { url, size: connections, maxOverflow: 0, minIdle: connections, driver: driver === 'tidepool' ? 'tidepool' : 'pg' }
-  const pool = await createPool(config, { logger: silentLogger })
+  const pool = await createPool({ ...config, logger: silentLogger })
   const db = new Database(pool)
   query = (sql, values) => db.fetchVal(sql, values)
   close = () => pool.close()

@@ -35,7 +35,7 @@ let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool':
   case 'tidepool/pg-driver': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, driver: driver === 'tidepool' ? 'tidepool' : 'pg' }, { logger: silentLogger })
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, driver: driver === 'tidepool' ? 'tidepool' : 'pg', logger: silentLogger })
     const db = new Database(pool)
     op = () => {
       const { aid, bid, tid, delta } = draw()

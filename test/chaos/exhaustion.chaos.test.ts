@@ -22,7 +22,7 @@ let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: ACQUIRE_TIMEOUT_MS }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: ACQUIRE_TIMEOUT_MS, logger: recordingLogger() })
   db = new Database(pool)
 })
 afterAll(() => pool?.close())

@@ -30,7 +30,7 @@ let db: Database
 const dirs: string[] = []
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 4 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 4, logger: recordingLogger() })
   db = new Database(pool)
   await db.execute('CREATE TABLE victim (id int PRIMARY KEY, note text NOT NULL)')
   await db.execute("INSERT INTO victim SELECT n, 'row ' || n FROM generate_series(1, 100) n")

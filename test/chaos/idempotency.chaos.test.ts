@@ -26,7 +26,7 @@ let db: Database
 
 beforeAll(async () => {
   servers = await chaosCluster()
-  pool = await createPool({ url: servers.primary.url, size: 10, maxOverflow: 0, acquireTimeoutMs: 2_000, connectTimeoutMs: 1_000 }, { logger: recordingLogger() })
+  pool = await createPool({ url: servers.primary.url, size: 10, maxOverflow: 0, acquireTimeoutMs: 2_000, connectTimeoutMs: 1_000, logger: recordingLogger() })
   db = new Database(pool)
   await ensureIdempotencyTable(db)
   await db.execute('CREATE TABLE orders (id bigserial PRIMARY KEY, key text NOT NULL, amount int NOT NULL)')

@@ -21,7 +21,7 @@ const pools: Pool[] = []
 afterAll(() => Promise.all(pools.map((p) => p.close({ timeoutMs: 0 }))))
 
 async function newPool(options: { leakReclaimMs?: number }, logger = recordingLogger()): Promise<Pool> {
-  const pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: DEADLINE_MS, leakWarningMs: 100, ...options }, { logger })
+  const pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: DEADLINE_MS, leakWarningMs: 100, ...options, logger })
   pools.push(pool)
   return pool
 }

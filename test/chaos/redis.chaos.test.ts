@@ -26,7 +26,7 @@ let cache: Cache
 beforeAll(async () => {
   if (skip) return
   redis = await startRedis()
-  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool)
   await db.execute('CREATE TABLE items (id int PRIMARY KEY, value text NOT NULL)')
   await db.execute("INSERT INTO items SELECT n, 'item-' || n FROM generate_series(0, $1::int - 1) n", [KEYS])

@@ -102,6 +102,15 @@ describe('unknown option keys are ConfigErrors everywhere', () => {
     expect(nested.key).toBe('ssl.kee')
   })
 
+  it('a renamed option names its new name: logValues is logParams everywhere', async () => {
+    const observer = await refusal('new Observer', () => new Observer({ logValues: true } as never))
+    expect(observer.key).toBe('logValues')
+    expect(observer.message).toContain('unknown key logValues (renamed: use logParams)')
+    const database = await refusal('new Database', () => new Database(pool, { logValues: true } as never))
+    expect(database.message).toContain('unknown key logValues (renamed: use logParams)')
+    expect(() => new Observer({ logParams: true })).not.toThrow()
+  })
+
   it('the Fastify plugin refuses an unknown option at register time', async () => {
     const app = Fastify()
     const err = await refusal('tidepool plugin', async () => {

@@ -186,7 +186,7 @@ describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
     const testDb = await useDatabase()
     const db = await Database.connect({ url: testDb.url, size: 1, name: 'watched' })
     const observer = new Observer({ slowQueryMs: false }).watch(db)
-    cleanups.push(async () => (observer.close(), db.close()))
+    cleanups.push(async () => (await observer.close(), await db.close()))
     const app = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(observer.snapshot())))
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
     const port = (app.address() as AddressInfo).port

@@ -27,7 +27,7 @@ describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', a
 
   beforeAll(async () => {
     bouncer = await startPgBouncer({ serverUrl: testDb.url, poolSize: 2 })
-    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 2, maxOverflow: 0, connectTimeoutMs: 10_000 }, { logger: recordingLogger() })
+    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 2, maxOverflow: 0, connectTimeoutMs: 10_000, logger: recordingLogger() })
     direct = await Database.connect({ url: testDb.url, size: 2 }, { logger: recordingLogger() })
     await direct.execute('CREATE MATERIALIZED VIEW order_totals AS SELECT 1 AS id, 42 AS total')
     const views = new ViewRefreshMetrics()
@@ -39,7 +39,7 @@ describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', a
     for (const close of closers.reverse()) await close().catch(() => {})
     await browser?.close()
     await schedule?.stop()
-    observer?.close()
+    await observer?.close()
     await pool?.close()
     await direct?.close()
     await bouncer?.stop()

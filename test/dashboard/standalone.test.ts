@@ -18,7 +18,7 @@ const served = await serveDashboard({ snapshot: fetchSnapshots(source), interval
 afterAll(async () => {
   await served.close()
   await new Promise((resolve) => app.close(resolve))
-  observer.close()
+  await observer.close()
   await db.close()
 })
 

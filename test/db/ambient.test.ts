@@ -16,7 +16,7 @@ let db: Database
 const count = () => db.outsideTransaction(() => db.fetchVal<number>('SELECT count(*)::int FROM {{tables.notes}}'))
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, acquireTimeoutMs: 1_500 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, acquireTimeoutMs: 1_500, logger: recordingLogger() })
   db = new Database(pool, { schema: 'amb' })
   await db.ensureSchema()
   await db.execute('CREATE TABLE {{tables.notes}} (id serial PRIMARY KEY, body text NOT NULL)')
@@ -128,7 +128,7 @@ describe('calls on the Database inside its own transaction (pool of one)', () =>
   })
 
   it('outsideTransaction runs on a connection of its own, committed on its own', async () => {
-    const big = await createPool({ url: testDb.url, size: 2, maxOverflow: 0 }, { logger: recordingLogger() })
+    const big = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, logger: recordingLogger() })
     const bdb = new Database(big, { schema: 'amb' })
     try {
       await bdb
@@ -150,7 +150,7 @@ describe('calls on the Database inside its own transaction (pool of one)', () =>
 
 describe('what does not join', () => {
   it('two transactions started side by side from outside stay independent', async () => {
-    const two = await createPool({ url: testDb.url, size: 2, maxOverflow: 0 }, { logger: recordingLogger() })
+    const two = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, logger: recordingLogger() })
     const tdb = new Database(two, { schema: 'amb' })
     try {
       const [a, b] = await Promise.all([

@@ -15,7 +15,7 @@ describe.each(['tidepool', 'pg'] as const)('executeMany (driver %s)', (driver) =
   const count = () => db.fetchVal<number>('SELECT count(*)::int FROM {{tables.items}}')
 
   beforeAll(async () => {
-    pool = await createPool({ url: testDb.url, driver, size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+    pool = await createPool({ url: testDb.url, driver, size: 1, maxOverflow: 0, logger: recordingLogger() })
     db = new Database(pool, { schema: `batch_${driver}` })
     await db.ensureSchema()
     await db.execute('CREATE TABLE {{tables.items}} (id int PRIMARY KEY, name text NOT NULL CHECK (name <> $$bad$$))')

@@ -17,7 +17,7 @@ beforeAll(async () => {
   proxy = await startFaultProxy(testCluster().primaryPort)
   const url = new URL(testDb.url)
   url.port = String(proxy.port)
-  pool = await createPool({ url: url.toString(), size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: url.toString(), size: 1, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool)
 })
 afterAll(async () => {

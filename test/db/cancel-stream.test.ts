@@ -11,7 +11,7 @@ let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 2, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool)
 })
 afterAll(() => pool.close())

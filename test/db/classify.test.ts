@@ -23,7 +23,7 @@ beforeAll(async () => {
     if (text === 'grumpy') throw new RangeError('grumpy is not a mood we parse')
     return text
   })
-  for (const driver of DRIVERS) pools[driver] = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, driver }, { logger: recordingLogger() })
+  for (const driver of DRIVERS) pools[driver] = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, driver, logger: recordingLogger() })
 })
 afterAll(async () => {
   pg.types.setTypeParser(moodOid, (text: string) => text)

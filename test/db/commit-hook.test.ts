@@ -12,7 +12,7 @@ let db: Database
 const LSN = { sql: "SELECT pg_current_wal_insert_lsn()::text AS lsn, 'after' AS tag" }
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 3 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 3, logger: recordingLogger() })
   db = new Database(pool)
   await db.execute('CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)')
 })

@@ -80,7 +80,7 @@ describe('LISTEN/NOTIFY', () => {
   })
 
   it('works with the pg driver too', async () => {
-    const pool = await createPool({ url: testDb.url, size: 1, driver: 'pg' }, { logger })
+    const pool = await createPool({ url: testDb.url, size: 1, driver: 'pg', logger })
     const listener = createListener(pool)
     const heard: string[] = []
     await listener.listen('pg_driver', (n) => void heard.push(n.payload))
@@ -140,7 +140,7 @@ describe('LISTEN/NOTIFY', () => {
     await expect(notify(db, 'ok', big)).rejects.toThrow(/8000 bytes; PostgreSQL accepts at most 7999/)
     await expect(notify(db, 'ok', big)).rejects.toBeInstanceOf(MisuseError)
 
-    const pooled = await createPool({ url: testDb.url, size: 1, pooler: 'pgbouncer-transaction' }, { logger })
+    const pooled = await createPool({ url: testDb.url, size: 1, pooler: 'pgbouncer-transaction', logger })
     expect(() => createListener(pooled)).toThrow(SessionStateError)
     expect(() => createListener(pooled)).toThrow(/direct connection to PostgreSQL for the listener/)
     await expect(new Database(pooled).listen('x', () => {})).rejects.toBeInstanceOf(SessionStateError)

@@ -270,7 +270,7 @@ describe.skipIf(opensslMissing)('differential: Unix-domain sockets', () => {
   })
 
   it.each(['tidepool', 'pg'] as const)('driver %s: no server on the socket is "refused", naming the socket file', async (driver) => {
-    const err = await createPool({ host: socketDir, port: port + 1, user: 'trust_user', database: 'postgres', driver, size: 1 }, { logger }).catch((e: unknown) => e)
+    const err = await createPool({ host: socketDir, port: port + 1, user: 'trust_user', database: 'postgres', driver, size: 1, logger }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ConnectError)
     expect((err as ConnectError).reason).toBe('refused')
     expect((err as ConnectError).message).toContain(`${socketDir}/.s.PGSQL.${port + 1}`)

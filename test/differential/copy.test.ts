@@ -45,7 +45,7 @@ beforeAll(async () => {
   // A server TimeZone that is neither UTC nor the process's: a date written as UTC wall time shows.
   await testDb.admin(`ALTER DATABASE "${testDb.name}" SET timezone TO 'Asia/Kathmandu'`)
   for (const driver of DRIVERS) {
-    pools[driver] = await createPool({ url: testDb.url, size: 2, driver, applicationName: `copy-${driver}` }, { logger })
+    pools[driver] = await createPool({ url: testDb.url, size: 2, driver, applicationName: `copy-${driver}`, logger })
     dbs[driver] = new Database(pools[driver])
   }
   for (const driver of DRIVERS) {

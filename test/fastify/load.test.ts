@@ -14,7 +14,7 @@ import { parseMetrics } from '../helpers/prometheus.js'
 
 const testDb = await useDatabase()
 const logger = recordingLogger()
-const pool = await createPool({ url: testDb.url, name: 'loaded', size: 2, maxOverflow: 0, acquireTimeoutMs: 30 }, { logger, warmup: false })
+const pool = await createPool({ url: testDb.url, name: 'loaded', size: 2, maxOverflow: 0, acquireTimeoutMs: 30, logger, warmup: false })
 // Open both connections first, with time to connect on a busy machine.
 const warm = [await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 })]
 warm.forEach((c) => pool.release(c))

@@ -51,7 +51,7 @@ async function build(
   { ownErrorHandler = true } = {},
 ): Promise<Built> {
   // No warm-up under a short acquire timeout: on a busy machine connecting can take longer.
-  const pool = await createPool({ url: testDb.url, name: 'api', size: 4, ...poolOptions }, { logger, warmup: false })
+  const pool = await createPool({ url: testDb.url, name: 'api', size: 4, ...poolOptions, logger, warmup: false })
   pool.release(await pool.acquire({ timeoutMs: 10_000 }))
   const db = new Database(pool, { schema: 'shop' })
   const warnings: NPlusOneWarning[] = []
@@ -207,6 +207,6 @@ describe('options', () => {
     expect(res.json()).toMatchObject({ status: 'down', components: { ledger: { status: 'down', detail: { why: 'test' } } } })
     await app.close()
     expect(observer.snapshot().pools).toHaveLength(1) // still usable: the app did not own it
-    observer.close()
+    await observer.close()
   })
 })

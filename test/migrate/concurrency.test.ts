@@ -14,7 +14,7 @@ afterAll(() => Promise.all(pools.map((p) => p.close())))
 
 /** A runner as a separate app instance would be: its own pool of one connection. */
 async function runner(applicationName: string, settings: { lockTimeoutMs?: number; statementTimeoutMs?: number } = {}): Promise<Pool> {
-  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, applicationName, ...settings }, { logger: recordingLogger() })
+  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, applicationName, ...settings, logger: recordingLogger() })
   pools.push(pool)
   return pool
 }

@@ -14,7 +14,7 @@ const logger = recordingLogger()
 let pool: Pool
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 3, maxOverflow: 0 }, { logger })
+  pool = await createPool({ url: testDb.url, size: 3, maxOverflow: 0, logger })
 })
 afterAll(() => pool.close())
 

@@ -7,7 +7,7 @@ import { migrationsFolder } from '../helpers/migrations.js'
 const testDb = await useDatabase()
 let pool: Pool
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 4, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 4, maxOverflow: 0, logger: recordingLogger() })
 })
 afterAll(() => pool.close())
 

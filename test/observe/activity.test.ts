@@ -111,7 +111,7 @@ describe('activity', () => {
       await browser.close()
       await served.close()
       monitor.stop()
-      observer.close()
+      await observer.close()
       release()
       await holding
       await waiting

@@ -20,7 +20,7 @@ beforeAll(async () => {
   observer = new Observer({ logger, slowQueryMs: false }).watchCluster(cluster).watchCache(cache)
 })
 afterAll(async () => {
-  observer.close()
+  await observer.close()
   await cache.close()
   await cluster.close()
 })

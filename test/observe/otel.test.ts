@@ -37,7 +37,7 @@ const url = new URL(testDb.url)
 
 beforeAll(async () => {
   await testDb.admin('CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL)')
-  db = new Database(await createPool({ url: testDb.url, name: 'otel', size: 2, maxOverflow: 1 }, { logger }))
+  db = new Database(await createPool({ url: testDb.url, name: 'otel', size: 2, maxOverflow: 1, logger }))
   uninstrument = await instrument(db, { tracerProvider, meterProvider })
 })
 afterAll(async () => {

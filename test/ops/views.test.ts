@@ -105,7 +105,7 @@ describe('scheduleRefresh', () => {
     expect(m.value('tidepool_view_refresh_duration_seconds', { view: 'reports.slow' })).toBeGreaterThan(0)
     expect(m.value('tidepool_view_staleness_seconds', { view: 'reports.slow' })).toBeGreaterThanOrEqual(0)
     expect(observer.snapshot().sources.views).toMatchObject({ 'reports.slow': { lastError: undefined, nextAt: undefined } })
-    observer.close()
+    await observer.close()
     // Stopped means stopped.
     await new Promise((r) => setTimeout(r, 600))
     expect(results.length).toBe(count)

@@ -42,7 +42,7 @@ beforeAll(async () => {
 describe.each(DRIVERS)('every backend terminated, driver %s', (driver) => {
   it('statements issued right after, with default options: none fails, each write lands once', async () => {
     const logger = recordingLogger()
-    const pool = await createPool({ url: db.url, driver, size: 5, applicationName: `disconnect-${driver}` }, { logger })
+    const pool = await createPool({ url: db.url, driver, size: 5, applicationName: `disconnect-${driver}`, logger })
     const database = new Database(pool)
     const failures: unknown[] = []
     const base = driver === 'pg' ? 1000 : 0
@@ -70,7 +70,7 @@ describe('the server restarts', () => {
   afterAll(() => servers?.stop())
 
   it.each(DRIVERS)('statements after a fast restart, with default options: none fails (driver %s)', async (driver) => {
-    const pool = await createPool({ url: servers.primary.url, driver, size: 4 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: servers.primary.url, driver, size: 4, logger: recordingLogger() })
     const database = new Database(pool)
     await database.execute('CREATE TABLE IF NOT EXISTS restarted (n int)')
     await database.execute('TRUNCATE restarted')
@@ -95,7 +95,7 @@ describe('the server restarts', () => {
 
 describe('what a termination proves', () => {
   it('a statement the server never answered is ConnectionLostError executed "no" inside a transaction (never retried there)', async () => {
-    const pool = await createPool({ url: db.url, size: 1, applicationName: 'disconnect-tx' }, { logger: recordingLogger() })
+    const pool = await createPool({ url: db.url, size: 1, applicationName: 'disconnect-tx', logger: recordingLogger() })
     const database = new Database(pool)
     let attempts = 0
     const err = await database

@@ -9,7 +9,7 @@ import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 const db = await useDatabase()
 
 async function pool(options: Omit<PoolOptions, 'url'> = {}, logger = recordingLogger()) {
-  return createPool({ url: db.url, ...options }, { logger })
+  return createPool({ url: db.url, ...options, logger })
 }
 
 /** Make the session of the pool's next connection read-only, as a fenced or demoted primary would be. */

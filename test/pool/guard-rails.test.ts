@@ -17,7 +17,7 @@ afterAll(() => Promise.all(pools.map((p) => p.close())))
 
 async function settingsOf(options: DatabaseConfigInput | string): Promise<Record<string, string>> {
   const input = typeof options === 'string' ? { url: options } : { url: testDb.url, ...options }
-  const pool = await createPool({ size: 1, maxOverflow: 0, ...input }, { logger: recordingLogger() })
+  const pool = await createPool({ size: 1, maxOverflow: 0, ...input, logger: recordingLogger() })
   pools.push(pool)
   const row = await new Database(pool).fetchOne<Record<string, string>>(
     "SELECT current_setting('statement_timeout') AS statement_timeout, current_setting('lock_timeout') AS lock_timeout, " +
@@ -59,7 +59,7 @@ describe.each(['tidepool', 'pg'] as const)('a default pool (driver %s)', (driver
   })
 
   it('a statement past the default statement_timeout is cancelled by the server (57014)', async () => {
-    const pool = await createPool({ url: testDb.url, driver, size: 1, statementTimeoutMs: 200 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: testDb.url, driver, size: 1, statementTimeoutMs: 200, logger: recordingLogger() })
     pools.push(pool)
     const err = await new Database(pool).fetchVal('SELECT pg_sleep(5)').catch((e: unknown) => e)
     expect(err).toBeInstanceOf(QueryError)
@@ -83,7 +83,7 @@ describe('URL keepalives and options parsing', () => {
 
 describe('migrations', () => {
   it('run with statement_timeout and lock_timeout lifted, and the pool gets its guard rails back', async () => {
-    const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, statementTimeoutMs: 100 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, statementTimeoutMs: 100, logger: recordingLogger() })
     pools.push(pool)
     const db = new Database(pool, { schema: 'guards' })
     await db.ensureSchema()

@@ -12,7 +12,7 @@ const db = await useDatabase()
 
 describe('pool hot path', () => {
   it('does not pre-ping a connection handed straight from its holder to a waiter', async () => {
-    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, prePing: 'if-idle', prePingIdleMs: 100 }, { logger: recordingLogger() })
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, prePing: 'if-idle', prePingIdleMs: 100, logger: recordingLogger() })
     const lease = await p.acquire()
     const conn = connectionOf(lease) // the connection behind the lease: count the pool's pings of it
     let pings = 0
@@ -36,7 +36,7 @@ describe('pool hot path', () => {
 
   it('reports a one-statement checkout held past leakWarningMs by its statement, and a manual one by its stack', async () => {
     const logger = recordingLogger()
-    const p = await createPool({ url: db.url, size: 2, leakWarningMs: 100 }, { logger })
+    const p = await createPool({ url: db.url, size: 2, leakWarningMs: 100, logger })
     const leaks: { holder: string | undefined; stack: string | undefined }[] = []
     p.on('leak', (e) => leaks.push({ holder: e.holder, stack: e.stack }))
     await new Database(p).fetchVal('SELECT pg_sleep(0.4)')
@@ -51,7 +51,7 @@ describe('pool hot path', () => {
   })
 
   it('delivers an event to every listener even when one unsubscribes while it is called', async () => {
-    const p = await createPool({ url: db.url, size: 1 }, { logger: recordingLogger() })
+    const p = await createPool({ url: db.url, size: 1, logger: recordingLogger() })
     const calls: string[] = []
     const offFirst = p.on('acquire', () => {
       calls.push('first')

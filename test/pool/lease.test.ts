@@ -11,7 +11,7 @@ import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 const db = await useDatabase()
 
 async function pool(options: Omit<PoolOptions, 'url'> = {}): Promise<Pool> {
-  return createPool({ url: db.url, size: 2, maxOverflow: 0, ...options }, { logger: recordingLogger() })
+  return createPool({ url: db.url, size: 2, maxOverflow: 0, ...options, logger: recordingLogger() })
 }
 
 /** The figures that say whether a slot was lost. */
@@ -64,7 +64,7 @@ describe('lease', () => {
   })
 
   it('accepts a release after the pool closed the connection under its holder, and refuses its statements', async () => {
-    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 150 }, { logger: recordingLogger() })
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 150, logger: recordingLogger() })
     const forgotten = await p.acquire()
     const next = await p.acquire() // the reclaim frees the only slot
     expect(p.stats().reclaimed).toBe(1)

@@ -10,7 +10,7 @@ const testDb = await useDatabase()
 const serverSessions = async (app: string) => Number((await testDb.admin('SELECT count(*) FROM pg_stat_activity WHERE application_name = $1', [app])).rows[0]!.count)
 
 describe('maxUses: 1 (no pool)', () => {
-  const pool = createPool({ url: testDb.url, maxUses: 1, minIdle: 0, applicationName: 'tp-no-pool' }, { logger: recordingLogger() })
+  const pool = createPool({ url: testDb.url, maxUses: 1, minIdle: 0, applicationName: 'tp-no-pool', logger: recordingLogger() })
   afterAll(async () => (await pool).close())
 
   it('closes each connection after its one use: a new server session every time, none left open', async () => {
