@@ -33,6 +33,7 @@ beforeAll(async () => {
 }, 60_000)
 afterAll(async () => {
   await Promise.all(restored.map((r) => r.stop()))
+  await stopServer(join(root, 'outlive')).catch(() => {}) // left running only if its test failed early
   await db?.close()
   await cluster?.stop()
   rmSync(root, { recursive: true, force: true })
