@@ -3,12 +3,12 @@ import { defineConfig } from 'vitest/config'
 
 export default defineConfig({
   resolve: {
-    alias: {
+    alias: [
       // Most specific first: 'tidepool' would otherwise also rewrite 'tidepool/testing'.
-      'tidepool/testing': fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
-      'tidepool/fastify': fileURLToPath(new URL('./src/fastify/index.ts', import.meta.url)),
-      tidepool: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
-    },
+      { find: /^tidepool\/(testing|fastify|server)$/, replacement: fileURLToPath(new URL('./src/$1/index.ts', import.meta.url)) },
+      { find: /^tidepool\/([a-z]+)$/, replacement: fileURLToPath(new URL('./src/entries/$1.ts', import.meta.url)) },
+      { find: /^tidepool$/, replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)) },
+    ],
   },
   test: {
     include: ['test/**/*.test.ts'],

@@ -1,283 +1,49 @@
-// Tidepool's public API. Lower layers never import from here.
+// Tidepool's root entry: what an application imports to connect, query and handle errors. The rest
+// is grouped by purpose in subpaths, each a file in src/entries/ (see ARCHITECTURE.md):
+//   tidepool/pool       the pool in depth: leases, connections, events, stats
+//   tidepool/db         Database in depth: scopes, query events, streams, LISTEN/NOTIFY, PgBouncer
+//   tidepool/config     configuration: URLs, presets, config files and environments, redaction
+//   tidepool/sql        identifiers, templates, statement shapes
+//   tidepool/migrate    migrations and tenants
+//   tidepool/replicas   the replica cluster: routing, read-your-writes tokens, LSNs, Patroni
+//   tidepool/cache      the query cache and its Redis tier
+//   tidepool/safety     idempotency keys, advisory/row/Redis locks
+//   tidepool/observe    metrics, health, statement statistics, activity, OpenTelemetry
+//   tidepool/ops        backups, PITR, integrity checks, advice, materialized views
+//   tidepool/dashboard  the live web page
+//   tidepool/server     local PostgreSQL servers;  tidepool/testing  test databases
+//   tidepool/fastify    the Fastify plugin
+// Keep this list short (test/api/surface.test.ts holds it under a limit): a name belongs here only
+// if nearly every application needs it. Lower layers never import from here.
 export * from './errors/index.js'
 export {
   resolveConfig,
   parseDatabaseUrl,
-  describeTarget,
-  redactUrl,
-  redactConfig,
+  defineConfig,
+  loadConfigFile,
   createConsoleLogger,
   silentLogger,
+  redactUrl,
   PRESETS,
-  DEFAULTS,
   type DatabaseConfig,
   type DatabaseConfigInput,
   type PresetName,
-  type PrePingMode,
-  type SslMode,
-  type StatementMode,
-  type PoolerMode,
-  type Driver,
-  type TargetSessionAttrs,
   type Logger,
   type LogLevel,
 } from './config/index.js'
-export { Pool, createPool, PooledConnection, Lease, type ConnectionInfo, type LeaseStatement, type LeaseRunOptions, type PoolOptions, type PoolStats, type PoolEvents, type AcquireOptions, type Percentiles, type Notice } from './pool/index.js'
-export { isSafeIdentifier, assertIdentifier, quoteIdentifier, qualifiedName, renderTemplate, normalizeSql, statementShape } from './sql/index.js'
+export { Pool, createPool, Lease, type PoolOptions, type PoolStats } from './pool/index.js'
+export { assertIdentifier, quoteIdentifier, qualifiedName } from './sql/index.js'
 export {
   Database,
-  ConnectionScope,
   Transaction,
-  Queryable,
   type DatabaseOptions,
   type QueryOptions,
   type QueryResult,
-  type QueryEvents,
-  type QueryStartEvent,
-  type QueryEndEvent,
-  type TransactionRetryEvent,
   type TransactionOptions,
   type IsolationLevel,
-  type StreamOptions,
-  type ExecuteManyOptions,
-  type CommandTag,
   type Params,
   type Row,
-  safeJson,
-  type Serializer,
-  Listener,
-  createListener,
-  notify,
-  MAX_NOTIFY_PAYLOAD_BYTES,
-  type Notification,
-  type NotificationHandler,
-  type ListenGap,
-  type ListenOptions,
-  type ListenerOptions,
-  type ListenerEvents,
 } from './db/index.js'
-export {
-  Migrator,
-  migrate,
-  loadMigrationFiles,
-  listMigrationFiles,
-  createMigrationFile,
-  migrationLockKey,
-  splitStatements,
-  provisionTenant,
-  migrateTenant,
-  migrateTenants,
-  listTenants,
-  tenantSchema,
-  MigrationError,
-  MigrationSourceError,
-  MigrationDriftError,
-  MigrationOrderError,
-  MigrationLockError,
-  MigrationFailedError,
-  TenantError,
-  NO_TRANSACTION_MARKER,
-  TRACKING_TABLE,
-  DEFAULT_TENANT_PREFIX,
-  type MigratorOptions,
-  type MigrationProgress,
-  type MigrateResult,
-  type AppliedMigration,
-  type PlannedMigration,
-  type MigrationState,
-  type MigrationStatus,
-  type MigrationStatusEntry,
-  type VerifyResult,
-  type MigrationFile,
-  type MigrationFileName,
-  type AppliedRecord,
-  type SqlStatement,
-  type TenantOptions,
-  type TenantResult,
-  type TenantInfo,
-  type TenantsProgress,
-  type MigrateTenantsOptions,
-  type MigrateTenantsResult,
-  type MigrationSourceProblem,
-  type DriftedMigration,
-  type FailedStatement,
-  type TenantProblem,
-} from './migrate/index.js'
-export { defineConfig, findConfigFile, readConfigFile, splitConfigFile, CONFIG_FILE_NAMES, type TidepoolConfigFile, type FileSections } from './config/index.js'
-export { loadConfigFile, configFileProblems, type LoadConfigOptions, type LoadedConfigFile } from './config/index.js'
-export {
-  Cluster,
-  createCluster,
-  ClusterDatabase,
-  ConsistencySession,
-  parseLsn,
-  tryParseLsn,
-  formatLsn,
-  toLsn,
-  laterLsn,
-  InvalidTokenError,
-  NoReplicaAvailableError,
-  ReplicaBehindError,
-  type ClusterOptions,
-  type ReplicaOptions,
-  type BalanceMode,
-  type FallbackMode,
-  type ClusterStats,
-  type PrimaryStats,
-  type ReplicaStats,
-  type ReplicaState,
-  type SessionOptions,
-  type ReadOptions,
-  type ClusterQueryOptions,
-  type ViewMode,
-  type ClusterEvents,
-  type FallbackReason,
-  type Lsn,
-  type ConsistencyToken,
-} from './replicas/index.js'
-export { readPatroniTopology, parseClusterJson, resolveClusterOptions, type PatroniMember, type PatroniTopology, type PatroniStats, type FailoverRecord } from './replicas/index.js'
-// Cache: in-process LRU + optional Redis tier, invalidation bus, single-flight, stampede lease.
-export { Cache, createCache, type CacheOptions, type GetOptions, type CacheStats, type Loader, type LoadContext } from './cache/index.js'
-export { openRedis, parseSentinelUrl, type RedisSource, type RedisSentinelOptions } from './cache/index.js'
-// Safety: idempotency keys, advisory and row locks, fenced Redis locks.
-export * from './safety/index.js'
-
-// Observability: slow-query log, statement statistics, N+1 detection, metrics, health, advisor.
-export {
-  Observer,
-  RequestScope,
-  runInScope,
-  currentScope,
-  poolCheck,
-  runHealthChecks,
-  renderExposition,
-  publishToPromRegistry,
-  serverStatements,
-  activity,
-  ActivityMonitor,
-  explain,
-  type ExplainOptions,
-  type ExplainResult,
-  describeActivity,
-  type Activity,
-  type ActivityOptions,
-  type ActivitySession,
-  type BlockingEntry,
-  advisePoolSize,
-  replicaMetrics,
-  cacheMetrics,
-  PROMETHEUS_CONTENT_TYPE,
-  type ObserverOptions,
-  type ObserverSnapshot,
-  type MetricsSource,
-  type MetricFamily,
-  type ValueSample,
-  type HistogramSample,
-  type HealthCheck,
-  type HealthStatus,
-  type ComponentHealth,
-  type HealthReport,
-  type ComponentReport,
-  type ReadinessOptions,
-  type PromRegistry,
-  type StatementStats,
-  type StatementOrder,
-  type SlowQuery,
-  type NPlusOneWarning,
-  type PoolSizeAdvice,
-  type PoolSizeAdviceOptions,
-  type ServerStatement,
-  type ServerStatements,
-  type ServerStatementOptions,
-} from './observe/index.js'
-
-// Operations: backup/restore with checksums and verification, integrity checks, advisor.
-export {
-  backup,
-  restore,
-  verifyBackup,
-  listBackups,
-  readManifest,
-  BackupError,
-  type BackupOptions,
-  type BackupResult,
-  type BackupProgress,
-  type RestoreOptions,
-  type RestoreResult,
-  type RestoreProgress,
-  type BackupVerifyResult,
-  type BackupManifest,
-  type BackupFailure,
-  checkIntegrity,
-  adviseDatabase,
-  type CheckOptions,
-  type RelationshipSpec,
-  type AdviseOptions,
-  type ColumnsRef,
-  type Finding,
-  type Report,
-  type Severity,
-  type StepReport,
-} from './ops/index.js'
-
-// Dashboard: the live page over an Observer's snapshot (SSE, uPlot), mountable or standalone.
-export {
-  createDashboard,
-  mountDashboard,
-  serveDashboard,
-  fetchSnapshots,
-  checkSnapshot,
-  listenError,
-  type SourceStatus,
-  type Dashboard,
-  type DashboardOptions,
-  type ServedDashboard,
-  type LoadControl,
-  type LoadStatus,
-  type Point,
-  type PoolPoint,
-} from './dashboard/index.js'
-
-// Behind PgBouncer: detection from its admin console, its figures as metrics, the session-state guard.
-export { PgBouncerAdmin, detectPooler, assertNoSessionState, type PgBouncerPool, type PgBouncerStats, type PoolerDetection } from './db/index.js'
-export { PgBouncerMetrics, type PgBouncerMetricsOptions, type PgBouncerSnapshot } from './observe/index.js'
-
-// OpenTelemetry spans and metrics (@opentelemetry/api is an optional peer, loaded by instrument()).
-export { instrument, type OtelOptions, type Instrumentable, type MigratorLike } from './observe/index.js'
-export { POOLER_MODES } from './config/index.js'
-
-// Materialized views: refresh under an advisory lock, on a schedule, with metrics.
-export {
-  refreshView,
-  lastViewRefresh,
-  scheduleRefresh,
-  ViewRefreshMetrics,
-  ViewRefreshError,
-  parseCron,
-  nextCronTime,
-  VIEW_REFRESH_TABLE,
-  type RefreshViewOptions,
-  type ViewRefreshResult,
-  type ViewRefreshFailure,
-  type ScheduleRefreshOptions,
-  type RefreshSchedule,
-  type CronSchedule,
-} from './ops/index.js'
-
-// Point-in-time recovery: base backups, WAL archiving, restore to a moment.
-export {
-  baseBackup,
-  restoreToTime,
-  archiveCommand,
-  archiveStatus,
-  archiveWalNow,
-  type BaseBackupOptions,
-  type BaseBackupResult,
-  type BaseBackupManifest,
-  type RestoreToTimeOptions,
-  type RestoredCluster,
-  type ArchiveStatus,
-} from './ops/index.js'
-// Issue 21 (seeds): sizing before traffic, the batch loader, paging types.
-export { suggestPoolSize, type SuggestPoolSizeOptions, type PoolSizeSuggestion } from './config/index.js'
-export { createLoader, BatchLoader, type LoaderOptions, type Page, type PaginateOptions } from './db/index.js'
+export { Migrator, migrate, type MigratorOptions } from './migrate/index.js'
+export { Cluster, createCluster, ClusterDatabase, type ClusterOptions } from './replicas/index.js'
+export { Cache, createCache, type CacheOptions } from './cache/index.js'

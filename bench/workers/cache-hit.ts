@@ -3,7 +3,8 @@
 // plain Map behind the same `await`, the floor any in-process cache is measured against.
 // One closed-loop operation is a batch of `batch` sequential awaited gets, so the loop's own
 // per-operation bookkeeping does not dominate; ops/s, latency and CPU are reported per get.
-import { createCache, silentLogger } from '../../src/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { closedLoop } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
 

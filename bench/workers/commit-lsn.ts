@@ -4,7 +4,10 @@
 // COMMIT in one round trip (`commit-with-lsn`, TransactionOptions.withCommit), and the cluster's
 // own path (`cluster-session`: cluster.db.transaction inside a consistency session). Needs
 // --url with pgbench_accounts loaded. Prints one JSON line with the RunResult.
-import { Database, createCluster, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { measureAndReport } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
 
@@ -29,7 +32,7 @@ if (driver === 'cluster-session') {
   op = (i) => cluster.session(() => cluster.db.transaction((tx) => tx.execute(UPDATE, [id(i)])))
   close = () => cluster.close()
 } else {
-  const p = await createPool(pool, { logger: silentLogger })
+  const p = await createPool({ ...pool, logger: silentLogger })
   const db = new Database(p)
   let lsn: unknown
   const withCommit = { sql: LSN, onRow: (row: Record<string, unknown> | undefined) => (lsn = row?.lsn) }

@@ -9,7 +9,9 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import pg from 'pg'
 import { from as copyFromStdin, to as copyToStdout } from 'pg-copy-streams'
-import { Database, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 import type { RunResult } from '../lib/measure.js'
 
@@ -78,7 +80,7 @@ if (peer === 'pg-copy-streams') {
     return chunks
   }
 } else if (peer === 'tidepool' || peer === 'tidepool/pg-driver') {
-  const pool = await createPool({ url, size: 1, maxOverflow: 0, driver: peer === 'tidepool' ? 'tidepool' : 'pg' }, { logger: silentLogger })
+  const pool = await createPool({ url, size: 1, maxOverflow: 0, driver: peer === 'tidepool' ? 'tidepool' : 'pg', logger: silentLogger })
   const db = new Database(pool, { schema: 'public' })
   close = () => pool.close()
   copyOnce = async (warmUp) => {

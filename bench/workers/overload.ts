@@ -4,7 +4,9 @@
 // waits are fair (p99/p50 of call latency), failures are only the pool's timeout, memory bounded.
 import pg from 'pg'
 import postgres from 'postgres'
-import { Database, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { measureAndReport } from '../lib/measure.js'
 
@@ -22,7 +24,7 @@ let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool': {
-    const pool = await createPool({ url, size, maxOverflow: overflow, acquireTimeoutMs: timeoutMs }, { logger: silentLogger })
+    const pool = await createPool({ url, size, maxOverflow: overflow, acquireTimeoutMs: timeoutMs, logger: silentLogger })
     const db = new Database(pool)
     op = (i) => db.fetchVal(SQL, [i])
     close = () => pool.close()

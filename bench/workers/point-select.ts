@@ -5,7 +5,9 @@
 //   --via pgbouncer   the URL is a PgBouncer in transaction mode: no named prepared statements
 import pg from 'pg'
 import postgres from 'postgres'
-import { Database, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { accountIds } from '../lib/data.js'
 import { measureAndReport } from '../lib/measure.js'

@@ -3,7 +3,8 @@
 import genericPool from 'generic-pool'
 import pg from 'pg'
 import tarn from 'tarn'
-import { createPool, silentLogger } from '../../src/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { measureAndReport } from '../lib/measure.js'
 import { arg, numArg } from '../lib/args.js'
 
@@ -18,7 +19,7 @@ let op: () => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, prePing: 'never' }, { logger: silentLogger })
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, prePing: 'never', logger: silentLogger })
     op = async () => pool.release(await pool.acquire())
     close = () => pool.close()
     break

@@ -5,7 +5,10 @@
 // scope, the replay check). Needs --url (the primary, for the cluster) and --replica-url, with
 // pgbench_accounts loaded on the primary (it reaches the replica by replication).
 // Prints one JSON line with the RunResult.
-import { Database, createCluster, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { accountIds } from '../lib/data.js'
 import { measureAndReport } from '../lib/measure.js'
@@ -25,7 +28,7 @@ const replicaPool = { url: replicaUrl, size: max, maxOverflow: 0, minIdle: max }
 let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>
 if (driver === 'direct') {
-  const pool = await createPool(replicaPool, { logger: silentLogger })
+  const pool = await createPool({ ...replicaPool, logger: silentLogger })
   const db = new Database(pool)
   op = (i) => db.fetchVal(SQL, [id(i)])
   close = () => pool.close()

@@ -3,7 +3,9 @@
 // the process's heap plus Buffer memory is measured after a full GC, against the same figure
 // before. Not a timing test. Run with --expose-gc; prints one JSON line (see RetainedResult).
 import pg from 'pg'
-import { Database, createPool, silentLogger, type DatabaseConfigInput } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger, type DatabaseConfigInput } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 
 export interface RetainedResult {
@@ -39,7 +41,7 @@ let query: (sql: string, values: unknown[]) => Promise<unknown>
 let close: () => Promise<unknown>
 if (driver === 'tidepool' || driver === 'tidepool/pg-driver') {
   const config: DatabaseConfigInput = { url, size: connections, maxOverflow: 0, minIdle: connections, driver: driver === 'tidepool' ? 'tidepool' : 'pg' }
-  const pool = await createPool(config, { logger: silentLogger })
+  const pool = await createPool({ ...config, logger: silentLogger })
   const db = new Database(pool)
   query = (sql, values) => db.fetchVal(sql, values)
   close = () => pool.close()

@@ -3,7 +3,9 @@
 // postgres.js. Prints one JSON line with the RunResult (ops = transactions).
 import pg from 'pg'
 import postgres from 'postgres'
-import { Database, createPool, silentLogger } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { silentLogger } from '../../src/config/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { ACCOUNTS, SCALE } from '../lib/data.js'
 import { measureAndReport } from '../lib/measure.js'
@@ -33,7 +35,7 @@ let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool':
   case 'tidepool/pg-driver': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, driver: driver === 'tidepool' ? 'tidepool' : 'pg' }, { logger: silentLogger })
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, driver: driver === 'tidepool' ? 'tidepool' : 'pg', logger: silentLogger })
     const db = new Database(pool)
     op = () => {
       const { aid, bid, tid, delta } = draw()

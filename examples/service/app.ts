@@ -2,7 +2,8 @@
 // 503 + Retry-After, Idempotency-Key), a consistency session per request (read-your-writes
 // across replicas), one error handler, and the routes. Public API only.
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
-import { tryParseLsn, QueryError } from 'tidepool'
+import { tryParseLsn } from 'tidepool/replicas'
+import { QueryError } from 'tidepool'
 import { storedIdempotency, tidepool } from 'tidepool/fastify'
 import { indexRoute } from './routes/index.js'
 import { orderRoutes } from './routes/orders.js'

@@ -6,25 +6,11 @@ import { existsSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
-import {
-  ActivityMonitor,
-  createCache,
-  createCluster,
-  createConsoleLogger,
-  createDashboard,
-  Database,
-  ensureIdempotencyTable,
-  listenError,
-  listTenants,
-  migrate,
-  mountDashboard,
-  Observer,
-  provisionTenant,
-  redactUrl,
-  type Cache,
-  type Cluster,
-  type Logger,
-} from 'tidepool'
+import { ActivityMonitor, Observer } from 'tidepool/observe'
+import { createCache, createCluster, createConsoleLogger, Database, migrate, redactUrl, type Cache, type Cluster, type Logger } from 'tidepool'
+import { createDashboard, listenError, mountDashboard } from 'tidepool/dashboard'
+import { ensureIdempotencyTable } from 'tidepool/safety'
+import { listTenants, provisionTenant } from 'tidepool/migrate'
 import { startCluster, type PgCluster } from 'tidepool/testing'
 import { buildService } from './app.js'
 import { LoadGenerator, type LoadPhase } from './load.js'

@@ -109,7 +109,7 @@ export async function withPool<T>(
   const applicationName = config.applicationName === DEFAULTS.applicationName ? 'tidepool cli' : config.applicationName
   const connections = typeof size === 'function' ? size(settings) : size
   // A command's own short-lived pool: run in-process next to an app's pool, that is meant.
-  const pool = await createPool({ ...settings.input, size: connections, maxOverflow: 0, minIdle: 0, applicationName, warnOnSecondPool: false, ...overrides }, { logger: commandPoolLogger(io) })
+  const pool = await createPool({ ...settings.input, size: connections, maxOverflow: 0, minIdle: 0, applicationName, warnOnSecondPool: false, ...overrides, logger: commandPoolLogger(io) })
   try {
     return await fn(pool, settings)
   } finally {

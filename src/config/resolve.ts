@@ -305,7 +305,14 @@ function distance(a: string, b: string): number {
 }
 
 /** `did you mean x?` for a misspelt key, or where to look. */
+/** Options renamed so that one idea has one name everywhere: the old name is refused, naming the new. */
+const RENAMED: Readonly<Record<string, string>> = {
+  logValues: 'logParams', // Observer's slow-query log said logValues where Database says logParams
+}
+
 export function suggestion(key: string, known: readonly string[]): string {
+  const renamed = RENAMED[key]
+  if (renamed !== undefined && known.includes(renamed)) return `renamed: use ${renamed}`
   const best = known.map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d)[0]
   // A unit left off (`retryAfter` for `retryAfterSeconds`) is far in edits but plain to see.
   const extended = key.length >= 3 ? known.find((k) => k.toLowerCase().startsWith(key.toLowerCase())) : undefined

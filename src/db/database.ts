@@ -57,7 +57,8 @@ export class Database extends Queryable {
   static async connect(source?: ConfigSource | PoolOptions, options: DatabaseOptions & { logger?: Logger } = {}): Promise<Database> {
     checkOptionKeys('Database options', options, [...DATABASE_OPTION_KEYS, 'logger']) // before a pool exists to leak
     const { logger, ...dbOptions } = options
-    const pool = await createPool(source, logger ? { logger } : undefined)
+    // A URL string is the same as { url } (resolveConfig reads it so): the logger joins the options.
+    const pool = await createPool(logger ? { ...(typeof source === 'string' ? { url: source } : source), logger } : source)
     const db = new Database(pool, dbOptions)
     db.ownsPool = true
     return db

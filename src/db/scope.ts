@@ -21,10 +21,10 @@ import {
   isRetryable,
   retryDelay,
   retryLimit,
-  sleep,
   TransactionCallbacks,
   type TransactionOptions,
 } from './transaction.js'
+import { sleep } from '../util/time.js'
 
 /** What every scope shares with the Database that created it. */
 export interface DbContext {

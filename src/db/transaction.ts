@@ -101,10 +101,6 @@ export function retryDelay(attempt: number, options: TransactionOptions | undefi
   return Math.min(1_000, base * 2 ** attempt) * (0.5 + Math.random())
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
 /** COMMIT failed on the wire: whether it took effect is unknown, so it must not be retried. */
 export function commitOutcomeUnknown(err: unknown): TransactionError | undefined {
   if (!(err instanceof ConnectionLostError)) return undefined

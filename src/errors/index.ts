@@ -17,7 +17,7 @@ export type TidepoolErrorCode =
   | 'TRANSACTION'
   | 'MISUSE'
   | 'MIGRATION'
-  | 'HARNESS'
+  | 'LOCAL_SERVER'
   | 'SESSION_STATE'
   | 'PARAMETER'
   | 'DECODE'
@@ -302,6 +302,16 @@ export class StatementPoolingError extends TidepoolError {
       `${what} cannot run through PgBouncer in statement mode (pooler: 'pgbouncer-statement'): each statement may run on another server connection, so BEGIN … COMMIT would fall apart (PgBouncer refuses it). ` +
         'Run this work through a PgBouncer database entry with pool_mode = transaction, or a direct connection to PostgreSQL; single statements are fine here',
     )
+  }
+}
+
+/**
+ * A local PostgreSQL server (or a daemon beside it: PgBouncer, etcd, Patroni, HAProxy, Redis) could
+ * not be found, prepared, started or stopped (`src/server/`: `tidepool up`, PITR restores, tests).
+ */
+export class LocalServerError extends TidepoolError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('LOCAL_SERVER', message, options)
   }
 }
 

@@ -229,7 +229,7 @@ async function tidepoolPlugin(app: FastifyInstance, options: TidepoolPluginOptio
 
   app.addHook('onClose', async () => {
     unpublish?.()
-    if (ownObserver) observer.close()
+    if (ownObserver) await observer.close()
     if (options.closePools !== false) await Promise.all(pools.map((p) => p.close()))
   })
 }

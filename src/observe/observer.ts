@@ -36,8 +36,11 @@ export interface ObserverOptions {
   logger?: Logger
   /** Report statements at least this slow (default 500 ms); false turns the slow log off. */
   slowQueryMs?: number | false
-  /** Put the SQL as sent and bind values in slow-query reports (default false). */
-  logValues?: boolean
+  /**
+   * Put the SQL as sent and bind values in slow-query reports (default false; the values also need
+   * the Database's own `logParams`). The same name as Database's option, for the same idea.
+   */
+  logParams?: boolean
   onSlowQuery?: (query: SlowQuery) => void
   /** Warn when one statement runs more than this many times in a request scope (default 10); false turns it off. */
   nPlusOneThreshold?: number | false
@@ -57,7 +60,7 @@ const OBSERVER_OPTION_KEYS = optionKeys<keyof ObserverOptions>({
   traceStatements: true,
   logger: true,
   slowQueryMs: true,
-  logValues: true,
+  logParams: true,
   onSlowQuery: true,
   nPlusOneThreshold: true,
   onNPlusOne: true,
@@ -137,7 +140,7 @@ export class Observer {
     this.trace = options.traceStatements ?? process.env.TIDEPOOL_LOG === 'debug'
     const slowMs = options.slowQueryMs ?? 500
     if (slowMs !== false) {
-      this.slowLog = new SlowQueryLog({ thresholdMs: slowMs, logValues: options.logValues ?? false, onSlowQuery: options.onSlowQuery }, this.logger)
+      this.slowLog = new SlowQueryLog({ thresholdMs: slowMs, logParams: options.logParams ?? false, onSlowQuery: options.onSlowQuery }, this.logger)
     }
     const threshold = options.nPlusOneThreshold ?? 10
     if (threshold !== false) this.nPlusOne = new NPlusOneDetector({ threshold, onWarning: options.onNPlusOne }, this.logger)
@@ -368,17 +371,22 @@ export class Observer {
     }
   }
 
-  /** Stop listening and sampling. Pools and Databases are not closed (they are not ours). */
-  close(): void {
+  /**
+   * Stop listening and sampling (at once), then close the PgBouncer admin connections it opened
+   * (the promise). Pools and Databases are not closed (they are not ours). Async like every other
+   * close() of the toolkit (Pool, Database, Cache, PgBouncerMetrics).
+   */
+  async close(): Promise<void> {
     for (const off of this.databases.values()) off()
     this.databases.clear()
     for (const sampler of this.samplers.values()) sampler.stop()
     this.samplers.clear()
     this.pools.close()
     this.process.close()
-    for (const source of this.pgbouncers.values()) void source.stop()
+    const sources = [...this.pgbouncers.values()]
     this.pgbouncers.clear()
     for (const remove of this.unpublish.splice(0)) remove()
+    await Promise.all(sources.map((source) => source.close()))
   }
 }
 

@@ -82,13 +82,18 @@ export class PgBouncerMetrics implements MetricsSource, HealthCheck {
   }
 
   /** Stop polling and close the admin connection (after a reading in progress). */
-  async stop(): Promise<void> {
+  async close(): Promise<void> {
     this.stopped = true
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
     await this.reading
     await this.admin?.close().catch(() => {})
     this.admin = undefined
+  }
+
+  /** @deprecated The same as close(), the verb every other closable of the toolkit uses. */
+  stop(): Promise<void> {
+    return this.close()
   }
 
   snapshot(): PgBouncerSnapshot {

@@ -1,7 +1,7 @@
 // The slow-query log. By default a slow statement is shown by its normalized form: a rendered
 // statement can still hold literals typed into the SQL (`WHERE email = 'ada@…'`), so the text as
-// sent and the bind values appear only with `logValues: true` (values also need the Database's
-// `logParams`).
+// sent and the bind values appear only with the Observer's `logParams: true` (values also need the
+// Database's `logParams`).
 import type { Logger } from '../config/logger.js'
 import type { QueryEndEvent } from '../db/hooks.js'
 import { QueryError } from '../errors/index.js'
@@ -24,7 +24,7 @@ export interface SlowQuery {
   inTransaction: boolean
   /** Error code (and SQLSTATE) when it failed; never the message, which can quote values. */
   error?: { code: string; sqlstate?: string }
-  /** The statement as sent and its bind values: only with `logValues: true`. */
+  /** The statement as sent and its bind values: only with `logParams: true`. */
   sql?: string
   params?: readonly unknown[]
 }
@@ -33,7 +33,7 @@ export interface SlowQueryOptions {
   /** Statements at least this slow are reported. */
   thresholdMs: number
   /** Include the SQL as sent and the bind values (default false). */
-  logValues?: boolean
+  logParams?: boolean
   /** Called for each slow statement, after the log line; a throwing callback is logged and ignored. */
   onSlowQuery?: (query: SlowQuery) => void
   /** How many recent slow statements `recent()` keeps (default 50). */
@@ -73,7 +73,7 @@ export class SlowQueryLog {
       inTransaction: e.inTransaction,
     }
     if (e.error) entry.error = e.error instanceof QueryError ? { code: e.error.code, sqlstate: e.error.sqlstate } : { code: e.error.code }
-    if (this.options.logValues) {
+    if (this.options.logParams) {
       entry.sql = e.sql
       if (e.params) entry.params = e.params
     }

@@ -7,10 +7,11 @@ import { join, resolve } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { Database } from '../db/database.js'
-import { findPostgresBinaries } from '../testing/binaries.js'
-import { checkDataDirVersion, copyDir } from '../testing/datadir.js'
-import { freePorts, PgNode } from '../testing/node.js'
-import { accessibleBinaries, giveTo, serverUser } from '../testing/privileges.js'
+import { findPostgresBinaries } from '../server/binaries.js'
+import { checkDataDirVersion, copyDir } from '../server/datadir.js'
+import { freePorts, PgNode } from '../server/node.js'
+import { accessibleBinaries, giveTo, serverUser } from '../server/privileges.js'
+import { sleep } from '../util/time.js'
 import { BackupError } from './errors.js'
 import { libpqEnvironment, locateTool, runTool, serverVersion } from './tools.js'
 
@@ -76,7 +77,7 @@ export async function archiveWalNow(db: Database, options: { timeoutMs?: number 
           `check archive_command (${status.archiveCommand}) and the server log; the server's OS user must be able to write to the archive`,
       )
     }
-    await new Promise((r) => setTimeout(r, 100))
+    await sleep(100)
   }
 }
 
@@ -169,6 +170,12 @@ export interface RestoreToTimeOptions {
   password?: string
   /** How long recovery may take (default 120 s). */
   timeoutMs?: number
+  /**
+   * false (default): the restored server outlives this process (it is a cluster of its own; stop
+   * it with `stop()`, or later with `stopServer(dataDir)` from 'tidepool/server'). true: it is
+   * stopped when this process exits.
+   */
+  stopOnExit?: boolean
 }
 
 export interface RestoredCluster {
@@ -178,7 +185,7 @@ export interface RestoredCluster {
   dataDir: string
   /** The commit time of the last transaction replayed (the newest data in the copy). */
   lastReplayedAt: Date | null
-  /** Fast shutdown; the data directory stays. */
+  /** Fast shutdown; the data directory stays. From another process: stopServer(dataDir). */
   stop(): Promise<void>
 }
 
@@ -240,7 +247,7 @@ export async function restoreToTime(options: RestoreToTimeOptions): Promise<Rest
   await giveTo(dataDir, runAs)
 
   const port = options.port ?? (await freePorts(1))[0]!
-  const node = new PgNode({ name: 'restored', dataDir, port, binaries: bins, runAs, superuser: options.superuser ?? 'postgres', portIsOurs: options.port === undefined, log: false, removeDir: undefined })
+  const node = new PgNode({ name: 'restored', dataDir, port, binaries: bins, runAs, superuser: options.superuser ?? 'postgres', portIsOurs: options.port === undefined, log: false, removeDir: undefined, stopOnExit: options.stopOnExit ?? false })
   const timeoutMs = options.timeoutMs ?? 120_000
   const deadline = Date.now() + timeoutMs
   const failed = (why: string) => new BackupError('restore-failed', `recovery to ${target} ${why}; server log:\n${node.logTail(12)}`)
@@ -252,7 +259,7 @@ export async function restoreToTime(options: RestoreToTimeOptions): Promise<Rest
     // Ready to read is not done: wait for the promotion that ends recovery at the target.
     while ((await ask('SELECT pg_is_in_recovery() AS v')) === true) {
       if (Date.now() > deadline) throw failed(`did not finish within ${timeoutMs} ms`)
-      await new Promise((r) => setTimeout(r, 100))
+      await sleep(100)
     }
   } catch (err) {
     await node.stop().catch(() => {})

@@ -9,7 +9,7 @@ import { promisify } from 'node:util'
 import { scrubSecrets } from '../config/redact.js'
 import type { DatabaseConfig } from '../config/schema.js'
 import type { Database } from '../db/database.js'
-import { systemMajors } from '../testing/binaries.js'
+import { systemMajors } from '../server/binaries.js'
 import { BackupError, type BackupFailure } from './errors.js'
 
 const execFileAsync = promisify(execFile)

@@ -6,6 +6,7 @@
 import { ConnectionLostError } from '../errors/index.js'
 import type { Lease } from './lease.js'
 import type { AcquireOptions, Pool } from './pool.js'
+import { now } from '../util/time.js'
 
 export interface StatementLeaseOptions {
   signal?: AbortSignal | undefined
@@ -16,7 +17,6 @@ export interface StatementLeaseOptions {
 /** Statements that open, end or are part of a transaction: never run again, whatever happened. */
 const TRANSACTION_CONTROL = /^\s*(begin|start|commit|end|rollback|abort|savepoint|release|prepare\s+transaction)\b/i
 
-const now = () => performance.now()
 
 /**
  * Run `work` on a lease for the one statement `sql` and give the lease back. `work` receives the

@@ -23,11 +23,15 @@ import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
 import { noteNewPool } from './second-pool.js'
+import { now, sleep } from '../util/time.js'
 
 export type PoolState = 'open' | 'closing' | 'closed'
 
 export interface PoolOptions extends DatabaseConfigInput {
+  /** Where the pool's warnings and errors go (default: stderr at TIDEPOOL_LOG's level). */
   logger?: Logger
+  /** createPool only: false returns before the first connection is opened (default true). */
+  warmup?: boolean
 }
 
 export interface AcquireOptions {
@@ -110,7 +114,6 @@ interface Waiter {
   onAbort: (() => void) | undefined
 }
 
-const now = () => performance.now()
 
 export class Pool {
   readonly config: DatabaseConfig
@@ -167,8 +170,8 @@ export class Pool {
   constructor(source?: ConfigSource | PoolOptions, options: { logger?: Logger } = {}) {
     let logger = options.logger
     let configSource: ConfigSource = source as ConfigSource
-    if (source && typeof source === 'object' && 'logger' in source) {
-      const { logger: given, ...rest } = source
+    if (source && typeof source === 'object' && ('logger' in source || 'warmup' in source)) {
+      const { logger: given, warmup: _warmup, ...rest } = source
       logger ??= given
       configSource = rest
     }
@@ -809,10 +812,6 @@ function sameHost(a: HostPort, b: HostPort): boolean {
   return a.host === b.host && a.port === b.port
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
 function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout
   return Promise.race([
@@ -826,11 +825,17 @@ function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
 // console.log(pool) and JSON.stringify(pool) show this, never the config's password.
 printAs(Pool.prototype, (pool) => ({ name: pool.name, target: pool.target, state: pool.state, stats: pool.stats(), config: redactConfig(pool.config) }))
 
-/** Create a pool and open its first connections, failing fast with ConnectError if unreachable. */
-export async function createPool(source?: ConfigSource | PoolOptions, options?: { logger?: Logger; warmup?: boolean }): Promise<Pool> {
-  const pool = new Pool(source, options)
+/**
+ * Create a pool and open its first connections, failing fast with ConnectError if unreachable.
+ * `logger` and `warmup` are options like the others: `createPool({ url, size, logger })`.
+ * @param legacy Deprecated: the second argument `{ logger, warmup }` from before they were
+ * options; still honoured (it wins over the options), pass them in the first argument instead.
+ */
+export async function createPool(source?: ConfigSource | PoolOptions, legacy?: { logger?: Logger; warmup?: boolean }): Promise<Pool> {
+  const pool = new Pool(source, legacy)
   noteNewPool(pool)
-  if (options?.warmup === false) return pool
+  const warmup = legacy?.warmup ?? (source && typeof source === 'object' && 'warmup' in source ? source.warmup : undefined)
+  if (warmup === false) return pool
   try {
     await pool.warmup()
   } catch (err) {

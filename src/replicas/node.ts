@@ -16,6 +16,7 @@ import { FALLBACK_REASONS, type ClusterEvents, type FallbackReason } from './eve
 import { PrimaryTimeline, type Lag, type ReplicaPosition } from './lag.js'
 import { formatLsn, parseLsn, type Lsn } from './lsn.js'
 import type { ReplicaSpec, ResolvedClusterOptions } from './options.js'
+import { now, sleep } from '../util/time.js'
 
 /** What a node needs from its cluster. */
 export interface NodeHost {
@@ -44,8 +45,6 @@ export const COMMIT_LSN_SQL = 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL EL
  * usually takes a millisecond or two, so start short and settle at 5 ms. */
 const CATCH_UP_POLL_MS = [1, 2, 3, 5]
 
-const now = () => performance.now()
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 export function lsnOrUndefined(text: unknown): Lsn | undefined {
   return typeof text === 'string' ? parseLsn(text) : undefined

@@ -24,6 +24,7 @@ import { formatLsn, laterLsn, toLsn, type ConsistencyToken, type Lsn } from './l
 import { lsnOrUndefined, REPLAY_SQL, type NodeHost, type PrimaryNode, type ReplicaNode } from './node.js'
 import { isReadOnlyRefusal, PrimaryPath } from './primary-path.js'
 import type { ConsistencySession, RouteContext } from './session.js'
+import { now } from '../util/time.js'
 
 /** How a view routes by default: `auto` (primary; replicas when opted in), always `primary`, or `replica`. */
 export type ViewMode = 'auto' | 'primary' | 'replica'
@@ -68,7 +69,6 @@ function isRecoveryConflict(err: unknown): boolean {
   return err instanceof QueryError && (err.sqlstate === '40001' || err.sqlstate === '40P01')
 }
 
-const now = () => performance.now()
 
 /** Resolve with the first node to replay `lsn` within `ms`, or undefined. */
 function firstToReplay(nodes: ReplicaNode[], lsn: Lsn, ms: number, outer: AbortSignal | undefined): Promise<ReplicaNode | undefined> {

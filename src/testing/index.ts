@@ -1,11 +1,39 @@
-// Test and local-development utilities, imported from 'tidepool/testing': an embedded PostgreSQL
-// cluster with streaming replicas and real fault controls, and fresh databases for isolation.
-export { startCluster, stopAllClusters, type ClusterOptions, type PgCluster, type ReplicaMethod } from './cluster.js'
-export { PgNode, type StopMode } from './node.js'
-export { findPostgresBinaries, findSystemTool, PG_TOOLS, type PgBinaries, type PgTool, type BinarySource } from './binaries.js'
-export { sweepOrphans } from './registry.js'
+// Test helpers, imported from 'tidepool/testing': fresh databases for isolation (migrated,
+// connected, cleaned up), per-test rollback, fixtures. They build on 'tidepool/server' (local
+// PostgreSQL servers), whose cluster and daemon launchers are re-exported here for test set-ups.
+export {
+  startCluster,
+  stopAllClusters,
+  type LocalClusterOptions,
+  type PgCluster,
+  type ReplicaMethod,
+  PgNode,
+  type StopMode,
+  findPostgresBinaries,
+  findSystemTool,
+  PG_TOOLS,
+  type PgBinaries,
+  type PgTool,
+  type BinarySource,
+  sweepOrphans,
+  startPgBouncer,
+  findPgBouncer,
+  pgbouncerVersion,
+  type PgBouncerOptions,
+  type RunningPgBouncer,
+  startHaCluster,
+  missingHaBinaries,
+  PatroniNode,
+  type HaCluster,
+  type HaClusterOptions,
+  type RunningHaProxy,
+  type PatroniMemberInfo,
+  type PatroniTimings,
+  type RunningSentinels,
+  startRedisSentinels,
+  findRedisSentinel,
+} from '../server/index.js'
 export { createTestDatabase, type TestDatabaseHandle } from './database.js'
-export { startPgBouncer, findPgBouncer, pgbouncerVersion, type PgBouncerOptions, type RunningPgBouncer } from './pgbouncer.js'
 export {
   TestDatabase,
   useTestDatabase,
@@ -18,5 +46,3 @@ export {
   type UsedTestDatabase,
 } from './test-database.js'
 export { RollbackDatabase } from './rollback.js'
-export { startHaCluster, missingHaBinaries, PatroniNode, type HaCluster, type HaClusterOptions, type RunningHaProxy, type PatroniMemberInfo, type PatroniTimings, type RunningSentinels } from './ha.js'
-export { startRedisSentinels, findRedisSentinel } from './sentinel.js'

@@ -24,7 +24,7 @@ import { Migrator } from '../migrate/migrator.js'
 import { splitStatements } from '../migrate/split.js'
 import { createPool } from '../pool/pool.js'
 import { assertIdentifier, quoteIdentifier } from '../sql/identifier.js'
-import { startCluster, type PgCluster } from './cluster.js'
+import { startCluster, type PgCluster } from '../server/cluster.js'
 import { createTestDatabase, type TestDatabaseHandle } from './database.js'
 import { RollbackDatabase } from './rollback.js'
 
@@ -143,7 +143,7 @@ async function ensureTemplate(adminUrl: string, sets: Required<TestMigrations>[]
       await client.query(`CREATE DATABASE ${quoteIdentifier(name)}`)
       const url = new URL(adminUrl)
       url.pathname = '/' + name
-      const pool = await createPool({ url: url.toString(), size: 1, maxOverflow: 0, name: 'tidepool-test-template' }, logger ? { logger } : undefined)
+      const pool = await createPool({ url: url.toString(), size: 1, maxOverflow: 0, name: 'tidepool-test-template', ...(logger ? { logger } : {}) })
       try {
         for (const set of sets) {
           const db = new Database(pool, { schema: set.schema })
@@ -238,7 +238,7 @@ export class TestDatabase {
     try {
       const template = sets.length > 0 ? await ensureTemplate(server.url, sets, options.logger) : undefined
       handle = await createTestDatabase(server.url, template ? { template } : {})
-      const pool = await createPool({ size: 5, ...options.pool, url: handle.url }, options.logger ? { logger: options.logger } : undefined)
+      const pool = await createPool({ size: 5, ...options.pool, url: handle.url, ...(options.logger ? { logger: options.logger } : {}) })
       db = new RollbackDatabase(pool, { schema, logParams: options.logParams ?? false })
       await db.ensureSchema()
       for (const [i, fixture] of fixtures.entries()) await loadFixture(db, fixture, i)

@@ -8,7 +8,9 @@
 // The loader reads `value` from the `items` table and counts its run in `loads`, so the test can
 // tell how many loads ran in all processes together.
 import { createInterface } from 'node:readline'
-import { createCache, Database, silentLogger, type CacheOptions } from '../../src/index.js'
+import { createCache, type CacheOptions } from '../../src/cache/index.js'
+import { Database } from '../../src/db/index.js'
+import { silentLogger } from '../../src/config/index.js'
 
 const { redisUrl, pgUrl, cache: cacheOptions } = JSON.parse(process.argv[2]!) as { redisUrl: string; pgUrl: string; cache?: CacheOptions }
 const db = await Database.connect({ url: pgUrl, size: 2 }, { logger: silentLogger })

@@ -3,7 +3,8 @@
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import { describe, expect, it } from 'vitest'
-import { createCache, ConfigError, type Cache } from '../../src/index.js'
+import { createCache, type Cache } from '../../src/cache/index.js'
+import { ConfigError } from '../../src/errors/index.js'
 import { MemoryTier, type MemoryEntry } from '../../src/cache/memory.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 

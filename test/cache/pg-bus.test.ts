@@ -2,7 +2,9 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startCluster, stopAllClusters } from 'tidepool/testing'
-import { ConfigError, createCache, Database, type CacheStats } from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { createCache, type CacheStats } from '../../src/cache/index.js'
+import { Database } from '../../src/db/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startPeer, type Peer } from '../helpers/peer.js'
 

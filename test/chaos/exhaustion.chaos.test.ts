@@ -1,7 +1,9 @@
 // Pool exhaustion: thousands of callers at once on a pool of 10, in rounds. Every caller gets a
 // connection or a PoolTimeoutError by its deadline, the pool's books balance, and memory stays flat.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, PoolTimeoutError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { PoolTimeoutError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'
 import { outcomes, runLoad } from './lib/load.js'
@@ -20,7 +22,7 @@ let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: ACQUIRE_TIMEOUT_MS }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: ACQUIRE_TIMEOUT_MS, logger: recordingLogger() })
   db = new Database(pool)
 })
 afterAll(() => pool?.close())

@@ -2,7 +2,7 @@
 // go through a host list with targetSessionAttrs 'read-write'; every write acknowledged before,
 // during or after the failover must be on the new primary.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, type Cluster } from '../../src/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'

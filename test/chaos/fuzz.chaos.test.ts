@@ -5,21 +5,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  ConfigError,
-  Database,
-  IdentifierError,
-  MigrationError,
-  QueryError,
-  TemplateError,
-  TidepoolError,
-  createPool,
-  forUpdate,
-  migrate,
-  quoteIdentifier,
-  resolveConfig,
-  type Pool,
-} from '../../src/index.js'
+import { ConfigError, IdentifierError, QueryError, TemplateError, TidepoolError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { MigrationError, migrate } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { forUpdate } from '../../src/safety/index.js'
+import { quoteIdentifier } from '../../src/sql/index.js'
+import { resolveConfig } from '../../src/config/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'
 import { Fuzz, seededRandom } from './lib/random.js'
@@ -38,7 +30,7 @@ let db: Database
 const dirs: string[] = []
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 4 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 4, logger: recordingLogger() })
   db = new Database(pool)
   await db.execute('CREATE TABLE victim (id int PRIMARY KEY, note text NOT NULL)')
   await db.execute("INSERT INTO victim SELECT n, 'row ' || n FROM generate_series(1, 100) n")

@@ -3,7 +3,10 @@
 // primary crashes and comes back. Afterwards every key has exactly one order, and every client
 // got that order's id.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, TidepoolError, createPool, ensureIdempotencyTable, idempotent, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { TidepoolError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { ensureIdempotencyTable, idempotent } from '../../src/safety/index.js'
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'
@@ -23,7 +26,7 @@ let db: Database
 
 beforeAll(async () => {
   servers = await chaosCluster()
-  pool = await createPool({ url: servers.primary.url, size: 10, maxOverflow: 0, acquireTimeoutMs: 2_000, connectTimeoutMs: 1_000 }, { logger: recordingLogger() })
+  pool = await createPool({ url: servers.primary.url, size: 10, maxOverflow: 0, acquireTimeoutMs: 2_000, connectTimeoutMs: 1_000, logger: recordingLogger() })
   db = new Database(pool)
   await ensureIdempotencyTable(db)
   await db.execute('CREATE TABLE orders (id bigserial PRIMARY KEY, key text NOT NULL, amount int NOT NULL)')

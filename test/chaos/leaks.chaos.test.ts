@@ -2,7 +2,9 @@
 // connection, and with leakReclaimMs the pool takes the slot back and keeps serving. Without it,
 // ten forgotten releases exhaust a pool of ten for good.
 import { afterAll, describe, expect, it } from 'vitest'
-import { Database, PoolTimeoutError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { PoolTimeoutError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'
 import { describeErrors, outcomes, runLoad } from './lib/load.js'
@@ -19,7 +21,7 @@ const pools: Pool[] = []
 afterAll(() => Promise.all(pools.map((p) => p.close({ timeoutMs: 0 }))))
 
 async function newPool(options: { leakReclaimMs?: number }, logger = recordingLogger()): Promise<Pool> {
-  const pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: DEADLINE_MS, leakWarningMs: 100, ...options }, { logger })
+  const pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, acquireTimeoutMs: DEADLINE_MS, leakWarningMs: 100, ...options, logger })
   pools.push(pool)
   return pool
 }

@@ -3,7 +3,8 @@
 // the calls are statements cancelled by their timeout, so cancellation happens during every fault.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DRIVERS } from '../../src/config/schema.js'
-import { Database, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/proxy.js'

@@ -1,7 +1,9 @@
 // The cache under load while its Redis is killed and restarted: every request still gets the
 // right value, none waits much longer than the Redis timeout, and the cache goes back to Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, createCache, createPool, type Cache, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createCache, type Cache } from '../../src/cache/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { skipWithoutRedis, startRedis, type RedisServer } from '../helpers/redis.js'
 import { recordFigures } from './lib/figures.js'
@@ -24,7 +26,7 @@ let cache: Cache
 beforeAll(async () => {
   if (skip) return
   redis = await startRedis()
-  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 10, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool)
   await db.execute('CREATE TABLE items (id int PRIMARY KEY, value text NOT NULL)')
   await db.execute("INSERT INTO items SELECT n, 'item-' || n FROM generate_series(0, $1::int - 1) n", [KEYS])

@@ -2,7 +2,7 @@
 // (WAL replay paused), and finally one is promoted out of the cluster. Each session writes a row
 // and reads it back from a replica: it must always see its own write.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, type Cluster } from '../../src/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { recordFigures } from './lib/figures.js'

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError, parseDatabaseUrl, redactConfig, redactUrl, resolveConfig } from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { parseDatabaseUrl, redactConfig, redactUrl, resolveConfig } from '../../src/config/index.js'
 
 const noEnv = {}
 

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { run } from '../../src/cli/main.js'
-import { ConfigError, configFileProblems, findConfigFile, loadConfigFile, resolveConfig, splitConfigFile } from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { configFileProblems, findConfigFile, loadConfigFile, resolveConfig, splitConfigFile } from '../../src/config/index.js'
 
 const dirs: string[] = []
 const folder = (files: Record<string, string>) => {

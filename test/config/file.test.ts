@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { ConfigError, createConsoleLogger, findConfigFile, readConfigFile, resolveConfig, splitConfigFile } from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { createConsoleLogger, findConfigFile, readConfigFile, resolveConfig, splitConfigFile } from '../../src/config/index.js'
 import { importTranspiled } from '../../src/config/file.js'
 
 // Inside the repository (git-ignored), so a TypeScript config there resolves the typescript package.

@@ -8,24 +8,14 @@ import { inspect } from 'node:util'
 import Fastify from 'fastify'
 import { afterAll, describe, expect, it } from 'vitest'
 import { tidepool } from '../../src/fastify/index.js'
-import {
-  ConfigError,
-  ConnectError,
-  createCache,
-  createCluster,
-  createPool,
-  Database,
-  Migrator,
-  Observer,
-  PoolTimeoutError,
-  QueryError,
-  redactConfig,
-  redactUrl,
-  resolveConfig,
-  type Cache,
-  type Cluster,
-  Pool,
-} from '../../src/index.js'
+import { ConfigError, ConnectError, PoolTimeoutError, QueryError } from '../../src/errors/index.js'
+import { createCache, type Cache } from '../../src/cache/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
+import { createPool, Pool } from '../../src/pool/index.js'
+import { Database } from '../../src/db/index.js'
+import { Migrator } from '../../src/migrate/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { redactConfig, redactUrl, resolveConfig } from '../../src/config/index.js'
 import { run } from '../../src/cli/main.js'
 import { scrubSecrets } from '../../src/config/redact.js'
 import { createTestDatabase, TestDatabase } from '../../src/testing/index.js'

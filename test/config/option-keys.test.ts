@@ -5,30 +5,16 @@ import Fastify from 'fastify'
 import type { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { storedIdempotency, tidepool } from '../../src/fastify/index.js'
-import {
-  acquireRedisLock,
-  ConfigError,
-  createCache,
-  createCluster,
-  createDashboard,
-  createPool,
-  Database,
-  ensureIdempotencyTable,
-  listTenants,
-  startIdempotencySweeper,
-  forUpdate,
-  idempotent,
-  idempotentRequest,
-  migrate,
-  migrateTenants,
-  Migrator,
-  Observer,
-  provisionTenant,
-  resolveConfig,
-  skipLocked,
-  tryAdvisoryLock,
-  withAdvisoryLock,
-} from '../../src/index.js'
+import { acquireRedisLock, ensureIdempotencyTable, startIdempotencySweeper, forUpdate, idempotent, idempotentRequest, skipLocked, tryAdvisoryLock, withAdvisoryLock } from '../../src/safety/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createDashboard } from '../../src/dashboard/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { Database } from '../../src/db/index.js'
+import { listTenants, migrate, migrateTenants, Migrator, provisionTenant } from '../../src/migrate/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { resolveConfig } from '../../src/config/index.js'
 import { createTestDatabase, startCluster } from '../../src/testing/index.js'
 import { useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
@@ -114,6 +100,15 @@ describe('unknown option keys are ConfigErrors everywhere', () => {
     expect(err.message).toMatch(/unknown key ttl \(did you mean ttlMs\?\)/)
     const nested = await refusal('ssl', () => resolveConfig({ url: testDb.url, ssl: { mode: 'require', kee: 'x' } } as never))
     expect(nested.key).toBe('ssl.kee')
+  })
+
+  it('a renamed option names its new name: logValues is logParams everywhere', async () => {
+    const observer = await refusal('new Observer', () => new Observer({ logValues: true } as never))
+    expect(observer.key).toBe('logValues')
+    expect(observer.message).toContain('unknown key logValues (renamed: use logParams)')
+    const database = await refusal('new Database', () => new Database(pool, { logValues: true } as never))
+    expect(database.message).toContain('unknown key logValues (renamed: use logParams)')
+    expect(() => new Observer({ logParams: true })).not.toThrow()
   })
 
   it('the Fastify plugin refuses an unknown option at register time', async () => {

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest'
 import { tlsOptionsFor } from '../../src/config/tls.js'
 import type { ConfigSource } from '../../src/config/index.js'
-import { ConfigError, describeTarget, resolveConfig } from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { describeTarget, resolveConfig } from '../../src/config/index.js'
 
 const noEnv = {}
 

@@ -12,7 +12,9 @@ import { fileURLToPath } from 'node:url'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, describe, expect, it } from 'vitest'
 import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
-import { Database, Observer, fetchSnapshots, serveDashboard } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { fetchSnapshots, serveDashboard } from '../../src/dashboard/index.js'
 import { useDatabase, waitFor } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
 import { sharedReplicaUrl } from '../replicas/helpers.js'
@@ -184,7 +186,7 @@ describe.skipIf(skipBrowser)('dashboard in a real browser', () => {
     const testDb = await useDatabase()
     const db = await Database.connect({ url: testDb.url, size: 1, name: 'watched' })
     const observer = new Observer({ slowQueryMs: false }).watch(db)
-    cleanups.push(async () => (observer.close(), db.close()))
+    cleanups.push(async () => (await observer.close(), await db.close()))
     const app = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(observer.snapshot())))
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
     const port = (app.address() as AddressInfo).port

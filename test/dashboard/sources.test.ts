@@ -3,7 +3,11 @@
 // a views table; an app with neither shows neither.
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, ViewRefreshMetrics, createPool, scheduleRefresh, serveDashboard, type ObserverSnapshot, type Pool, type RefreshSchedule } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, type ObserverSnapshot } from '../../src/observe/index.js'
+import { ViewRefreshMetrics, scheduleRefresh, type RefreshSchedule } from '../../src/ops/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { serveDashboard } from '../../src/dashboard/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'
 import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
@@ -23,7 +27,7 @@ describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', a
 
   beforeAll(async () => {
     bouncer = await startPgBouncer({ serverUrl: testDb.url, poolSize: 2 })
-    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 2, maxOverflow: 0, connectTimeoutMs: 10_000 }, { logger: recordingLogger() })
+    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 2, maxOverflow: 0, connectTimeoutMs: 10_000, logger: recordingLogger() })
     direct = await Database.connect({ url: testDb.url, size: 2 }, { logger: recordingLogger() })
     await direct.execute('CREATE MATERIALIZED VIEW order_totals AS SELECT 1 AS id, 42 AS total')
     const views = new ViewRefreshMetrics()
@@ -35,7 +39,7 @@ describe.skipIf(skip)('dashboard panels for PgBouncer and materialized views', a
     for (const close of closers.reverse()) await close().catch(() => {})
     await browser?.close()
     await schedule?.stop()
-    observer?.close()
+    await observer?.close()
     await pool?.close()
     await direct?.close()
     await bouncer?.stop()

@@ -3,7 +3,9 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, describe, expect, it } from 'vitest'
-import { Database, Observer, fetchSnapshots, serveDashboard } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { fetchSnapshots, serveDashboard } from '../../src/dashboard/index.js'
 import { useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -16,7 +18,7 @@ const served = await serveDashboard({ snapshot: fetchSnapshots(source), interval
 afterAll(async () => {
   await served.close()
   await new Promise((resolve) => app.close(resolve))
-  observer.close()
+  await observer.close()
   await db.close()
 })
 

@@ -3,7 +3,11 @@
 // call that escapes to a second connection visible at once: it would wait for itself.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
-import { createCache, createCluster, createPool, Database, PoolTimeoutError, TransactionError, type Pool } from '../../src/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { Database } from '../../src/db/index.js'
+import { PoolTimeoutError, TransactionError } from '../../src/errors/index.js'
 
 const testDb = await useDatabase()
 let pool: Pool
@@ -12,7 +16,7 @@ let db: Database
 const count = () => db.outsideTransaction(() => db.fetchVal<number>('SELECT count(*)::int FROM {{tables.notes}}'))
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, acquireTimeoutMs: 1_500 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, acquireTimeoutMs: 1_500, logger: recordingLogger() })
   db = new Database(pool, { schema: 'amb' })
   await db.ensureSchema()
   await db.execute('CREATE TABLE {{tables.notes}} (id serial PRIMARY KEY, body text NOT NULL)')
@@ -124,7 +128,7 @@ describe('calls on the Database inside its own transaction (pool of one)', () =>
   })
 
   it('outsideTransaction runs on a connection of its own, committed on its own', async () => {
-    const big = await createPool({ url: testDb.url, size: 2, maxOverflow: 0 }, { logger: recordingLogger() })
+    const big = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, logger: recordingLogger() })
     const bdb = new Database(big, { schema: 'amb' })
     try {
       await bdb
@@ -146,7 +150,7 @@ describe('calls on the Database inside its own transaction (pool of one)', () =>
 
 describe('what does not join', () => {
   it('two transactions started side by side from outside stay independent', async () => {
-    const two = await createPool({ url: testDb.url, size: 2, maxOverflow: 0 }, { logger: recordingLogger() })
+    const two = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, logger: recordingLogger() })
     const tdb = new Database(two, { schema: 'amb' })
     try {
       const [a, b] = await Promise.all([

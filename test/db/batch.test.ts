@@ -1,7 +1,9 @@
 // executeMany (one round trip per batch on the default driver, all or nothing) and executeTag,
 // on both drivers.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { Database, QueryError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { QueryError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -13,7 +15,7 @@ describe.each(['tidepool', 'pg'] as const)('executeMany (driver %s)', (driver) =
   const count = () => db.fetchVal<number>('SELECT count(*)::int FROM {{tables.items}}')
 
   beforeAll(async () => {
-    pool = await createPool({ url: testDb.url, driver, size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+    pool = await createPool({ url: testDb.url, driver, size: 1, maxOverflow: 0, logger: recordingLogger() })
     db = new Database(pool, { schema: `batch_${driver}` })
     await db.ensureSchema()
     await db.execute('CREATE TABLE {{tables.items}} (id int PRIMARY KEY, name text NOT NULL CHECK (name <> $$bad$$))')

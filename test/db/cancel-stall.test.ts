@@ -1,7 +1,9 @@
 // A statement timeout when the network has stopped answering: the CancelRequest is swallowed too,
 // so the caller must not wait for it beyond a short grace, and the connection must not be reused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, QueryTimeoutError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { QueryTimeoutError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/proxy.js'
@@ -15,7 +17,7 @@ beforeAll(async () => {
   proxy = await startFaultProxy(testCluster().primaryPort)
   const url = new URL(testDb.url)
   url.port = String(proxy.port)
-  pool = await createPool({ url: url.toString(), size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: url.toString(), size: 1, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool)
 })
 afterAll(async () => {

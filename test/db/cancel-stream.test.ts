@@ -1,7 +1,9 @@
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { AbortError, Database, QueryTimeoutError, createPool, type Pool } from '../../src/index.js'
+import { AbortError, QueryTimeoutError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -9,7 +11,7 @@ let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 2, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool)
 })
 afterAll(() => pool.close())

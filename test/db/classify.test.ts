@@ -4,7 +4,9 @@
 // unknown" (ConnectionLostError).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import pg from 'pg'
-import { ConnectionLostError, Database, ParameterError, ResultDecodeError, createPool, type Pool } from '../../src/index.js'
+import { ConnectionLostError, ParameterError, ResultDecodeError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -21,7 +23,7 @@ beforeAll(async () => {
     if (text === 'grumpy') throw new RangeError('grumpy is not a mood we parse')
     return text
   })
-  for (const driver of DRIVERS) pools[driver] = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, driver }, { logger: recordingLogger() })
+  for (const driver of DRIVERS) pools[driver] = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, driver, logger: recordingLogger() })
 })
 afterAll(async () => {
   pg.types.setTypeParser(moodOid, (text: string) => text)

@@ -1,6 +1,6 @@
 // safeJson: query values round-trip (bigint, Date, Buffer), and parsing never revives prototypes.
 import { describe, expect, it } from 'vitest'
-import { safeJson } from '../../src/index.js'
+import { safeJson } from '../../src/db/index.js'
 
 describe('safeJson', () => {
   it('round-trips what queries return: int8 beyond 2^53, timestamps, bytea, nested rows', () => {

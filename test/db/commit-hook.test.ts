@@ -1,7 +1,9 @@
 // TransactionOptions.withCommit: a read-only query sent with the COMMIT in one round trip, its
 // row delivered only once the commit succeeded (the replicas layer captures commit LSNs so).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, QueryError, createPool, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { QueryError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -10,7 +12,7 @@ let db: Database
 const LSN = { sql: "SELECT pg_current_wal_insert_lsn()::text AS lsn, 'after' AS tag" }
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 3 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 3, logger: recordingLogger() })
   db = new Database(pool)
   await db.execute('CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)')
 })

@@ -1,13 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
-import { Database, QueryError, TemplateError, TransactionError, createPool, type Pool, type QueryEndEvent, type TransactionRetryEvent } from '../../src/index.js'
+import { Database, type QueryEndEvent, type TransactionRetryEvent } from '../../src/db/index.js'
+import { QueryError, TemplateError, TransactionError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 
 const testDb = await useDatabase()
 let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 4, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 4, maxOverflow: 0, logger: recordingLogger() })
   db = new Database(pool, { schema: 'app' })
   await db.ensureSchema()
   await db.execute(`
@@ -66,7 +68,7 @@ describe('fetch API', () => {
   })
 
   it('keeps the statement cache bounded and deallocates what it evicts', async () => {
-    const small = await createPool({ url: testDb.url, size: 1, statementCacheSize: 3 }, { logger: recordingLogger() })
+    const small = await createPool({ url: testDb.url, size: 1, statementCacheSize: 3, logger: recordingLogger() })
     const sdb = new Database(small)
     for (let i = 0; i < 10; i++) await sdb.fetchVal(`SELECT $1::int + ${i}`, [i])
     const count = await sdb.fetchVal('SELECT count(*) FROM pg_prepared_statements')
@@ -76,7 +78,7 @@ describe('fetch API', () => {
   })
 
   it('sends unnamed statements in unnamed mode (PgBouncer transaction mode)', async () => {
-    const unnamed = await createPool({ url: testDb.url, size: 1, statementMode: 'unnamed' }, { logger: recordingLogger() })
+    const unnamed = await createPool({ url: testDb.url, size: 1, statementMode: 'unnamed', logger: recordingLogger() })
     const udb = new Database(unnamed)
     for (let i = 0; i < 3; i++) await udb.fetchVal('SELECT $1::int', [i])
     expect(await udb.fetchVal('SELECT count(*) FROM pg_prepared_statements')).toBe(0)
@@ -101,7 +103,7 @@ describe('templates and schema isolation', () => {
   })
 
   it('isolates two schemas on one pool with no search_path leakage', async () => {
-    const one = await createPool({ url: testDb.url, size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+    const one = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, logger: recordingLogger() })
     const a = new Database(one, { schema: 'tenant_a' })
     const b = a.withSchema('tenant_b')
     for (const t of [a, b]) {

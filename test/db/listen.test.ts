@@ -1,18 +1,9 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { startCluster, stopAllClusters } from 'tidepool/testing'
-import {
-  ConnectError,
-  createListener,
-  createPool,
-  Database,
-  IdentifierError,
-  MisuseError,
-  notify,
-  SessionStateError,
-  type ListenGap,
-  type Notification,
-} from '../../src/index.js'
+import { ConnectError, IdentifierError, MisuseError, SessionStateError } from '../../src/errors/index.js'
+import { createListener, Database, notify, type ListenGap, type Notification } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startPeer, type Peer } from '../helpers/peer.js'
 import { startFaultProxy } from '../helpers/proxy.js'
@@ -89,7 +80,7 @@ describe('LISTEN/NOTIFY', () => {
   })
 
   it('works with the pg driver too', async () => {
-    const pool = await createPool({ url: testDb.url, size: 1, driver: 'pg' }, { logger })
+    const pool = await createPool({ url: testDb.url, size: 1, driver: 'pg', logger })
     const listener = createListener(pool)
     const heard: string[] = []
     await listener.listen('pg_driver', (n) => void heard.push(n.payload))
@@ -149,7 +140,7 @@ describe('LISTEN/NOTIFY', () => {
     await expect(notify(db, 'ok', big)).rejects.toThrow(/8000 bytes; PostgreSQL accepts at most 7999/)
     await expect(notify(db, 'ok', big)).rejects.toBeInstanceOf(MisuseError)
 
-    const pooled = await createPool({ url: testDb.url, size: 1, pooler: 'pgbouncer-transaction' }, { logger })
+    const pooled = await createPool({ url: testDb.url, size: 1, pooler: 'pgbouncer-transaction', logger })
     expect(() => createListener(pooled)).toThrow(SessionStateError)
     expect(() => createListener(pooled)).toThrow(/direct connection to PostgreSQL for the listener/)
     await expect(new Database(pooled).listen('x', () => {})).rejects.toBeInstanceOf(SessionStateError)

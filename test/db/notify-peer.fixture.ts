@@ -7,7 +7,9 @@
 //        | { id, op: 'get', key } (cache, loader reads items.value) | { id, op: 'stats' } | { id, op: 'pid' }
 //   out: { id, value } | { id, error } | { notification: { channel, payload, processId } }
 import { createInterface } from 'node:readline'
-import { createCache, Database, notify, silentLogger } from '../../src/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { Database, notify } from '../../src/db/index.js'
+import { silentLogger } from '../../src/config/index.js'
 
 const { pgUrl } = JSON.parse(process.argv[2]!) as { pgUrl: string }
 const db = await Database.connect({ url: pgUrl, size: 2 }, { logger: silentLogger })

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startCluster, type PgCluster } from 'tidepool/testing'
-import { ConnectError, Database, QueryTimeoutError, createPool } from '../../src/index.js'
+import { ConnectError, QueryTimeoutError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
 import {
   CertificateFactory,
   everySide,
@@ -268,7 +270,7 @@ describe.skipIf(opensslMissing)('differential: Unix-domain sockets', () => {
   })
 
   it.each(['tidepool', 'pg'] as const)('driver %s: no server on the socket is "refused", naming the socket file', async (driver) => {
-    const err = await createPool({ host: socketDir, port: port + 1, user: 'trust_user', database: 'postgres', driver, size: 1 }, { logger }).catch((e: unknown) => e)
+    const err = await createPool({ host: socketDir, port: port + 1, user: 'trust_user', database: 'postgres', driver, size: 1, logger }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ConnectError)
     expect((err as ConnectError).reason).toBe('refused')
     expect((err as ConnectError).message).toContain(`${socketDir}/.s.PGSQL.${port + 1}`)

@@ -5,7 +5,9 @@
 import pg from 'pg'
 import { to as copyToStdout } from 'pg-copy-streams'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectionLostError, Database, QueryError, TidepoolError, createPool, type Pool } from '../../src/index.js'
+import { ConnectionLostError, QueryError, TidepoolError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 process.env.TZ = 'America/St_Johns' // -03:30 / -02:30: a half-hour offset with DST
@@ -43,7 +45,7 @@ beforeAll(async () => {
   // A server TimeZone that is neither UTC nor the process's: a date written as UTC wall time shows.
   await testDb.admin(`ALTER DATABASE "${testDb.name}" SET timezone TO 'Asia/Kathmandu'`)
   for (const driver of DRIVERS) {
-    pools[driver] = await createPool({ url: testDb.url, size: 2, driver, applicationName: `copy-${driver}` }, { logger })
+    pools[driver] = await createPool({ url: testDb.url, size: 2, driver, applicationName: `copy-${driver}`, logger })
     dbs[driver] = new Database(pools[driver])
   }
   for (const driver of DRIVERS) {

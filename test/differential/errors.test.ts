@@ -4,7 +4,7 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { useDatabase, waitFor } from '../helpers/fixtures.js'
-import { QueryError } from '../../src/index.js'
+import { QueryError } from '../../src/errors/index.js'
 import { DRIVERS, expectSameAnswer, expectSameError, openSides, pgErrorFields, tidepoolErrorFields, type ErrorFields, type OpenSides } from './harness.js'
 
 const testDb = await useDatabase()

@@ -11,7 +11,9 @@
 // `.cause.message`), its `position` is a number (pg: a string) and its code is `.sqlstate`.
 import pg from 'pg'
 import { expect } from 'vitest'
-import { Database, QueryError, createPool, type Pool, type Queryable } from '../../src/index.js'
+import { Database, type Queryable } from '../../src/db/index.js'
+import { QueryError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 
 export const DRIVERS = ['tidepool', 'pg'] as const
 export type DriverName = (typeof DRIVERS)[number]

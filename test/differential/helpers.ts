@@ -10,7 +10,9 @@ import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import pg from 'pg'
 import type { PgCluster } from 'tidepool/testing'
-import { ConnectError, Database, type DatabaseConfigInput } from '../../src/index.js'
+import { ConnectError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { type DatabaseConfigInput } from '../../src/config/index.js'
 import { recordingLogger } from '../helpers/fixtures.js'
 
 export const SIDES = ['tidepool', 'pg', 'reference'] as const

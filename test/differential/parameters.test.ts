@@ -1,7 +1,7 @@
 // Parameter counts at the protocol's edges, Tidepool (both drivers) against pg.Client: 0, 1,
 // 32,768 (past a signed 16-bit count), 65,535 (the most the Bind message can carry) and 65,536.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ParameterError } from '../../src/index.js'
+import { ParameterError } from '../../src/errors/index.js'
 import { useDatabase } from '../helpers/fixtures.js'
 import { DRIVERS, expectSameAnswer, openSides, pgErrorFields, type OpenSides } from './harness.js'
 

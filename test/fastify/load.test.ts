@@ -6,13 +6,15 @@ import autocannon from 'autocannon'
 import Fastify from 'fastify'
 import { afterAll, describe, expect, it } from 'vitest'
 import { tidepool } from 'tidepool/fastify'
-import { Database, createPool, currentScope } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { currentScope } from '../../src/observe/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'
 
 const testDb = await useDatabase()
 const logger = recordingLogger()
-const pool = await createPool({ url: testDb.url, name: 'loaded', size: 2, maxOverflow: 0, acquireTimeoutMs: 30 }, { logger, warmup: false })
+const pool = await createPool({ url: testDb.url, name: 'loaded', size: 2, maxOverflow: 0, acquireTimeoutMs: 30, logger, warmup: false })
 // Open both connections first, with time to connect on a busy machine.
 const warm = [await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 })]
 warm.forEach((c) => pool.release(c))

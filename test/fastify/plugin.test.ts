@@ -2,7 +2,9 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Registry, Counter } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tidepool, type IdempotencyHook } from 'tidepool/fastify'
-import { Database, Observer, createPool, currentScope, type NPlusOneWarning, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, currentScope, type NPlusOneWarning } from '../../src/observe/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'
 
@@ -49,7 +51,7 @@ async function build(
   { ownErrorHandler = true } = {},
 ): Promise<Built> {
   // No warm-up under a short acquire timeout: on a busy machine connecting can take longer.
-  const pool = await createPool({ url: testDb.url, name: 'api', size: 4, ...poolOptions }, { logger, warmup: false })
+  const pool = await createPool({ url: testDb.url, name: 'api', size: 4, ...poolOptions, logger, warmup: false })
   pool.release(await pool.acquire({ timeoutMs: 10_000 }))
   const db = new Database(pool, { schema: 'shop' })
   const warnings: NPlusOneWarning[] = []
@@ -205,6 +207,6 @@ describe('options', () => {
     expect(res.json()).toMatchObject({ status: 'down', components: { ledger: { status: 'down', detail: { why: 'test' } } } })
     await app.close()
     expect(observer.snapshot().pools).toHaveLength(1) // still usable: the app did not own it
-    observer.close()
+    await observer.close()
   })
 })

@@ -4,7 +4,8 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { storedIdempotency, tidepool, type SlowRequest } from 'tidepool/fastify'
-import { Database, ensureIdempotencyTable } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { ensureIdempotencyTable } from '../../src/safety/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'
 

@@ -3,7 +3,8 @@
 // write load lose no acknowledged write, leave no caller past its deadline and serve no stale
 // read-your-writes read, both with Patroni discovery and through HAProxy's write port.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, Database, type Cluster } from '../../src/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
+import { Database } from '../../src/db/index.js'
 import { ensureIdempotencyTable, idempotent } from '../../src/safety/index.js'
 import { missingHaBinaries, startHaCluster, type HaCluster } from '../../src/testing/index.js'
 import { Observer } from '../../src/observe/index.js'
@@ -226,7 +227,7 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
         await served.close()
       }
     } finally {
-      observer.close()
+      await observer.close()
     }
   }, 60_000)
 

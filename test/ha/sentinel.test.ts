@@ -7,7 +7,7 @@
 // for every invalidation made before or during it. While Redis is unreachable, a process cannot
 // hear another's invalidations: its memory entries then live at most degradedTtlMs (by design).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCache, parseSentinelUrl, type Cache } from '../../src/index.js'
+import { createCache, parseSentinelUrl, type Cache } from '../../src/cache/index.js'
 import { findRedisSentinel, startRedisSentinels, type RunningSentinels } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { recordFigures } from '../chaos/lib/figures.js'

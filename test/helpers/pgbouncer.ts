@@ -1,6 +1,6 @@
-// PgBouncer for tests: the harness's launcher (src/testing/pgbouncer.ts), skipped loudly when the
+// PgBouncer for tests: the harness's launcher (src/server/pgbouncer.ts), skipped loudly when the
 // binary is missing outside CI; in CI (where .ci/run installs it) a missing binary is a failure.
-import { findPgBouncer } from '../../src/testing/pgbouncer.js'
+import { findPgBouncer } from '../../src/server/pgbouncer.js'
 
 export const pgbouncerPath = findPgBouncer()
 

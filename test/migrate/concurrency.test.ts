@@ -2,17 +2,9 @@
 // runner's lock dies with its session, and a live holder makes others give up with its pid.
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
-import {
-  Database,
-  MigrationFailedError,
-  MigrationLockError,
-  Migrator,
-  createPool,
-  migrationLockKey,
-  type MigrateResult,
-  type MigrationProgress,
-  type Pool,
-} from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { MigrationFailedError, MigrationLockError, Migrator, migrationLockKey, type MigrateResult, type MigrationProgress } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 
@@ -22,7 +14,7 @@ afterAll(() => Promise.all(pools.map((p) => p.close())))
 
 /** A runner as a separate app instance would be: its own pool of one connection. */
 async function runner(applicationName: string, settings: { lockTimeoutMs?: number; statementTimeoutMs?: number } = {}): Promise<Pool> {
-  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, applicationName, ...settings }, { logger: recordingLogger() })
+  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, applicationName, ...settings, logger: recordingLogger() })
   pools.push(pool)
   return pool
 }

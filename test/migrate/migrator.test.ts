@@ -3,19 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  Database,
-  MigrationDriftError,
-  MigrationFailedError,
-  MigrationOrderError,
-  MigrationSourceError,
-  Migrator,
-  createMigrationFile,
-  createPool,
-  migrate,
-  type MigrationProgress,
-  type Pool,
-} from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { MigrationDriftError, MigrationFailedError, MigrationOrderError, MigrationSourceError, Migrator, createMigrationFile, migrate, type MigrationProgress } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 
@@ -24,7 +14,7 @@ const logger = recordingLogger()
 let pool: Pool
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 3, maxOverflow: 0 }, { logger })
+  pool = await createPool({ url: testDb.url, size: 3, maxOverflow: 0, logger })
 })
 afterAll(() => pool.close())
 

@@ -1,23 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  MigrationFailedError,
-  TenantError,
-  createPool,
-  listTenants,
-  migrateTenant,
-  migrateTenants,
-  provisionTenant,
-  tenantSchema,
-  type Pool,
-  type TenantsProgress,
-} from '../../src/index.js'
+import { MigrationFailedError, TenantError, listTenants, migrateTenant, migrateTenants, provisionTenant, tenantSchema, type TenantsProgress } from '../../src/migrate/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 
 const testDb = await useDatabase()
 let pool: Pool
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 4, maxOverflow: 0 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 4, maxOverflow: 0, logger: recordingLogger() })
 })
 afterAll(() => pool.close())
 

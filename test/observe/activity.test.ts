@@ -2,7 +2,9 @@
 // another waits for it. activity() and `tidepool status` must show the chain with both pids, the
 // holder as idle in transaction, and statements without their values.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ActivityMonitor, Database, Observer, activity, serveDashboard } from '../../src/index.js'
+import { ActivityMonitor, Observer, activity } from '../../src/observe/index.js'
+import { Database } from '../../src/db/index.js'
+import { serveDashboard } from '../../src/dashboard/index.js'
 import { run } from '../../src/cli/main.js'
 import { launchChromium, skipWithoutChromium } from '../helpers/browser.js'
 import { parseMetrics } from '../helpers/prometheus.js'
@@ -109,7 +111,7 @@ describe('activity', () => {
       await browser.close()
       await served.close()
       monitor.stop()
-      observer.close()
+      await observer.close()
       release()
       await holding
       await waiting

@@ -1,7 +1,9 @@
 // An Observer watching a replicas Cluster and a cache: statements of every view, each server's
 // pool gauges and readiness, replica lag and reads, cache hits and misses.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCache, createCluster, Observer, type Cache, type Cluster } from '../../src/index.js'
+import { createCache, type Cache } from '../../src/cache/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
+import { Observer } from '../../src/observe/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'
 import { sharedReplicaUrl } from '../replicas/helpers.js'
@@ -18,7 +20,7 @@ beforeAll(async () => {
   observer = new Observer({ logger, slowQueryMs: false }).watchCluster(cluster).watchCache(cache)
 })
 afterAll(async () => {
-  observer.close()
+  await observer.close()
   await cache.close()
   await cluster.close()
 })

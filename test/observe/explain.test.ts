@@ -2,7 +2,9 @@
 // ANALYZE only on request and always rolled back, writes refused unless allowed, and
 // `tidepool explain` picking a statement from pg_stat_statements by rank or fingerprint.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, MisuseError, explain } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { MisuseError } from '../../src/errors/index.js'
+import { explain } from '../../src/observe/index.js'
 import { run } from '../../src/cli/main.js'
 import { fingerprintOf, normalizeSql } from '../../src/sql/fingerprint.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'

@@ -1,6 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { startCluster, stopAllClusters } from 'tidepool/testing'
-import { Database, Observer, createPool, type HealthCheck } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, type HealthCheck } from '../../src/observe/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -8,18 +10,18 @@ const logger = recordingLogger()
 afterAll(() => stopAllClusters())
 
 describe('liveness', () => {
-  it('reports the process without touching a server', () => {
+  it('reports the process without touching a server', async () => {
     const observer = new Observer({ logger })
     const report = observer.liveness()
     expect(report.status).toBe('ok')
     expect(report.components.process!.detail).toMatchObject({ pid: process.pid, rssBytes: expect.any(Number), eventLoopDelayMs: { p99: expect.any(Number) } })
-    observer.close()
+    await observer.close()
   })
 })
 
 describe('readiness', () => {
   it('is ok with the server reachable, with per-component figures and no password', async () => {
-    const pool = await createPool({ url: testDb.url.replace('postgres@', 'postgres:s3cret@'), name: 'ready', size: 2 }, { logger })
+    const pool = await createPool({ url: testDb.url.replace('postgres@', 'postgres:s3cret@'), name: 'ready', size: 2, logger })
     const observer = new Observer({ logger }).watchPool(pool)
     const report = await observer.readiness()
     expect(report.status).toBe('ok')
@@ -28,12 +30,12 @@ describe('readiness', () => {
     expect(JSON.stringify(report)).not.toContain('s3cret')
     // Probes stay out of the statement statistics.
     expect(observer.topQueries()).toEqual([])
-    observer.close()
+    await observer.close()
     await pool.close()
   })
 
   it('is degraded, not down, while the pool is saturated, and does not queue a ping behind the waiters', async () => {
-    const pool = await createPool({ url: testDb.url, name: 'busy', size: 1, maxOverflow: 0, acquireTimeoutMs: 5_000 }, { logger })
+    const pool = await createPool({ url: testDb.url, name: 'busy', size: 1, maxOverflow: 0, acquireTimeoutMs: 5_000, logger })
     const observer = new Observer({ logger }).watchPool(pool)
     const held = await pool.acquire()
     const waiter = pool.acquire()
@@ -44,7 +46,7 @@ describe('readiness', () => {
     expect(report.durationMs).toBeLessThan(1_000) // answered from the figures, not after the deadline
     pool.release(held)
     pool.release(await waiter)
-    observer.close()
+    await observer.close()
     await pool.close()
   })
 
@@ -61,12 +63,12 @@ describe('readiness', () => {
     expect(report.components.cache).toMatchObject({ status: 'down', detail: { error: 'no answer within 200 ms' } })
     expect(report.components.replicas).toMatchObject({ status: 'down', critical: false, detail: { lagBytes: 123_456 } })
     expect(report.durationMs).toBeLessThan(5_000)
-    observer.close()
+    await observer.close()
   })
 
   it('goes down when the primary is killed, within the deadline, and recovers when it is back', async () => {
     const cluster = await startCluster()
-    const pool = await createPool({ url: cluster.primary.url, name: 'primary', size: 2, connectTimeoutMs: 1_000 }, { logger })
+    const pool = await createPool({ url: cluster.primary.url, name: 'primary', size: 2, connectTimeoutMs: 1_000, logger })
     const db = new Database(pool)
     const observer = new Observer({ logger, readinessTimeoutMs: 1_500 }).watch(db)
     expect((await observer.readiness()).status).toBe('ok')
@@ -87,7 +89,7 @@ describe('readiness', () => {
       after = await observer.readiness()
     }
     expect(after.status).toBe('ok')
-    observer.close()
+    await observer.close()
     await pool.close()
     await cluster.stop()
   })
@@ -95,7 +97,7 @@ describe('readiness', () => {
 
 describe('pool-size advisor', () => {
   it('puts the measured demand next to the rule of thumb and the server budget', async () => {
-    const pool = await createPool({ url: testDb.url, name: 'advised', size: 2, maxOverflow: 0, acquireTimeoutMs: 10_000, applicationName: 'advisor-test' }, { logger })
+    const pool = await createPool({ url: testDb.url, name: 'advised', size: 2, maxOverflow: 0, acquireTimeoutMs: 10_000, applicationName: 'advisor-test', logger })
     const db = new Database(pool)
     const observer = new Observer({ logger, slowQueryMs: false }).watch(db)
     // Eight workers sharing two connections: demand well above the limit, callers queue.
@@ -116,7 +118,7 @@ describe('pool-size advisor', () => {
     expect(advice.recommended.size + advice.recommended.maxOverflow).toBeGreaterThan(2)
     expect(advice.reasons.join(' ')).toMatch(/queued/)
     expect(advice.reasons.join(' ')).toMatch(/rule of thumb/)
-    observer.close()
+    await observer.close()
     await pool.close()
   })
 })

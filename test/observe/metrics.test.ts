@@ -1,6 +1,9 @@
 import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, Database, Observer, PoolTimeoutError, createPool, type MetricsSource, type Pool } from '../../src/index.js'
+import { ConfigError, PoolTimeoutError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, type MetricsSource } from '../../src/observe/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { parseMetrics, type ParsedMetrics } from '../helpers/prometheus.js'
 
@@ -23,7 +26,7 @@ const replicaSource: MetricsSource = {
 }
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, name: 'obs', size: 2, maxOverflow: 0, acquireTimeoutMs: 200, applicationName: 'metrics-test' }, { logger, warmup: false })
+  pool = await createPool({ url: testDb.url, name: 'obs', size: 2, maxOverflow: 0, acquireTimeoutMs: 200, applicationName: 'metrics-test', logger, warmup: false })
   // Both connections opened up front: connecting may take longer than 200 ms on a busy machine.
   const warm = [await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 })]
   warm.forEach((c) => pool.release(c))
@@ -52,7 +55,7 @@ beforeAll(async () => {
   both.forEach((c) => pool.release(c))
 })
 afterAll(async () => {
-  observer.close()
+  await observer.close()
   await pool.close()
 })
 
@@ -116,7 +119,7 @@ describe('metrics text', () => {
     expect(observer.snapshot().sources).toEqual({ replicas: { 'replica-1': { lagBytes: 4096 } } })
   })
 
-  it('keeps scraping when a source throws, and says so', () => {
+  it('keeps scraping when a source throws, and says so', async () => {
     const broken = new Observer({ logger }).addSource({
       name: 'broken',
       collect: () => {
@@ -125,11 +128,11 @@ describe('metrics text', () => {
     })
     expect(() => parseMetrics(broken.metrics())).not.toThrow()
     expect(logger.text()).toContain('metrics source broken failed to collect')
-    broken.close()
+    await broken.close()
   })
 
   it('refuses two watched pools with the same name', async () => {
-    const twin = await createPool({ url: testDb.url, name: 'obs', size: 1 }, { logger })
+    const twin = await createPool({ url: testDb.url, name: 'obs', size: 1, logger })
     expect(() => observer.watchPool(twin)).toThrow(ConfigError)
     await twin.close()
   })

@@ -1,9 +1,13 @@
 // "Values never reach logs": a server message that quotes a bind value (`invalid input syntax
 // for type integer: "user-7"`) is scrubbed from everything Tidepool logs or records (log lines,
-// query events, the slow-query log, snapshots) unless logParams/logValues is on. The error thrown
+// query events, the slow-query log, snapshots) unless logParams is on. The error thrown
 // to the caller keeps the server's message: the caller gave the value.
 import { afterAll, describe, expect, it } from 'vitest'
-import { createCluster, createPool, Database, Observer, QueryError, type QueryEndEvent } from '../../src/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { Database, type QueryEndEvent } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { QueryError } from '../../src/errors/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const VALUE = 'user-7'
@@ -18,7 +22,7 @@ describe('a server message quoting a bind value stays out of logs', () => {
   for (const driver of ['tidepool', 'pg'] as const) {
     it(`Database and Observer (driver ${driver})`, async () => {
       const logger = recordingLogger()
-      const pool = await createPool({ url: testDb.url, size: 2, driver }, { logger })
+      const pool = await createPool({ url: testDb.url, size: 2, driver, logger })
       closers.push(() => pool.close())
       const db = new Database(pool)
       const observer = new Observer({ logger, slowQueryMs: 0 })

@@ -12,11 +12,12 @@ export async function resolve(specifier, context, next) {
 }`
 register('data:text/javascript,' + encodeURIComponent(hook))
 
-const { Database, createConsoleLogger } = await import('../../src/index.js')
+const { Database } = await import('../../src/db/index.js')
+const { createConsoleLogger } = await import('../../src/config/index.js')
 const warnings: string[] = []
 const logger = { ...createConsoleLogger('error'), warn: (m: string) => void warnings.push(m) }
 const db = await Database.connect(process.argv[2]!, { logger })
-const { instrument } = await import('../../src/index.js')
+const { instrument } = await import('../../src/observe/index.js')
 const off = await instrument(db)
 const value = await db.fetchVal<number>('SELECT 40 + 2')
 off()

@@ -10,7 +10,13 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type MetricData } from '@opentelemetry/sdk-metrics'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { createCache, createCluster, createPool, Database, instrument, Migrator, QueryError } from '../../src/index.js'
+import { createCache } from '../../src/cache/index.js'
+import { createCluster } from '../../src/replicas/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { Database } from '../../src/db/index.js'
+import { instrument } from '../../src/observe/index.js'
+import { Migrator } from '../../src/migrate/index.js'
+import { QueryError } from '../../src/errors/index.js'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
 import { sharedReplicaUrl } from '../replicas/helpers.js'
 
@@ -31,7 +37,7 @@ const url = new URL(testDb.url)
 
 beforeAll(async () => {
   await testDb.admin('CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL)')
-  db = new Database(await createPool({ url: testDb.url, name: 'otel', size: 2, maxOverflow: 1 }, { logger }))
+  db = new Database(await createPool({ url: testDb.url, name: 'otel', size: 2, maxOverflow: 1, logger }))
   uninstrument = await instrument(db, { tracerProvider, meterProvider })
 })
 afterAll(async () => {

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, RequestScope, createPool, currentScope, runInScope, type NPlusOneWarning, type Pool, type SlowQuery } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer, RequestScope, currentScope, runInScope, type NPlusOneWarning, type SlowQuery } from '../../src/observe/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -7,7 +9,7 @@ let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, size: 4 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, size: 4, logger: recordingLogger() })
   db = new Database(pool, { schema: 'shop' })
   await db.ensureSchema()
   await db.execute(`CREATE TABLE {{tables.customers}} (id int PRIMARY KEY, email text NOT NULL);
@@ -24,7 +26,7 @@ describe('slow-query log', () => {
     const observer = new Observer({ logger, slowQueryMs: 50, onSlowQuery: (q) => seen.push(q) }).watch(db)
     await db.fetchAll("SELECT pg_sleep(0.08), email FROM {{tables.customers}} WHERE email = 'c1@example.com' AND id = $1", [1])
     await db.fetchAll('SELECT email FROM {{tables.customers}} WHERE id = $1', [2]) // fast: not logged
-    observer.close()
+    await observer.close()
 
     const lines = logger.lines.filter((l) => l.message.startsWith('slow query'))
     expect(lines).toHaveLength(1)
@@ -44,9 +46,9 @@ describe('slow-query log', () => {
   it('includes the SQL as sent and the bind values only when asked to', async () => {
     const logger = recordingLogger()
     const verbose = new Database(pool, { schema: 'shop', logParams: true })
-    const observer = new Observer({ logger, slowQueryMs: 50, logValues: true }).watch(verbose)
+    const observer = new Observer({ logger, slowQueryMs: 50, logParams: true }).watch(verbose)
     await verbose.fetchAll('SELECT pg_sleep(0.08), email FROM {{tables.customers}} WHERE id = $1', [7])
-    observer.close()
+    await observer.close()
     const fields = logger.lines.find((l) => l.message.startsWith('slow query'))!.fields as unknown as SlowQuery
     expect(fields.sql).toBe('SELECT pg_sleep(0.08), email FROM "shop"."customers" WHERE id = $1')
     expect(fields.params).toEqual([7])
@@ -62,7 +64,7 @@ describe('slow-query log', () => {
       },
     }).watch(db)
     expect(await db.fetchVal('SELECT 1')).toBe(1)
-    observer.close()
+    await observer.close()
     expect(logger.text()).toContain('onSlowQuery callback threw')
   })
 })
@@ -87,7 +89,7 @@ describe('statement statistics', () => {
     const customers = byCalls[0]!
     expect(customers.meanMs).toBeCloseTo(customers.totalMs / 20, 2)
     expect(customers.p95Ms).toBeLessThanOrEqual(customers.maxMs)
-    observer.close()
+    await observer.close()
   })
 
   it('stays within its capacity by dropping the cheapest statements', async () => {
@@ -95,7 +97,7 @@ describe('statement statistics', () => {
     for (let i = 0; i < 60; i++) await db.fetchVal(`SELECT 1 AS column_${i}`)
     expect(observer.statements.size).toBeLessThanOrEqual(20)
     expect(observer.statements.evicted).toBeGreaterThanOrEqual(40)
-    observer.close()
+    await observer.close()
   })
 
   it('counts a statement once when two watched Databases share events (withSchema)', async () => {
@@ -104,7 +106,7 @@ describe('statement statistics', () => {
     observer.watch(db).watch(other)
     await other.fetchVal('SELECT 42')
     expect(observer.topQueries()).toMatchObject([{ statement: 'SELECT ?', calls: 1 }])
-    observer.close()
+    await observer.close()
   })
 })
 
@@ -128,7 +130,7 @@ describe('N+1 detection', () => {
     expect(line.message).toContain('"shop"."customers" WHERE id = $1')
     expect(line.message).toMatch(/called at .*queries\.test\.ts:\d+/)
     expect(observer.snapshot().nPlusOne).toHaveLength(1)
-    observer.close()
+    await observer.close()
   })
 
   it('stays quiet outside a scope, under the threshold, and across concurrent scopes', async () => {
@@ -140,7 +142,7 @@ describe('N+1 detection', () => {
     await Promise.all(scopes.map((scope) => observer.scope(scope, listOrdersWithCustomers)))
     expect(warnings).toEqual([])
     expect(scopes.map((s) => s.queries)).toEqual([21, 21])
-    observer.close()
+    await observer.close()
   })
 
   it('keeps per-request values in the scope across awaits', async () => {

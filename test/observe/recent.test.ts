@@ -2,7 +2,11 @@
 // windows that decay, Tidepool's own statements kept out of the top statements, and the pool
 // figures added for issue 18 (utilisation, overflow in use).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, Observer, PoolTimeoutError, createPool, forUpdate, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { PoolTimeoutError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { forUpdate } from '../../src/safety/index.js'
 import { WindowedPercentiles } from '../../src/observe/recent.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'
@@ -12,7 +16,7 @@ let pool: Pool
 let db: Database
 
 beforeAll(async () => {
-  pool = await createPool({ url: testDb.url, name: 'recent', size: 2, maxOverflow: 1, acquireTimeoutMs: 100 }, { logger: recordingLogger() })
+  pool = await createPool({ url: testDb.url, name: 'recent', size: 2, maxOverflow: 1, acquireTimeoutMs: 100, logger: recordingLogger() })
   const warm = [await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 }), await pool.acquire({ timeoutMs: 10_000 })]
   warm.forEach((c) => pool.release(c))
   db = new Database(pool)
@@ -50,7 +54,7 @@ describe('recent windows', () => {
       expect(waits.waitMs.count).toBeGreaterThanOrEqual(4)
       expect(waits.waitMs.max).toBeGreaterThanOrEqual(100)
     } finally {
-      observer.close()
+      await observer.close()
     }
   })
 })
@@ -70,7 +74,7 @@ describe("Tidepool's own statements", () => {
       expect(own.some((s) => s.includes('max_connections'))).toBe(true)
       expect(observer.snapshot().topStatements.map((s) => s.statement).join('\n')).not.toContain('set_config')
     } finally {
-      observer.close()
+      await observer.close()
     }
   })
 })
@@ -94,13 +98,13 @@ describe('statement trace (TIDEPOOL_LOG=debug)', () => {
       expect(lines[0]!.fields).toMatchObject({ values: ['<number>', '<string>'] })
       expect(JSON.stringify(lines)).not.toMatch(/hidden-value|hidden-literal/)
     } finally {
-      traced.close()
+      await traced.close()
     }
     // Off by default.
     const quiet = recordingLogger()
     const plain = new Observer({ logger: quiet, slowQueryMs: false }).watch(db)
     await db.fetchVal('SELECT 1')
-    plain.close()
+    await plain.close()
     expect(quiet.lines.filter((l) => l.message.startsWith('statement '))).toEqual([])
   })
 })
@@ -116,7 +120,7 @@ describe('pool utilisation metrics', () => {
       expect(m.types.get('tidepool_pool_utilization_ratio')).toBe('gauge')
     } finally {
       held.forEach((c) => pool.release(c))
-      observer.close()
+      await observer.close()
     }
   })
 })

@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, adviseDatabase, serverStatements, type Finding, type Report } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { adviseDatabase, type Finding, type Report } from '../../src/ops/index.js'
+import { serverStatements } from '../../src/observe/index.js'
 import { freshDatabase } from '../helpers/pg.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 

@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, checkIntegrity, type Finding, type Report } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { checkIntegrity, type Finding, type Report } from '../../src/ops/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const run = promisify(execFile)

@@ -1,15 +1,19 @@
 // Point-in-time recovery against a cluster of its own (with WAL archiving on): base backup, rows
 // written over a few seconds, a target time taken from the server's clock, more rows, restore to
 // the target, and exactly the rows committed at or before it are in the copy.
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { archiveCommand, archiveWalNow, BackupError, baseBackup, Database, restoreToTime, type RestoredCluster } from '../../src/index.js'
+import { archiveCommand, archiveWalNow, BackupError, baseBackup, restoreToTime, type RestoredCluster } from '../../src/ops/index.js'
+import { Database } from '../../src/db/index.js'
 import { findPostgresBinaries, PgNode, startCluster, type PgCluster } from '../../src/testing/index.js'
-import { freePorts } from '../../src/testing/node.js'
-import { accessibleBinaries, giveTo, serverUser } from '../../src/testing/privileges.js'
+import { freePorts } from '../../src/server/node.js'
+import { LocalServerError, postmasterPid, stopServer } from '../../src/server/index.js'
+import { accessibleBinaries, giveTo, serverUser } from '../../src/server/privileges.js'
 import { run } from '../../src/cli/main.js'
 import { sleep } from '../helpers/fixtures.js'
 
@@ -29,6 +33,7 @@ beforeAll(async () => {
 }, 60_000)
 afterAll(async () => {
   await Promise.all(restored.map((r) => r.stop()))
+  await stopServer(join(root, 'outlive')).catch(() => {}) // left running only if its test failed early
   await db?.close()
   await cluster?.stop()
   rmSync(root, { recursive: true, force: true })
@@ -74,6 +79,45 @@ describe('point-in-time recovery', () => {
     // The copy is promoted and writable; the original is untouched.
     expect(await rowsAt(cluster.primary.url)).toHaveLength(30)
   }, 120_000)
+
+  it('leaves a restored cluster running after the process that restored it exits; stopServer stops it', async () => {
+    const base = await baseBackup(db, { dir: join(root, 'base-outlive') })
+    await db.execute('INSERT INTO events VALUES (500, $1)', ['before the target'])
+    const target = (await db.fetchVal<string>('SELECT clock_timestamp()::text'))!
+    await db.execute('INSERT INTO events VALUES (501, $1)', ['after the target'])
+    await archiveWalNow(db, { timeoutMs: 20_000 })
+
+    const fixture = fileURLToPath(new URL('./restore-owner.fixture.ts', import.meta.url))
+    const dataDir = join(root, 'outlive')
+    const child = spawn(process.execPath, ['--import', 'tsx', fixture, base.dir, walDir, target, dataDir], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    // The child ends by itself: the restored server does not hold it open.
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)))
+    expect(code).toBe(0)
+    const copy = JSON.parse(out.trim()) as { url: string; dataDir: string }
+    expect(copy.dataDir).toBe(dataDir)
+
+    const pid = postmasterPid(dataDir)
+    expect(pid).toBeGreaterThan(0)
+    try {
+      const ids = await rowsAt(copy.url)
+      expect(ids).toContain(500)
+      expect(ids).not.toContain(501)
+    } finally {
+      expect(await stopServer(dataDir)).toBe(true)
+    }
+    await expect(rowsAt(copy.url)).rejects.toThrow()
+    expect(await stopServer(dataDir)).toBe(false)
+  }, 120_000)
+
+  it('fails with a LocalServerError (not a test-harness error) when the PostgreSQL binaries are missing', async () => {
+    const base = readdirSync(join(root, 'base-outlive')).find((d) => d.startsWith('base-'))!
+    const err = await restoreToTime({ base: join(root, 'base-outlive', base), walDir, to: new Date(), dataDir: join(root, 'no-binaries'), binDir: join(root, 'no-such-bin') }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(LocalServerError)
+    expect((err as LocalServerError).code).toBe('LOCAL_SERVER')
+    expect((err as Error).message).toMatch(/PostgreSQL binaries from binDir option: no postgres \+ initdb in .*no-such-bin/)
+  })
 
   it('refuses a base backup without WAL archiving, and a restore over existing data', async () => {
     const plain = await startCluster()
@@ -172,7 +216,7 @@ describe('point-in-time recovery', () => {
 /** Start a restored (already promoted) data directory on a free port and return its URL. */
 async function startRestored(dataDir: string): Promise<string> {
   const runAs = serverUser()
-  const node = new PgNode({ name: 'cli-restored', dataDir, port: (await freePorts(1))[0]!, binaries: await accessibleBinaries(await findPostgresBinaries(), runAs), runAs, superuser: 'postgres', portIsOurs: true, log: false, removeDir: undefined })
+  const node = new PgNode({ name: 'cli-restored', dataDir, port: (await freePorts(1))[0]!, binaries: await accessibleBinaries(await findPostgresBinaries(), runAs), runAs, superuser: 'postgres', portIsOurs: true, log: false, removeDir: undefined, stopOnExit: true })
   await node.start()
   restored.push({ url: node.url, port: node.port, dataDir, lastReplayedAt: null, stop: () => node.stop() })
   return node.url

@@ -1,19 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  ConfigError,
-  Database,
-  LockTimeoutError,
-  Observer,
-  ViewRefreshError,
-  ViewRefreshMetrics,
-  createPool,
-  lastViewRefresh,
-  nextCronTime,
-  parseCron,
-  refreshView,
-  scheduleRefresh,
-  type Pool,
-} from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { LockTimeoutError } from '../../src/safety/index.js'
+import { Observer } from '../../src/observe/index.js'
+import { ViewRefreshError, ViewRefreshMetrics, lastViewRefresh, nextCronTime, parseCron, refreshView, scheduleRefresh } from '../../src/ops/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'
 
@@ -114,7 +105,7 @@ describe('scheduleRefresh', () => {
     expect(m.value('tidepool_view_refresh_duration_seconds', { view: 'reports.slow' })).toBeGreaterThan(0)
     expect(m.value('tidepool_view_staleness_seconds', { view: 'reports.slow' })).toBeGreaterThanOrEqual(0)
     expect(observer.snapshot().sources.views).toMatchObject({ 'reports.slow': { lastError: undefined, nextAt: undefined } })
-    observer.close()
+    await observer.close()
     // Stopped means stopped.
     await new Promise((r) => setTimeout(r, 600))
     expect(results.length).toBe(count)

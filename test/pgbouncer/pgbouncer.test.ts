@@ -4,7 +4,11 @@
 import { tmpdir } from 'node:os'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { run } from '../../src/cli/main.js'
-import { ConfigError, Database, Observer, assertNoSessionState, PgBouncerMetrics, SessionStateError, createPool, detectPooler, resolveConfig, type Pool } from '../../src/index.js'
+import { ConfigError, SessionStateError } from '../../src/errors/index.js'
+import { Database, assertNoSessionState, detectPooler } from '../../src/db/index.js'
+import { Observer, PgBouncerMetrics } from '../../src/observe/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { resolveConfig } from '../../src/config/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { skipWithoutPgBouncer } from '../helpers/pgbouncer.js'
@@ -24,7 +28,7 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
 
   beforeAll(async () => {
     bouncer = await startPgBouncer({ serverUrl: testDb.url, poolSize: SERVER_POOL })
-    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 4, maxOverflow: 0, connectTimeoutMs: 10_000 }, { logger: poolLogger })
+    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 4, maxOverflow: 0, connectTimeoutMs: 10_000, logger: poolLogger })
     db = new Database(pool)
     await db.execute('CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)')
   })
@@ -103,7 +107,7 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
 
   it('works the same with both drivers', async () => {
     for (const driver of ['tidepool', 'pg'] as const) {
-      const p = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 3, maxOverflow: 0, name: driver }, { logger: poolLogger })
+      const p = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 3, maxOverflow: 0, name: driver, logger: poolLogger })
       try {
         const d = new Database(p)
         const names = await Promise.all(Array.from({ length: 20 }, (_, i) => d.fetchVal<string>('SELECT name FROM items WHERE id = $1', [i % 10 + 10])))
@@ -117,7 +121,7 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
   })
 
   it('lets many app-side pools share a small server pool', async () => {
-    for (let i = 0; i < 6; i++) pools.push(await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 5, maxOverflow: 0, name: `app${i}`, connectTimeoutMs: 10_000 }, { logger: poolLogger }))
+    for (let i = 0; i < 6; i++) pools.push(await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 5, maxOverflow: 0, name: `app${i}`, connectTimeoutMs: 10_000, logger: poolLogger }))
     const results = await Promise.all(
       pools.flatMap((p) => Array.from({ length: 5 }, (_, j) => new Database(p).fetchOne<{ pid: number; n: number }>('SELECT pg_backend_pid() AS pid, $1::int AS n FROM pg_sleep(0.02)', [j]))),
     )
@@ -131,7 +135,7 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
 
   it.each(['tidepool', 'pg'] as const)('connects with the default guard rails and applies them to every transaction as SET LOCAL (driver %s)', async (driver) => {
     // The guard rails as startup parameters (or in `options`) would be refused: "unsupported startup parameter".
-    const guarded = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, maxOverflow: 0 }, { logger: recordingLogger() })
+    const guarded = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, maxOverflow: 0, logger: recordingLogger() })
     pools.push(guarded)
     const gdb = new Database(guarded)
     const show = "SELECT current_setting('statement_timeout') AS st, current_setting('lock_timeout') AS lt, current_setting('idle_in_transaction_session_timeout') AS idle, current_setting('jit') AS jit"
@@ -146,7 +150,7 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
     const failed = await gdb.executeMany(`INSERT INTO batch_${driver} (id) VALUES ($1)`, [[1000], [1]], { batchSize: 1 }).catch((e: unknown) => e)
     expect(failed).toMatchObject({ sqlstate: '23505' })
     expect(await gdb.fetchVal(`SELECT count(*)::int FROM batch_${driver}`)).toBe(120)
-    const tuned = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, statementTimeoutMs: 0, lockTimeoutMs: null, jit: null }, { logger: recordingLogger() })
+    const tuned = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', driver, size: 1, statementTimeoutMs: 0, lockTimeoutMs: null, jit: null, logger: recordingLogger() })
     pools.push(tuned)
     expect(await new Database(tuned).transaction((tx) => tx.fetchOne(show))).toMatchObject({ st: '0', lt: '0', idle: '1min' })
   })
@@ -160,13 +164,13 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
     }
 
     // Named in the config, the admin console is read by any Observer watching the pool.
-    const configured = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 1 }, { logger: poolLogger })
+    const configured = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', pgbouncerAdminUrl: bouncer.adminUrl, size: 1, logger: poolLogger })
     const watching = new Observer({ slowQueryMs: false }).watchPool(configured)
     try {
       await waitFor(() => (watching.snapshot().sources.pgbouncer as { up?: boolean } | undefined)?.up === true, 10_000, 'the configured PgBouncer source')
       expect(parseMetrics(watching.metrics()).value('tidepool_pgbouncer_up')).toBe(1)
     } finally {
-      watching.close()
+      await watching.close()
       await configured.close()
     }
 
@@ -203,8 +207,8 @@ describe.skipIf(skip)('behind PgBouncer in transaction mode', async () => {
       expect(logger.lines.filter((l) => l.message.includes('PgBouncer admin console'))).toHaveLength(1)
       await waitFor(async () => (await source.check()).status === 'down', 5_000, 'pgbouncer check down')
     } finally {
-      observer.close()
-      await source.stop()
+      await observer.close()
+      await source.close()
     }
   })
 })

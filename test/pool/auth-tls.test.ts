@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startCluster, type PgCluster } from 'tidepool/testing'
-import { ConnectError, Database, QueryTimeoutError, createPool, type DatabaseConfigInput } from '../../src/index.js'
+import { ConnectError, QueryTimeoutError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { type DatabaseConfigInput } from '../../src/config/index.js'
 import { recordingLogger } from '../helpers/fixtures.js'
 
 const DRIVERS = ['tidepool', 'pg'] as const

@@ -4,7 +4,9 @@
 // once more on a fresh connection; and once one connection is found dead by a disconnect, every
 // connection opened before that moment is pinged before its next use.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectionLostError, Database, createPool, type Pool } from '../../src/index.js'
+import { ConnectionLostError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { startCluster, type PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
@@ -40,7 +42,7 @@ beforeAll(async () => {
 describe.each(DRIVERS)('every backend terminated, driver %s', (driver) => {
   it('statements issued right after, with default options: none fails, each write lands once', async () => {
     const logger = recordingLogger()
-    const pool = await createPool({ url: db.url, driver, size: 5, applicationName: `disconnect-${driver}` }, { logger })
+    const pool = await createPool({ url: db.url, driver, size: 5, applicationName: `disconnect-${driver}`, logger })
     const database = new Database(pool)
     const failures: unknown[] = []
     const base = driver === 'pg' ? 1000 : 0
@@ -68,7 +70,7 @@ describe('the server restarts', () => {
   afterAll(() => servers?.stop())
 
   it.each(DRIVERS)('statements after a fast restart, with default options: none fails (driver %s)', async (driver) => {
-    const pool = await createPool({ url: servers.primary.url, driver, size: 4 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: servers.primary.url, driver, size: 4, logger: recordingLogger() })
     const database = new Database(pool)
     await database.execute('CREATE TABLE IF NOT EXISTS restarted (n int)')
     await database.execute('TRUNCATE restarted')
@@ -93,7 +95,7 @@ describe('the server restarts', () => {
 
 describe('what a termination proves', () => {
   it('a statement the server never answered is ConnectionLostError executed "no" inside a transaction (never retried there)', async () => {
-    const pool = await createPool({ url: db.url, size: 1, applicationName: 'disconnect-tx' }, { logger: recordingLogger() })
+    const pool = await createPool({ url: db.url, size: 1, applicationName: 'disconnect-tx', logger: recordingLogger() })
     const database = new Database(pool)
     let attempts = 0
     const err = await database

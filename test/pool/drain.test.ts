@@ -2,13 +2,14 @@
 // return), and a pool whose targetSessionAttrs names a role re-checks the server's role on
 // pre-ping and after revalidate(), draining every connection to a server that lost it.
 import { describe, expect, it } from 'vitest'
-import { Database, createPool, type PoolOptions } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type PoolOptions } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const db = await useDatabase()
 
 async function pool(options: Omit<PoolOptions, 'url'> = {}, logger = recordingLogger()) {
-  return createPool({ url: db.url, ...options }, { logger })
+  return createPool({ url: db.url, ...options, logger })
 }
 
 /** Make the session of the pool's next connection read-only, as a fenced or demoted primary would be. */

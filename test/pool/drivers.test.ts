@@ -2,7 +2,9 @@
 // notices, results of several statements, COPY; and the wire driver's own bookkeeping (prepared
 // statements, BEGIN sent with the first statement) holds up under faults.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConnectError, Database, QueryError, createPool, type Pool } from '../../src/index.js'
+import { ConnectError, QueryError } from '../../src/errors/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -11,7 +13,7 @@ const DRIVERS = ['tidepool', 'pg'] as const
 const pools: Partial<Record<(typeof DRIVERS)[number], Pool>> = {}
 
 beforeAll(async () => {
-  for (const driver of DRIVERS) pools[driver] = await createPool({ url: testDb.url, size: 2, driver }, { logger })
+  for (const driver of DRIVERS) pools[driver] = await createPool({ url: testDb.url, size: 2, driver, logger })
   const db = new Database(pools.tidepool!)
   await db.execute('CREATE TABLE accounts (id int PRIMARY KEY, email text UNIQUE, balance numeric)')
 })
@@ -76,7 +78,7 @@ describe('both drivers give the same results', () => {
 
   it('fails ssl: require against a server without TLS as ConnectError reason tls', async () => {
     for (const driver of DRIVERS) {
-      const err = await createPool({ url: testDb.url, driver, ssl: 'require' }, { logger }).catch((e: unknown) => e)
+      const err = await createPool({ url: testDb.url, driver, ssl: 'require', logger }).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(ConnectError)
       expect((err as ConnectError).reason).toBe('tls')
     }
@@ -120,7 +122,7 @@ describe('the wire driver under faults', () => {
   })
 
   it("rejects a running statement with the server's FATAL when its backend is terminated, and recovers", async () => {
-    const pool = await createPool({ url: testDb.url, size: 1, applicationName: 'wire-kill' }, { logger })
+    const pool = await createPool({ url: testDb.url, size: 1, applicationName: 'wire-kill', logger })
     const killed = new Database(pool)
     const running = killed.fetchVal('SELECT pg_sleep(5)').catch((e: unknown) => e)
     await waitFor(async () => (await testDb.admin("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'wire-kill' AND state = 'active'")).rows[0].n === 1)

@@ -3,7 +3,11 @@
 // be changed or turned off; libpq URL forms (options=-c …, keepalives*) are understood; the
 // migrator lifts the timeouts for its own session only.
 import { afterAll, describe, expect, it } from 'vitest'
-import { Database, QueryError, createPool, migrate, resolveConfig, type DatabaseConfigInput, type Pool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { QueryError } from '../../src/errors/index.js'
+import { createPool, type Pool } from '../../src/pool/index.js'
+import { migrate } from '../../src/migrate/index.js'
+import { resolveConfig, type DatabaseConfigInput } from '../../src/config/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { migrationsFolder } from '../helpers/migrations.js'
 
@@ -13,7 +17,7 @@ afterAll(() => Promise.all(pools.map((p) => p.close())))
 
 async function settingsOf(options: DatabaseConfigInput | string): Promise<Record<string, string>> {
   const input = typeof options === 'string' ? { url: options } : { url: testDb.url, ...options }
-  const pool = await createPool({ size: 1, maxOverflow: 0, ...input }, { logger: recordingLogger() })
+  const pool = await createPool({ size: 1, maxOverflow: 0, ...input, logger: recordingLogger() })
   pools.push(pool)
   const row = await new Database(pool).fetchOne<Record<string, string>>(
     "SELECT current_setting('statement_timeout') AS statement_timeout, current_setting('lock_timeout') AS lock_timeout, " +
@@ -55,7 +59,7 @@ describe.each(['tidepool', 'pg'] as const)('a default pool (driver %s)', (driver
   })
 
   it('a statement past the default statement_timeout is cancelled by the server (57014)', async () => {
-    const pool = await createPool({ url: testDb.url, driver, size: 1, statementTimeoutMs: 200 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: testDb.url, driver, size: 1, statementTimeoutMs: 200, logger: recordingLogger() })
     pools.push(pool)
     const err = await new Database(pool).fetchVal('SELECT pg_sleep(5)').catch((e: unknown) => e)
     expect(err).toBeInstanceOf(QueryError)
@@ -79,7 +83,7 @@ describe('URL keepalives and options parsing', () => {
 
 describe('migrations', () => {
   it('run with statement_timeout and lock_timeout lifted, and the pool gets its guard rails back', async () => {
-    const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, statementTimeoutMs: 100 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, statementTimeoutMs: 100, logger: recordingLogger() })
     pools.push(pool)
     const db = new Database(pool, { schema: 'guards' })
     await db.ensureSchema()

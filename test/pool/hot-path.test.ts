@@ -3,7 +3,8 @@
 // checkouts name the statement instead of paying for a stack, and listeners may unsubscribe while
 // an event is being delivered.
 import { describe, expect, it } from 'vitest'
-import { Database, createPool } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
@@ -11,7 +12,7 @@ const db = await useDatabase()
 
 describe('pool hot path', () => {
   it('does not pre-ping a connection handed straight from its holder to a waiter', async () => {
-    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, prePing: 'if-idle', prePingIdleMs: 100 }, { logger: recordingLogger() })
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, prePing: 'if-idle', prePingIdleMs: 100, logger: recordingLogger() })
     const lease = await p.acquire()
     const conn = connectionOf(lease) // the connection behind the lease: count the pool's pings of it
     let pings = 0
@@ -35,7 +36,7 @@ describe('pool hot path', () => {
 
   it('reports a one-statement checkout held past leakWarningMs by its statement, and a manual one by its stack', async () => {
     const logger = recordingLogger()
-    const p = await createPool({ url: db.url, size: 2, leakWarningMs: 100 }, { logger })
+    const p = await createPool({ url: db.url, size: 2, leakWarningMs: 100, logger })
     const leaks: { holder: string | undefined; stack: string | undefined }[] = []
     p.on('leak', (e) => leaks.push({ holder: e.holder, stack: e.stack }))
     await new Database(p).fetchVal('SELECT pg_sleep(0.4)')
@@ -50,7 +51,7 @@ describe('pool hot path', () => {
   })
 
   it('delivers an event to every listener even when one unsubscribes while it is called', async () => {
-    const p = await createPool({ url: db.url, size: 1 }, { logger: recordingLogger() })
+    const p = await createPool({ url: db.url, size: 1, logger: recordingLogger() })
     const calls: string[] = []
     const offFirst = p.on('acquire', () => {
       calls.push('first')

@@ -2,14 +2,16 @@
 // before anything changes, and no path (a refused call, a failed BEGIN/COMMIT/ROLLBACK, a release
 // inside a transaction) loses a slot or hands out a dirty connection.
 import { describe, expect, it } from 'vitest'
-import { Database, LeaseError, MisuseError, TransactionError, createPool, type Pool, type PoolOptions } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { LeaseError, MisuseError, TransactionError } from '../../src/errors/index.js'
+import { createPool, type Pool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const db = await useDatabase()
 
 async function pool(options: Omit<PoolOptions, 'url'> = {}): Promise<Pool> {
-  return createPool({ url: db.url, size: 2, maxOverflow: 0, ...options }, { logger: recordingLogger() })
+  return createPool({ url: db.url, size: 2, maxOverflow: 0, ...options, logger: recordingLogger() })
 }
 
 /** The figures that say whether a slot was lost. */
@@ -62,7 +64,7 @@ describe('lease', () => {
   })
 
   it('accepts a release after the pool closed the connection under its holder, and refuses its statements', async () => {
-    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 150 }, { logger: recordingLogger() })
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 150, logger: recordingLogger() })
     const forgotten = await p.acquire()
     const next = await p.acquire() // the reclaim frees the only slot
     expect(p.stats().reclaimed).toBe(1)

@@ -1,14 +1,16 @@
 // "No pool" mode for serverless functions: maxUses 1 opens a connection per checkout and closes it
 // when it is returned, so nothing is left open between invocations (nor frozen with the function).
 import { afterAll, describe, expect, it } from 'vitest'
-import { Database, createPool, resolveConfig } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { createPool } from '../../src/pool/index.js'
+import { resolveConfig } from '../../src/config/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
 const serverSessions = async (app: string) => Number((await testDb.admin('SELECT count(*) FROM pg_stat_activity WHERE application_name = $1', [app])).rows[0]!.count)
 
 describe('maxUses: 1 (no pool)', () => {
-  const pool = createPool({ url: testDb.url, maxUses: 1, minIdle: 0, applicationName: 'tp-no-pool' }, { logger: recordingLogger() })
+  const pool = createPool({ url: testDb.url, maxUses: 1, minIdle: 0, applicationName: 'tp-no-pool', logger: recordingLogger() })
   afterAll(async () => (await pool).close())
 
   it('closes each connection after its one use: a new server session every time, none left open', async () => {

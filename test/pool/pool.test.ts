@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError, ConnectError, MisuseError, Pool, PoolClosedError, PoolTimeoutError, AbortError, createPool, type PoolOptions } from '../../src/index.js'
+import { ConfigError, ConnectError, MisuseError, PoolClosedError, PoolTimeoutError, AbortError } from '../../src/errors/index.js'
+import { Pool, createPool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { recordingLogger, settledWithin, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
@@ -7,8 +8,25 @@ const db = await useDatabase()
 const logger = recordingLogger()
 
 async function pool(options: Omit<PoolOptions, 'url'> = {}): Promise<Pool> {
-  return createPool({ url: db.url, ...options }, { logger })
+  return createPool({ url: db.url, ...options, logger })
 }
+
+describe('logger and warmup are options', () => {
+  it('createPool({ logger, warmup }) like every other option; the older second argument still works', async () => {
+    const own = recordingLogger()
+    const asOption = await createPool({ url: db.url, size: 1, logger: own, warmup: false })
+    expect(asOption.logger).toBe(own)
+    expect(asOption.stats().total).toBe(0) // warmup: false opened nothing
+    await asOption.close()
+    const legacy = await createPool({ url: db.url, size: 1 }, { logger: own, warmup: false })
+    expect(legacy.logger).toBe(own)
+    expect(legacy.stats().total).toBe(0)
+    await legacy.close()
+    const warmed = await createPool({ url: db.url, size: 1, logger: own })
+    expect(warmed.stats().total).toBe(1)
+    await warmed.close()
+  })
+})
 
 describe('pool sizing', () => {
   it('opens overflow connections under load and closes them when returned', async () => {
@@ -107,7 +125,7 @@ describe('acquire timeout and connect failures', () => {
     expect(Date.now() - started).toBeLessThan(5_000)
     expect(p.stats().connectErrors).toBe(1)
     await p.close()
-    await expect(createPool({ url: 'postgres://postgres@127.0.0.1:1/postgres' }, { logger })).rejects.toBeInstanceOf(ConnectError)
+    await expect(createPool({ url: 'postgres://postgres@127.0.0.1:1/postgres', logger })).rejects.toBeInstanceOf(ConnectError)
   })
 
   it('keeps failing with ConnectError, not PoolTimeoutError, while it backs off from a down server', async () => {
@@ -128,7 +146,7 @@ describe('acquire timeout and connect failures', () => {
 
   it('names a missing database and never shows the password', async () => {
     const url = db.url.replace(/\/[^/]+$/, '/no_such_database').replace('postgres@', 'postgres:s3cret-pw@')
-    const err = await createPool({ url }, { logger }).catch((e: unknown) => e)
+    const err = await createPool({ url, logger }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ConnectError)
     expect((err as ConnectError).reason).toBe('database-missing')
     expect(String((err as Error).message)).not.toContain('s3cret-pw')
@@ -167,7 +185,7 @@ describe('connection health', () => {
     const port = Number(new URL(db.url).port)
     const proxy = await startFaultProxy(port)
     const url = db.url.replace(`:${port}/`, `:${proxy.port}/`)
-    const p = await createPool({ url, size: 2, prePing: 'always', prePingTimeoutMs: 200 }, { logger })
+    const p = await createPool({ url, size: 2, prePing: 'always', prePingTimeoutMs: 200, logger })
     const first = await p.acquire()
     const firstPid = first.pid
     p.release(first)
@@ -297,7 +315,7 @@ describe('reset on return', () => {
 describe('leak detection', () => {
   it('warns with the acquirer stack when a checkout is held past leakWarningMs', async () => {
     const leaks = recordingLogger()
-    const p = await createPool({ url: db.url, size: 1, leakWarningMs: 100 }, { logger: leaks })
+    const p = await createPool({ url: db.url, size: 1, leakWarningMs: 100, logger: leaks })
     const held = await p.acquire()
     await waitFor(() => p.stats().leaksDetected === 1, 2_000, 'leak report')
     const warning = leaks.lines.find((l) => /held for \d+ ms/.test(l.message))
@@ -309,7 +327,7 @@ describe('leak detection', () => {
 
   it('reclaims a checkout held past leakReclaimMs: the slot serves others, the late release is accepted', async () => {
     const leaks = recordingLogger()
-    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 200, acquireTimeoutMs: 5_000 }, { logger: leaks })
+    const p = await createPool({ url: db.url, size: 1, maxOverflow: 0, leakReclaimMs: 200, acquireTimeoutMs: 5_000, logger: leaks })
     const forgotten = await p.acquire()
     const next = await p.acquire() // would time out without the reclaim: the pool has one slot
     expect(next).not.toBe(forgotten)

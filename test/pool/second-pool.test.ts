@@ -1,7 +1,7 @@
 // A second pool to the same server, database and user in one process is logged once per target,
 // naming both pools; warnOnSecondPool: false silences it; a closed pool no longer counts.
 import { describe, expect, it } from 'vitest'
-import { createPool } from '../../src/index.js'
+import { createPool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
@@ -10,12 +10,12 @@ const secondPoolLines = (logger: ReturnType<typeof recordingLogger>) => logger.l
 describe('a second pool to the same database', () => {
   it('is silent for a pool meant to be second, then warns once, naming both pools', async () => {
     const logger = recordingLogger()
-    const first = await createPool({ url: testDb.url, name: 'app', size: 2 }, { logger })
-    const closedOne = await createPool({ url: testDb.url, name: 'jobs', size: 1, warnOnSecondPool: false }, { logger })
+    const first = await createPool({ url: testDb.url, name: 'app', size: 2, logger })
+    const closedOne = await createPool({ url: testDb.url, name: 'jobs', size: 1, warnOnSecondPool: false, logger })
     await closedOne.close()
     expect(secondPoolLines(logger)).toEqual([])
-    const second = await createPool({ url: testDb.url, name: 'reports', size: 1 }, { logger })
-    const third = await createPool({ url: testDb.url, name: 'more', size: 1 }, { logger })
+    const second = await createPool({ url: testDb.url, name: 'reports', size: 1, logger })
+    const third = await createPool({ url: testDb.url, name: 'more', size: 1, logger })
     const lines = secondPoolLines(logger)
     expect(lines).toHaveLength(1)
     expect(lines[0]!.message).toContain('pool "reports"')
@@ -29,7 +29,7 @@ describe('a second pool to the same database', () => {
     const logger = recordingLogger()
     const other = new URL(testDb.url)
     other.pathname = '/postgres'
-    const a = await createPool({ url: other.toString(), name: 'admin', size: 1 }, { logger })
+    const a = await createPool({ url: other.toString(), name: 'admin', size: 1, logger })
     expect(secondPoolLines(logger)).toEqual([])
     await a.close()
   })

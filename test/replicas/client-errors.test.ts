@@ -4,7 +4,8 @@
 // replica) name the statement in leak reports, as Database does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
-import { ParameterError, ResultDecodeError, createCluster, type Cluster } from '../../src/index.js'
+import { ParameterError, ResultDecodeError } from '../../src/errors/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { replicaStats, sharedReplicaUrl } from './helpers.js'
 

@@ -1,7 +1,7 @@
 // Read-your-writes and lag limits against real streaming replication, with lag injected by
 // pausing WAL replay (pg_wal_replay_pause()) on our own primary + 2 replicas.
 import { beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, type Cluster, type ClusterOptions } from '../../src/index.js'
+import { createCluster, type Cluster, type ClusterOptions } from '../../src/replicas/index.js'
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, waitFor } from '../helpers/fixtures.js'
 import { ownCluster, replicaStats } from './helpers.js'

@@ -2,7 +2,8 @@
 // our own: a replica is promoted while the old primary is fenced read-only (its pooled
 // connections must be drained, not fail forever), or after the old primary stopped.
 import { describe, expect, it } from 'vitest'
-import { ConnectError, createCluster, type Cluster } from '../../src/index.js'
+import { ConnectError } from '../../src/errors/index.js'
+import { createCluster, type Cluster } from '../../src/replicas/index.js'
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep } from '../helpers/fixtures.js'
 import { ownCluster } from './helpers.js'

@@ -1,7 +1,7 @@
 // Replica failures with real faults on our own primary + 2 replicas: a replica's postmaster is
 // SIGKILLed under a steady read load, then restarted; then every replica goes down.
 import { beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, type Cluster, type ClusterOptions } from '../../src/index.js'
+import { createCluster, type Cluster, type ClusterOptions } from '../../src/replicas/index.js'
 import type { PgCluster } from '../../src/testing/index.js'
 import { recordingLogger, sleep, waitFor } from '../helpers/fixtures.js'
 import { ownCluster, replicaStats } from './helpers.js'

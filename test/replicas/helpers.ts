@@ -2,7 +2,7 @@
 // for tests that pause, kill or promote servers (never the shared ones).
 import { afterAll } from 'vitest'
 import { startCluster, type PgCluster } from '../../src/testing/index.js'
-import type { Cluster, ClusterStats } from '../../src/index.js'
+import type { Cluster, ClusterStats } from '../../src/replicas/index.js'
 import { waitFor } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
 

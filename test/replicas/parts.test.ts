@@ -1,7 +1,8 @@
 // The pieces of the replicas layer that need no server: LSN tokens, statement classification,
 // balancing, option validation and the lag arithmetic.
 import { describe, expect, it } from 'vitest'
-import { ConfigError, InvalidTokenError, formatLsn, laterLsn, parseLsn, toLsn, tryParseLsn } from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { InvalidTokenError, formatLsn, laterLsn, parseLsn, toLsn, tryParseLsn } from '../../src/replicas/index.js'
 import { Balancer, type Balanced } from '../../src/replicas/balance.js'
 import { isPlainRead } from '../../src/replicas/classify.js'
 import { PrimaryTimeline } from '../../src/replicas/lag.js'

@@ -1,9 +1,10 @@
 // Patroni discovery's options and its reading of Patroni's answers (the daemons themselves are in
 // test/ha/patroni.test.ts).
 import { describe, expect, it } from 'vitest'
-import { Cluster, ConfigError, createCluster, parseClusterJson, resolveClusterOptions } from '../../src/index.js'
+import { Cluster, createCluster, parseClusterJson, resolveClusterOptions } from '../../src/replicas/index.js'
+import { ConfigError } from '../../src/errors/index.js'
 import { primaryHosts, readableReplicas } from '../../src/replicas/patroni.js'
-import { freePorts } from '../../src/testing/node.js'
+import { freePorts } from '../../src/server/node.js'
 
 // Shapes as Patroni 3.0.2 answers GET /cluster (the leader has no lag).
 const cluster3 = {

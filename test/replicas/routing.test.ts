@@ -2,17 +2,9 @@
 // call, a reader view or a session opts in, never inside a transaction; balancing, fallbacks,
 // tokens, stats. The same replica is listed several times to have several nodes to route to.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  InvalidTokenError,
-  NoReplicaAvailableError,
-  ReplicaBehindError,
-  createCluster,
-  parseLsn,
-  type Cluster,
-  type ClusterOptions,
-  type QueryEndEvent,
-} from '../../src/index.js'
-import { freePorts } from '../../src/testing/node.js'
+import { InvalidTokenError, NoReplicaAvailableError, ReplicaBehindError, createCluster, parseLsn, type Cluster, type ClusterOptions } from '../../src/replicas/index.js'
+import { type QueryEndEvent } from '../../src/db/index.js'
+import { freePorts } from '../../src/server/node.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { replicaStats, sharedReplicaUrl } from './helpers.js'
 

@@ -2,19 +2,9 @@
 // "instances", a connection killed mid-work, in-flight duplicates (wait or 409 at once), a key
 // reused with another body (422), expiry and sweeping, and the Idempotency-Key header form.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  ConfigError,
-  Database,
-  IdempotencyInProgressError,
-  IdempotencyKeyMissingError,
-  IdempotencyKeyReusedError,
-  ensureIdempotencyTable,
-  idempotent,
-  idempotentRequest,
-  startIdempotencySweeper,
-  sweepIdempotencyKeys,
-  type Transaction,
-} from '../../src/index.js'
+import { ConfigError } from '../../src/errors/index.js'
+import { Database, type Transaction } from '../../src/db/index.js'
+import { IdempotencyInProgressError, IdempotencyKeyMissingError, IdempotencyKeyReusedError, ensureIdempotencyTable, idempotent, idempotentRequest, startIdempotencySweeper, sweepIdempotencyKeys } from '../../src/safety/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

@@ -2,17 +2,9 @@
 // timeouts, try-locks, shared locks, session locks that never stay on a pooled connection,
 // 1,000 concurrent transfers under row locks, and workers that never take the same job.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  Database,
-  LockTimeoutError,
-  advisoryLockKey,
-  claimJobs,
-  forUpdate,
-  skipLocked,
-  tryAdvisoryLock,
-  withAdvisoryLock,
-  ConfigError,
-} from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { LockTimeoutError, advisoryLockKey, claimJobs, forUpdate, skipLocked, tryAdvisoryLock, withAdvisoryLock } from '../../src/safety/index.js'
+import { ConfigError } from '../../src/errors/index.js'
 import { recordingLogger, sleep, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()

@@ -2,7 +2,8 @@
 // that pauses past its lease loses the lock, and the storage's token check refuses its write.
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, LockTimeoutError, RedisLockLostError, acquireRedisLock, withRedisLock } from '../../src/index.js'
+import { Database } from '../../src/db/index.js'
+import { LockTimeoutError, RedisLockLostError, acquireRedisLock, withRedisLock } from '../../src/safety/index.js'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
 import { skipWithoutRedis, startRedis, type RedisServer } from '../helpers/redis.js'
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { IdentifierError, TemplateError, normalizeSql, quoteIdentifier, renderTemplate, statementShape } from '../../src/index.js'
+import { IdentifierError, TemplateError } from '../../src/errors/index.js'
+import { normalizeSql, quoteIdentifier, renderTemplate, statementShape } from '../../src/sql/index.js'
 
 describe('identifiers', () => {
   it('quotes safe identifiers and refuses everything else', () => {

@@ -9,9 +9,9 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createTestDatabase, findPostgresBinaries, PgNode, startCluster, stopAllClusters, type PgCluster } from 'tidepool/testing'
-import { serverUser } from '../../src/testing/privileges.js'
-import { hydrateSymlinks } from '../../src/testing/binaries.js'
-import { isGone, registryDir } from '../../src/testing/registry.js'
+import { serverUser } from '../../src/server/privileges.js'
+import { hydrateSymlinks } from '../../src/server/binaries.js'
+import { isGone, registryDir } from '../../src/server/registry.js'
 import { waitFor } from '../helpers/fixtures.js'
 import { testCluster } from '../helpers/pg.js'
 
@@ -115,7 +115,7 @@ describe('startCluster', () => {
       await first.stop()
 
       // A port chosen for us but taken by the time the server binds: it moves to another one.
-      const spec = { name: 'moved', dataDir: first.primary.dataDir, binaries: first.binaries, runAs: serverUser(), superuser: 'postgres', log: false, removeDir: undefined }
+      const spec = { name: 'moved', dataDir: first.primary.dataDir, binaries: first.binaries, runAs: serverUser(), superuser: 'postgres', log: false, removeDir: undefined, stopOnExit: true }
       const moved = new PgNode({ ...spec, port: taken, portIsOurs: true })
       await moved.start()
       expect(moved.port).not.toBe(taken)

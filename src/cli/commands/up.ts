@@ -1,7 +1,7 @@
 // `tidepool up`: an embedded PostgreSQL (primary + replicas) for local work, until Ctrl-C.
 import type { Command } from 'commander'
-import { startCluster } from '../../testing/cluster.js'
-import { startHaCluster } from '../../testing/ha.js'
+import { startCluster } from '../../server/cluster.js'
+import { startHaCluster } from '../../server/ha.js'
 import { ioOf, printJson, UsageError } from '../output.js'
 
 export function registerUp(program: Command): void {

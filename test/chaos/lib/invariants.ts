@@ -1,6 +1,7 @@
 // The invariants every scenario checks over every call, and the mixed statement load they share.
 import { expect } from 'vitest'
-import type { Database, Pool } from '../../../src/index.js'
+import type { Database } from '../../../src/db/index.js'
+import type { Pool } from '../../../src/pool/index.js'
 import { waitFor } from '../../helpers/fixtures.js'
 import { outcomes, type Load, type Outcomes } from './load.js'
 

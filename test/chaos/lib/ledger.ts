@@ -2,7 +2,8 @@
 // must be found afterwards. A write whose caller got an error is either definitely not applied
 // (the statement never reached the server) or of unknown outcome (the connection died while it
 // ran); only the second may show up in the table.
-import { ConnectError, PoolTimeoutError, type Database } from '../../../src/index.js'
+import { ConnectError, PoolTimeoutError } from '../../../src/errors/index.js'
+import { type Database } from '../../../src/db/index.js'
 
 /** What the ledger needs of a Database (a Cluster's `db` will do). */
 export type LedgerDb = Pick<Database, 'execute' | 'fetchAll' | 'transaction'>

@@ -1,7 +1,7 @@
 // A bounded load that records every call: when it started, how long it took, and how it ended.
 // Calls still unsettled when the load is stopped (after a generous bound) are reported as hung,
 // never waited for forever, so a hang is a failed assertion rather than a stuck test.
-import { TidepoolError } from '../../../src/index.js'
+import { TidepoolError } from '../../../src/errors/index.js'
 
 export interface Call {
   kind: string

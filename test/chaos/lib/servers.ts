@@ -1,14 +1,14 @@
 // Server faults for the chaos suite, on clusters the scenario started itself.
 import { readdirSync, readFileSync } from 'node:fs'
 import { afterAll } from 'vitest'
-import { startCluster, type ClusterOptions, type PgCluster, type PgNode } from '../../../src/testing/index.js'
+import { startCluster, type LocalClusterOptions, type PgCluster, type PgNode } from '../../../src/testing/index.js'
 
 /**
  * A cluster of the scenario's own, stopped after the file. synchronous_commit is on: an
  * acknowledged commit is then in the operating system's hands before the client hears of it,
  * which is what a process crash must not lose (fsync stays off: a power cut is out of scope).
  */
-export async function chaosCluster(options: ClusterOptions = {}): Promise<PgCluster> {
+export async function chaosCluster(options: LocalClusterOptions = {}): Promise<PgCluster> {
   const cluster = await startCluster({ ...options, settings: { synchronous_commit: 'on', ...options.settings } })
   afterAll(() => cluster.stop())
   return cluster

@@ -1,4 +1,4 @@
-// An embedded PostgreSQL cluster for tests and local work: a primary and N streaming replicas on
+// A local PostgreSQL cluster for tests and `tidepool up`: a primary and N streaming replicas on
 // free loopback ports, in a temporary (or given) directory. Replicas come from pg_basebackup when
 // a same-major one is installed, else from a cold copy of the primary's data directory made
 // before the primary first starts.
@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { checkOptionKeys, optionKeys } from '../config/options.js'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { findPostgresBinaries, type PgBinaries } from './binaries.js'
 import { baseBackup, checkDataDirVersion, coldCopy, configure, copyDir, makeStandby, pristineDataDir } from './datadir.js'
 import { freePorts, PgNode } from './node.js'
@@ -15,7 +15,7 @@ import { CLUSTER_DIR_PREFIX, sweepOrphans } from './registry.js'
 
 export type ReplicaMethod = 'basebackup' | 'copy'
 
-export interface ClusterOptions {
+export interface LocalClusterOptions {
   /** Streaming replicas to start (default 0). */
   replicas?: number
   /** `auto` (default): pg_basebackup when a same-major one is installed, else a cold copy. */
@@ -39,9 +39,15 @@ export interface ClusterOptions {
   log?: boolean
   /** Keep the data directories on stop(). */
   keep?: boolean
+  /**
+   * true (default): the servers are stopped when this process exits, and swept by a later
+   * startCluster if it dies without cleaning up. false: they outlive this process (with `dir` and
+   * `keep`, a local database that stays up); stop them later with stopServer(dataDir).
+   */
+  stopOnExit?: boolean
 }
 
-const CLUSTER_OPTION_KEYS = optionKeys<keyof ClusterOptions>({
+const CLUSTER_OPTION_KEYS = optionKeys<keyof LocalClusterOptions>({
   replicas: true,
   replicaMethod: true,
   dir: true,
@@ -52,6 +58,7 @@ const CLUSTER_OPTION_KEYS = optionKeys<keyof ClusterOptions>({
   port: true,
   log: true,
   keep: true,
+  stopOnExit: true,
 })
 
 export interface PgCluster {
@@ -73,15 +80,13 @@ export async function stopAllClusters(): Promise<void> {
   await Promise.all([...running].map((c) => c.stop()))
 }
 
-function chooseMethod(options: ClusterOptions, bins: PgBinaries): ReplicaMethod | 'none' {
+function chooseMethod(options: LocalClusterOptions, bins: PgBinaries): ReplicaMethod | 'none' {
   if (!options.replicas) return 'none'
   const wanted = options.replicaMethod ?? 'auto'
   if (wanted === 'copy') return 'copy'
   if (bins.has.pg_basebackup) return 'basebackup'
   if (wanted === 'auto') return 'copy'
-  throw new TidepoolError(
-    'HARNESS',
-    `replicaMethod 'basebackup' needs pg_basebackup ${bins.major}, which is neither in ${bins.binDir} nor under /usr/lib/postgresql/${bins.major}/bin; ` +
+  throw new LocalServerError(`replicaMethod 'basebackup' needs pg_basebackup ${bins.major}, which is neither in ${bins.binDir} nor under /usr/lib/postgresql/${bins.major}/bin; ` +
       `install postgresql-client-${bins.major} or use replicaMethod 'copy'`,
   )
 }
@@ -93,17 +98,17 @@ async function waitStreaming(primary: PgNode, names: string[], timeoutMs = 30_00
     const streaming = new Set(rows.map((r) => r.name))
     const missing = names.filter((n) => !streaming.has(n))
     if (missing.length === 0) return
-    if (Date.now() > deadline) throw new TidepoolError('HARNESS', `${missing.join(', ')} not streaming from the primary after ${timeoutMs} ms`)
+    if (Date.now() > deadline) throw new LocalServerError(`${missing.join(', ')} not streaming from the primary after ${timeoutMs} ms`)
     await new Promise((r) => setTimeout(r, 50))
   }
 }
 
 /** Start a primary and `replicas` streaming replicas. Stop them with `cluster.stop()`. */
-export async function startCluster(options: ClusterOptions = {}): Promise<PgCluster> {
+export async function startCluster(options: LocalClusterOptions = {}): Promise<PgCluster> {
   checkOptionKeys('startCluster options', options, CLUSTER_OPTION_KEYS)
   await sweepOrphans()
   const superuser = options.user ?? 'postgres'
-  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(superuser)) throw new TidepoolError('HARNESS', `invalid superuser name ${JSON.stringify(superuser)}`)
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(superuser)) throw new LocalServerError(`invalid superuser name ${JSON.stringify(superuser)}`)
   const replicaCount = options.replicas ?? 0
   const runAs = serverUser()
   const bins = await accessibleBinaries(await findPostgresBinaries(options.binDir ? { binDir: options.binDir } : {}), runAs)
@@ -121,7 +126,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<PgClus
   const replicaPorts = free.filter((p) => p !== primaryPort) // a given port may be one we drew
   const names = Array.from({ length: replicaCount }, (_, i) => `replica${i + 1}`)
   const node = (name: string, port: number, portIsOurs: boolean) =>
-    new PgNode({ name, dataDir: join(dir, name), port, binaries: bins, runAs, superuser, portIsOurs, log: options.log ?? false, removeDir })
+    new PgNode({ name, dataDir: join(dir, name), port, binaries: bins, runAs, superuser, portIsOurs, log: options.log ?? false, removeDir, stopOnExit: options.stopOnExit ?? true })
   const primary = node('primary', primaryPort, options.port === undefined)
   const replicas = names.map((name, i) => node(name, replicaPorts[i]!, true))
 

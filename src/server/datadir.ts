@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renam
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { promisify } from 'node:util'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import type { PgBinaries } from './binaries.js'
 import { giveTo, spawnOptionsFor, type RunAs } from './privileges.js'
 import { isGone } from './registry.js'
@@ -52,7 +52,7 @@ export async function pristineDataDir(bins: PgBinaries, superuser: string, runAs
   } catch (err) {
     rmSync(staging, { recursive: true, force: true })
     const stderr = (err as { stderr?: string }).stderr?.trim()
-    throw new TidepoolError('HARNESS', `initdb failed${runAs ? ` (as ${runAs.name})` : ''}: ${stderr || (err as Error).message}`, { cause: err })
+    throw new LocalServerError(`initdb failed${runAs ? ` (as ${runAs.name})` : ''}: ${stderr || (err as Error).message}`, { cause: err })
   }
   try {
     renameSync(staging, cached)
@@ -99,7 +99,7 @@ export function serverConfig(bins: PgBinaries, options: ServerConfigOptions): st
     ...(statStatementsAvailable(bins) ? { shared_preload_libraries: "'pg_stat_statements'" } : {}),
   }
   for (const [k, v] of Object.entries(options.settings ?? {})) {
-    if (!/^[A-Za-z_][\w.]*$/.test(k)) throw new TidepoolError('HARNESS', `invalid postgresql.conf setting name ${JSON.stringify(k)}`)
+    if (!/^[A-Za-z_][\w.]*$/.test(k)) throw new LocalServerError(`invalid postgresql.conf setting name ${JSON.stringify(k)}`)
     settings[k] = confValue(v)
   }
   return '\n# tidepool harness\n' + Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n'
@@ -131,7 +131,7 @@ export function configure(dataDir: string, bins: PgBinaries, options: ServerConf
 export function checkDataDirVersion(dataDir: string, bins: PgBinaries): void {
   const major = Number(readFileSync(join(dataDir, 'PG_VERSION'), 'utf8').trim())
   if (major !== bins.major) {
-    throw new TidepoolError('HARNESS', `${dataDir} holds a PostgreSQL ${major} cluster but the binaries in ${bins.binDir} are ${bins.version}; use another dir or binDir`)
+    throw new LocalServerError(`${dataDir} holds a PostgreSQL ${major} cluster but the binaries in ${bins.binDir} are ${bins.version}; use another dir or binDir`)
   }
 }
 
@@ -153,6 +153,6 @@ export async function baseBackup(bins: PgBinaries, dataDir: string, primaryPort:
     rmSync(join(dataDir, 'server.log'), { force: true }) // the primary's, copied along
   } catch (err) {
     const stderr = (err as { stderr?: string }).stderr?.trim()
-    throw new TidepoolError('HARNESS', `pg_basebackup for ${name} failed: ${stderr || (err as Error).message}`, { cause: err })
+    throw new LocalServerError(`pg_basebackup for ${name} failed: ${stderr || (err as Error).message}`, { cause: err })
   }
 }

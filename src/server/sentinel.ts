@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { Daemon, findBinary } from './daemon.js'
 import { freePorts } from './node.js'
 import { ensureReachable, giveTo, serverUser, type RunAs } from './privileges.js'
@@ -77,7 +77,7 @@ function complete(text: string): boolean {
 
 export async function startSentinels(options: { dir: string; ports: number[]; runAs: RunAs | undefined; deadline: number; name?: string }): Promise<RunningSentinels> {
   const bins = findRedisSentinel()
-  if (!bins) throw new TidepoolError('HARNESS', 'redis-server and redis-sentinel are needed (Debian/Ubuntu: apt-get install redis-server redis-sentinel)')
+  if (!bins) throw new LocalServerError('redis-server and redis-sentinel are needed (Debian/Ubuntu: apt-get install redis-server redis-sentinel)')
   const { dir, runAs, deadline } = options
   const name = options.name ?? 'mymaster'
   const [masterPort, replicaPort, ...sentinelPorts] = options.ports as [number, number, ...number[]]
@@ -123,7 +123,7 @@ export async function startSentinels(options: { dir: string; ports: number[]; ru
       },
       async failover() {
         const reply = await redisCommand(sentinelPorts[0]!, ['SENTINEL', 'FAILOVER', name])
-        if (!reply.startsWith('+OK')) throw new TidepoolError('HARNESS', `SENTINEL FAILOVER ${name} refused: ${reply.trim()}`)
+        if (!reply.startsWith('+OK')) throw new LocalServerError(`SENTINEL FAILOVER ${name} refused: ${reply.trim()}`)
       },
       stop,
     }

@@ -1,4 +1,4 @@
-// No orphaned servers. Every postmaster we start gets a pid file naming its owner (this process).
+// No orphaned servers. Every postmaster started with stopOnExit gets a pid file naming its owner.
 // On exit and on SIGINT/SIGTERM we stop our own synchronously; a later startCluster sweeps the
 // servers of owners that died without cleaning up (SIGKILL, OOM, a crashed test worker).
 import { spawnSync } from 'node:child_process'
@@ -55,17 +55,19 @@ function ownerAlive(entry: RegistryEntry): boolean {
 }
 
 /** Is `pid` still the postmaster of `dataDir`? Checked before killing anything. */
-function isOurPostmaster(entry: RegistryEntry): boolean {
-  if (isGone(entry.postmasterPid)) return false
+export function isPostmasterOf(pid: number, dataDir: string): boolean {
+  if (isGone(pid)) return false
   let cmdline: string[]
   try {
-    cmdline = readFileSync(`/proc/${entry.postmasterPid}/cmdline`, 'utf8').split('\0')
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
   } catch {
-    const ps = spawnSync('ps', ['-o', 'command=', '-p', String(entry.postmasterPid)], { encoding: 'utf8' })
+    const ps = spawnSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' })
     cmdline = ps.status === 0 ? ps.stdout.trim().split(/\s+/) : []
   }
-  return /(^|\/)postgres$/.test(cmdline[0] ?? '') && cmdline.includes(entry.dataDir)
+  return /(^|\/)postgres$/.test(cmdline[0] ?? '') && cmdline.includes(dataDir)
 }
+
+const isOurPostmaster = (entry: RegistryEntry) => isPostmasterOf(entry.postmasterPid, entry.dataDir)
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {

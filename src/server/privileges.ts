@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, sta
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { describeBinaries, type PgBinaries } from './binaries.js'
 
 const execFileAsync = promisify(execFile)
@@ -35,7 +35,7 @@ export function serverUser(): RunAs | undefined {
   if (cachedUser !== null) return cachedUser
   const user = lookupUser('postgres') ?? lookupUser('nobody')
   if (!user) {
-    throw new TidepoolError('HARNESS', 'running as root, but neither a "postgres" nor a "nobody" user exists to run PostgreSQL as; create one (useradd --system postgres)')
+    throw new LocalServerError('running as root, but neither a "postgres" nor a "nobody" user exists to run PostgreSQL as; create one (useradd --system postgres)')
   }
   cachedUser = user
   return user
@@ -60,7 +60,7 @@ export function ensureReachable(dir: string, user: RunAs | undefined): void {
   chmodSync(dir, 0o755)
   const probe = spawnSync('test', ['-x', dir], spawnOptionsFor(user))
   if (probe.status !== 0) {
-    throw new TidepoolError('HARNESS', `PostgreSQL runs as ${user.name} (we are root) but ${user.name} cannot reach ${dir}; use a directory under ${tmpdir()}`)
+    throw new LocalServerError(`PostgreSQL runs as ${user.name} (we are root) but ${user.name} cannot reach ${dir}; use a directory under ${tmpdir()}`)
   }
 }
 
@@ -110,9 +110,7 @@ async function relocate(bins: PgBinaries, user: RunAs): Promise<PgBinaries> {
   }
   const binDir = join(cached, 'bin')
   if (!canRun(join(binDir, 'postgres'), user)) {
-    throw new TidepoolError(
-      'HARNESS',
-      `${user.name} cannot execute PostgreSQL from ${bins.binDir} nor from the copy in ${binDir} (is ${tmpdir()} mounted noexec?); ` +
+    throw new LocalServerError(`${user.name} cannot execute PostgreSQL from ${bins.binDir} nor from the copy in ${binDir} (is ${tmpdir()} mounted noexec?); ` +
         'set PG_BIN to binaries that user can run, or run the tests as a non-root user',
     )
   }

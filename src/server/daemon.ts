@@ -3,10 +3,10 @@
 // and killed synchronously if our process exits without stopping it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { spawnOptionsFor, type RunAs } from './privileges.js'
+import { sleep } from '../util/time.js'
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Every daemon this process started and has not stopped: killed on 'exit'. */
 const running = new Set<Daemon>()
@@ -70,9 +70,9 @@ export class Daemon {
   }
 
   /** A harness error naming this daemon, with its log tail. */
-  failure(what: string): TidepoolError {
+  failure(what: string): LocalServerError {
     const spawnProblem = this.spawnError ? ` (cannot run it: ${this.spawnError.message})` : ''
-    return new TidepoolError('HARNESS', `${this.name} ${what}${spawnProblem}; last lines of ${this.logFile}:\n${this.logTail()}`)
+    return new LocalServerError(`${this.name} ${what}${spawnProblem}; last lines of ${this.logFile}:\n${this.logTail()}`)
   }
 
   /** Poll `ready` until it returns true; fails when the daemon exits or the deadline passes. */

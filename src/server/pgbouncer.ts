@@ -6,7 +6,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { freePorts, listening } from './node.js'
 import { ensureReachable, giveTo, serverUser, spawnOptionsFor } from './privileges.js'
 
@@ -61,19 +61,19 @@ export function findPgBouncer(): string | undefined {
 export function pgbouncerVersion(binary: string): string {
   const out = execFileSync(binary, ['--version'], { encoding: 'utf8' })
   const version = /PgBouncer (\d+\.\d+(?:\.\d+)?)/.exec(out)?.[1]
-  if (!version) throw new TidepoolError('HARNESS', `cannot read a PgBouncer version from ${JSON.stringify(out.trim().split('\n')[0])}`)
+  if (!version) throw new LocalServerError(`cannot read a PgBouncer version from ${JSON.stringify(out.trim().split('\n')[0])}`)
   return version
 }
 
 function iniValue(key: string, value: string): string {
-  if (!/^[a-z_]+$/.test(key) || /[\n\r]/.test(value)) throw new TidepoolError('HARNESS', `invalid pgbouncer setting ${JSON.stringify(key)}`)
+  if (!/^[a-z_]+$/.test(key) || /[\n\r]/.test(value)) throw new LocalServerError(`invalid pgbouncer setting ${JSON.stringify(key)}`)
   return `${key} = ${value}`
 }
 
 /** Start PgBouncer in front of `serverUrl` and wait until it listens. */
 export async function startPgBouncer(options: PgBouncerOptions): Promise<RunningPgBouncer> {
   const binary = options.binary ?? findPgBouncer()
-  if (!binary) throw new TidepoolError('HARNESS', 'pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer; macOS: brew install pgbouncer), or set PGBOUNCER to its path')
+  if (!binary) throw new LocalServerError('pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer; macOS: brew install pgbouncer), or set PGBOUNCER to its path')
   const version = pgbouncerVersion(binary)
   const server = new URL(options.serverUrl)
   const user = decodeURIComponent(server.username || 'postgres')
@@ -121,7 +121,7 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<Running
       process.off('exit', killOnExit)
       const tail = logTail()
       rmSync(dir, { recursive: true, force: true })
-      throw new TidepoolError('HARNESS', `pgbouncer ${version} did not start on port ${port}; log:\n${tail}`)
+      throw new LocalServerError(`pgbouncer ${version} did not start on port ${port}; log:\n${tail}`)
     }
     await new Promise((r) => setTimeout(r, 50))
   }

@@ -4,7 +4,7 @@
 // postmaster.pid.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { Daemon, findBinary, signalPid, waitGone } from './daemon.js'
 import type { RunAs } from './privileges.js'
 
@@ -22,10 +22,10 @@ export const DEFAULT_TIMINGS: PatroniTimings = { ttl: 10, loopWait: 1, retryTime
 /** Patroni refuses nothing on 3.0.2, but breaks elections outside these rules: check them ourselves. */
 export function checkTimings(t: PatroniTimings): void {
   if (t.loopWait + 2 * t.retryTimeout > t.ttl) {
-    throw new TidepoolError('HARNESS', `Patroni timings break loop_wait + 2 × retry_timeout ≤ ttl (${t.loopWait} + 2 × ${t.retryTimeout} > ${t.ttl}); raise ttl or lower the others`)
+    throw new LocalServerError(`Patroni timings break loop_wait + 2 × retry_timeout ≤ ttl (${t.loopWait} + 2 × ${t.retryTimeout} > ${t.ttl}); raise ttl or lower the others`)
   }
   if (t.retryTimeout < 2) {
-    throw new TidepoolError('HARNESS', `retry_timeout ${t.retryTimeout} s is too short: Patroni 3.0 with etcd3 fails leader elections below 2 s`)
+    throw new LocalServerError(`retry_timeout ${t.retryTimeout} s is too short: Patroni 3.0 with etcd3 fails leader elections below 2 s`)
   }
 }
 
@@ -52,7 +52,7 @@ export class Etcd {
 
   static async start(dir: string, ports: [number, number], runAs: RunAs | undefined, deadline: number): Promise<Etcd> {
     const binary = findBinary('etcd', ['/usr/bin/etcd'])
-    if (!binary) throw new TidepoolError('HARNESS', 'etcd is not installed (Debian/Ubuntu: apt-get install etcd-server)')
+    if (!binary) throw new LocalServerError('etcd is not installed (Debian/Ubuntu: apt-get install etcd-server)')
     const [client, peer] = ports
     const peerUrl = `http://127.0.0.1:${peer}`
     const clientUrl = `http://127.0.0.1:${client}`
@@ -201,8 +201,8 @@ export class PatroniNode {
     return this.daemon?.alive === true
   }
 
-  failure(what: string): TidepoolError {
-    return this.daemon ? this.daemon.failure(what) : new TidepoolError('HARNESS', `patroni ${this.name} ${what} (not started)`)
+  failure(what: string): LocalServerError {
+    return this.daemon ? this.daemon.failure(what) : new LocalServerError(`patroni ${this.name} ${what} (not started)`)
   }
 
   /** The real fault: SIGKILL Patroni and its postmaster (separate processes), as a crash does. */

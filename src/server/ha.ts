@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import { systemMajors } from './binaries.js'
 import { Daemon, findBinary, onExitSync } from './daemon.js'
 import { freePorts, listening } from './node.js'
@@ -15,6 +15,7 @@ import { Etcd, PatroniNode, checkTimings, DEFAULT_TIMINGS, findPatroni, httpJson
 import { ensureReachable, giveTo, serverUser } from './privileges.js'
 import { isGone, registryDir } from './registry.js'
 import { findRedisSentinel, startSentinels, waitSentinelsReady, type RunningSentinels } from './sentinel.js'
+import { sleep } from '../util/time.js'
 
 export { PatroniNode, type PatroniMemberInfo, type PatroniTimings } from './patroni.js'
 export type { RunningSentinels } from './sentinel.js'
@@ -98,7 +99,6 @@ function pgBinDir(): string | undefined {
   return major === undefined ? undefined : `/usr/lib/postgresql/${major}/bin`
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 const HA_DIR_PREFIX = 'tidepool-ha-'
 
@@ -146,7 +146,7 @@ function sweepHaOrphans(): void {
 export async function startHaCluster(options: HaClusterOptions = {}): Promise<HaCluster> {
   const missing = missingHaBinaries({ haproxy: options.haproxy === true, sentinel: options.sentinel === true })
   if (missing.length > 0) {
-    throw new TidepoolError('HARNESS', `the HA harness needs ${missing.join(', ')} (Debian/Ubuntu: apt-get install patroni etcd-server haproxy redis-sentinel postgresql-15)`)
+    throw new LocalServerError(`the HA harness needs ${missing.join(', ')} (Debian/Ubuntu: apt-get install patroni etcd-server haproxy redis-sentinel postgresql-15)`)
   }
   const timings = { ...DEFAULT_TIMINGS, ...options.timings }
   checkTimings(timings)
@@ -204,11 +204,11 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
         last = err
       }
     }
-    throw new TidepoolError('HARNESS', `no Patroni node answered GET /cluster (${(last as Error)?.message ?? 'no answer'})`)
+    throw new LocalServerError(`no Patroni node answered GET /cluster (${(last as Error)?.message ?? 'no answer'})`)
   }
   const node = (name: string) => {
     const found = nodes.find((n) => n.name === name)
-    if (!found) throw new TidepoolError('HARNESS', `no Patroni node named ${name} (have ${nodes.map((n) => n.name).join(', ')})`)
+    if (!found) throw new LocalServerError(`no Patroni node named ${name} (have ${nodes.map((n) => n.name).join(', ')})`)
     return found
   }
   const leader = async (opts: { not?: string; timeoutMs?: number } = {}): Promise<PatroniNode> => {
@@ -218,7 +218,7 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
       const lead = m.find((x) => x.role === 'leader' && x.state === 'running' && x.name !== opts.not)
       if (lead) return node(lead.name)
       if (Date.now() > until) {
-        throw new TidepoolError('HARNESS', `no Patroni leader${opts.not ? ` other than ${opts.not}` : ''} within ${opts.timeoutMs ?? 30_000} ms; members: ${JSON.stringify(m)}; last log lines of each:\n${nodes.map((n) => `[${n.name}] ${n.logTail(8)}`).join('\n')}`)
+        throw new LocalServerError(`no Patroni leader${opts.not ? ` other than ${opts.not}` : ''} within ${opts.timeoutMs ?? 30_000} ms; members: ${JSON.stringify(m)}; last log lines of each:\n${nodes.map((n) => `[${n.name}] ${n.logTail(8)}`).join('\n')}`)
       }
       await sleep(200)
     }
@@ -232,7 +232,7 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
       if (lead && streaming.length === nodes.length - 1) return
       for (const n of nodes) if (!n.alive) throw n.failure('exited')
       if (Date.now() > until) {
-        throw new TidepoolError('HARNESS', `the Patroni cluster was not healthy within ${timeoutMs} ms (a leader and ${nodes.length - 1} streaming replicas); members: ${JSON.stringify(m)}; logs:\n${nodes.map((n) => `[${n.name}] ${n.logTail(8)}`).join('\n')}`)
+        throw new LocalServerError(`the Patroni cluster was not healthy within ${timeoutMs} ms (a leader and ${nodes.length - 1} streaming replicas); members: ${JSON.stringify(m)}; logs:\n${nodes.map((n) => `[${n.name}] ${n.logTail(8)}`).join('\n')}`)
       }
       await sleep(200)
     }
@@ -287,10 +287,10 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ synchronous_mode: on }),
       })
-      if (status !== 200) throw new TidepoolError('HARNESS', `Patroni refused synchronous_mode ${on}: HTTP ${status} ${JSON.stringify(body)}`)
+      if (status !== 200) throw new LocalServerError(`Patroni refused synchronous_mode ${on}: HTTP ${status} ${JSON.stringify(body)}`)
       const until = Date.now() + timeoutMs
       while (on && !(await members().catch(() => [])).some((m) => m.role === 'sync_standby' && m.state !== 'stopped')) {
-        if (Date.now() > until) throw new TidepoolError('HARNESS', `no member became sync_standby within ${timeoutMs} ms of synchronous_mode on`)
+        if (Date.now() > until) throw new LocalServerError(`no member became sync_standby within ${timeoutMs} ms of synchronous_mode on`)
         await sleep(200)
       }
     },
@@ -310,7 +310,7 @@ export async function startHaCluster(options: HaClusterOptions = {}): Promise<Ha
         })
         if (status === 200) break
         if (status !== 412 || attempt >= 10 || opts.candidate) {
-          throw new TidepoolError('HARNESS', `Patroni refused the switchover ${from.name} → ${candidate}: HTTP ${status} ${JSON.stringify(body)}`)
+          throw new LocalServerError(`Patroni refused the switchover ${from.name} → ${candidate}: HTTP ${status} ${JSON.stringify(body)}`)
         }
         await sleep(500)
       }

@@ -1,19 +1,20 @@
-// One PostgreSQL server (primary or replica) that we own: started as our child process so we hold
-// its pid, and controllable for real faults (kill, stop, restart, promote, pause replay).
+// One PostgreSQL server (primary or replica) started as our child process so we hold its pid, and
+// controllable for real faults (kill, stop, restart, promote, pause replay). Whether it dies with
+// this process is the caller's choice (`stopOnExit`).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chownSync, closeSync, createWriteStream, existsSync, openSync, readFileSync, statSync } from 'node:fs'
 import { connect, createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import pg from 'pg'
-import { TidepoolError } from '../errors/index.js'
+import { LocalServerError } from '../errors/index.js'
 import type { PgBinaries } from './binaries.js'
 import { spawnOptionsFor, type RunAs } from './privileges.js'
 import { register, unregister } from './registry.js'
+import { sleep } from '../util/time.js'
 
 export type StopMode = 'smart' | 'fast' | 'immediate'
-const STOP_SIGNALS: Record<StopMode, NodeJS.Signals> = { smart: 'SIGTERM', fast: 'SIGINT', immediate: 'SIGQUIT' }
+export const STOP_SIGNALS: Record<StopMode, NodeJS.Signals> = { smart: 'SIGTERM', fast: 'SIGINT', immediate: 'SIGQUIT' }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Distinct free loopback ports: bind port 0, read it, close. Racy by nature; start() retries. */
 /** Whether something accepts TCP connections on 127.0.0.1:`port` now (a daemon's readiness probe). */
@@ -58,6 +59,15 @@ export interface PgNodeSpec {
   log: boolean
   /** Registry hint: the cluster's temp directory, to remove if we die without cleaning up. */
   removeDir: string | undefined
+  /**
+   * true: the server belongs to this process. It keeps the process alive until stop(), is stopped
+   * when the process exits (or on SIGINT/SIGTERM that nobody else handles), and a later
+   * sweepOrphans() stops it if this process died without cleaning up. For tests and `tidepool up`.
+   * false: the server outlives us. It runs in its own session, does not keep the process alive,
+   * is never registered for exit or orphan cleanup, and logs only to its file; stop it with
+   * stop() while we run, or later with stopServer(dataDir). For restored clusters.
+   */
+  stopOnExit: boolean
 }
 
 export class PgNode {
@@ -126,16 +136,16 @@ export class PgNode {
       }
       if (outcome === 'timeout') {
         await this.kill('SIGKILL')
-        throw new TidepoolError('HARNESS', `${this.name} (port ${this.port}) did not accept connections within ${timeoutMs} ms; log:\n${this.logTail()}`)
+        throw new LocalServerError(`${this.name} (port ${this.port}) did not accept connections within ${timeoutMs} ms; log:\n${this.logTail()}`)
       }
-      if (this.spawnError) throw new TidepoolError('HARNESS', `cannot run ${this.spec.binaries.path('postgres')}: ${this.spawnError.message}`)
+      if (this.spawnError) throw new LocalServerError(`cannot run ${this.spec.binaries.path('postgres')}: ${this.spawnError.message}`)
       const attemptLog = this.logTail(10, this.logOffset)
       const portTaken = /could not bind|could not create any TCP\/IP sockets/.test(attemptLog)
       if (portTaken && this.spec.portIsOurs && !this.startedOnce) {
         this.portValue = (await freePorts(1))[0]! // someone took "our" free port meanwhile
       } else if (!/still in use|already exists|could not create shared memory/.test(attemptLog) || Date.now() > deadline) {
         const why = portTaken ? `port ${this.port} is already in use` : 'exited during start-up'
-        throw new TidepoolError('HARNESS', `${this.name} (port ${this.port}) ${why}; log:\n${attemptLog}`)
+        throw new LocalServerError(`${this.name} (port ${this.port}) ${why}; log:\n${attemptLog}`)
       }
       await sleep(100)
     }
@@ -145,11 +155,16 @@ export class PgNode {
     const fd = openSync(this.logFile, 'a')
     this.logOffset = statSync(this.logFile).size
     if (this.spec.runAs) chownSync(this.logFile, this.spec.runAs.uid, this.spec.runAs.gid)
+    const owned = this.spec.stopOnExit
+    // Echoing the log needs pipes, which would tie a server that outlives us to our process.
+    const echo = this.spec.log && owned
     const child = spawn(this.spec.binaries.path('postgres'), ['-D', this.dataDir, '-p', String(this.port)], {
       ...spawnOptionsFor(this.spec.runAs),
-      stdio: this.spec.log ? ['ignore', 'pipe', 'pipe'] : ['ignore', fd, fd],
+      // Its own session: a Ctrl-C in our terminal does not reach a server meant to outlive us.
+      detached: !owned,
+      stdio: echo ? ['ignore', 'pipe', 'pipe'] : ['ignore', fd, fd],
     })
-    if (this.spec.log) {
+    if (echo) {
       const file = createWriteStream('', { fd, flags: 'a' })
       const prefix = `[${this.name}] `
       for (const stream of [child.stdout!, child.stderr!]) {
@@ -162,8 +177,9 @@ export class PgNode {
     } else {
       closeSync(fd)
     }
-    // The child stays ref'd: a running server keeps its owner alive (`tidepool up` relies on it)
-    // until stop(); if the process exits anyway, the exit hook takes the server down with it.
+    // An owned child stays ref'd: a running server keeps its owner alive (`tidepool up` relies on
+    // it) until stop(); if the process exits anyway, the exit hook takes the server down with it.
+    if (!owned) child.unref()
     this.child = child
     this.spawnError = undefined
     this.exited = new Promise((resolve) => {
@@ -175,7 +191,7 @@ export class PgNode {
       })
     })
     const pid = child.pid
-    if (pid !== undefined) {
+    if (pid !== undefined && owned) {
       register({ postmasterPid: pid, dataDir: this.dataDir, removeDir: this.spec.removeDir })
       child.once('exit', () => unregister(pid))
     }
@@ -201,7 +217,7 @@ export class PgNode {
           const code = (err as { code?: string }).code ?? ''
           if (/^[0-9A-Z]{5}$/.test(code) && code !== '57P03') {
             await this.stop()
-            throw new TidepoolError('HARNESS', `${this.name} (port ${this.port}) started but refused us: ${(err as Error).message}`, { cause: err })
+            throw new LocalServerError(`${this.name} (port ${this.port}) started but refused us: ${(err as Error).message}`, { cause: err })
           }
         } finally {
           await client.end().catch(() => {})
@@ -234,7 +250,7 @@ export class PgNode {
     if (!this.running) return
     this.child!.kill(signal)
     if (!(await this.waitExit(30_000))) {
-      throw new TidepoolError('HARNESS', `${this.name} (pid ${this.child!.pid}) did not exit within 30 s of ${signal}`)
+      throw new LocalServerError(`${this.name} (pid ${this.child!.pid}) did not exit within 30 s of ${signal}`)
     }
   }
 
@@ -275,7 +291,7 @@ export class PgNode {
     await this.query('SELECT pg_promote(true, $1)', [Math.max(1, Math.ceil(timeoutMs / 1000))])
     const deadline = Date.now() + timeoutMs
     while (await this.inRecovery()) {
-      if (Date.now() > deadline) throw new TidepoolError('HARNESS', `${this.name} still in recovery ${timeoutMs} ms after pg_promote(); log:\n${this.logTail()}`)
+      if (Date.now() > deadline) throw new LocalServerError(`${this.name} still in recovery ${timeoutMs} ms after pg_promote(); log:\n${this.logTail()}`)
       await sleep(50)
     }
   }
