@@ -4,10 +4,10 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   resolve: {
     alias: {
-      // Most specific first: 'tidepool' would otherwise also rewrite 'tidepool/testing'.
-      'tidepool/testing': fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
-      'tidepool/fastify': fileURLToPath(new URL('./src/fastify/index.ts', import.meta.url)),
-      tidepool: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
+      // Most specific first: 'tidepool-pg' would otherwise also rewrite 'tidepool-pg/testing'.
+      'tidepool-pg/testing': fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
+      'tidepool-pg/fastify': fileURLToPath(new URL('./src/fastify/index.ts', import.meta.url)),
+      'tidepool-pg': fileURLToPath(new URL('./src/index.ts', import.meta.url)),
     },
   },
   test: {

@@ -1,5 +1,5 @@
 // What the routes share: their dependencies, errors with an HTTP status, schema pieces, paging.
-import type { Cache, Cluster, Observer } from 'tidepool'
+import type { Cache, Cluster, Observer } from 'tidepool-pg'
 import type { Tenants } from './routes/tenants.js'
 
 export interface ServiceDeps {

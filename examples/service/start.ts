@@ -24,8 +24,8 @@ import {
   type Cache,
   type Cluster,
   type Logger,
-} from 'tidepool'
-import { startCluster, type PgCluster } from 'tidepool/testing'
+} from 'tidepool-pg'
+import { startCluster, type PgCluster } from 'tidepool-pg/testing'
 import { buildService } from './app.js'
 import { LoadGenerator, type LoadPhase } from './load.js'
 

@@ -1,4 +1,4 @@
-// Test and local-development utilities, imported from 'tidepool/testing': an embedded PostgreSQL
+// Test and local-development utilities, imported from 'tidepool-pg/testing': an embedded PostgreSQL
 // cluster with streaming replicas and real fault controls, and fresh databases for isolation.
 export { startCluster, stopAllClusters, type ClusterOptions, type PgCluster, type ReplicaMethod } from './cluster.js'
 export { PgNode, type StopMode } from './node.js'

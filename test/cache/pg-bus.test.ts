@@ -1,7 +1,7 @@
 // The cache's invalidation bus over LISTEN/NOTIFY, without Redis: two processes, one database.
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startCluster, stopAllClusters } from 'tidepool/testing'
+import { startCluster, stopAllClusters } from 'tidepool-pg/testing'
 import { ConfigError, createCache, Database, type CacheStats } from '../../src/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { startPeer, type Peer } from '../helpers/peer.js'

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
-import { startCluster, stopAllClusters } from 'tidepool/testing'
+import { startCluster, stopAllClusters } from 'tidepool-pg/testing'
 import {
   ConnectError,
   createListener,

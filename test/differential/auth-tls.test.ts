@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startCluster, type PgCluster } from 'tidepool/testing'
+import { startCluster, type PgCluster } from 'tidepool-pg/testing'
 import { ConnectError, Database, QueryTimeoutError, createPool } from '../../src/index.js'
 import {
   CertificateFactory,

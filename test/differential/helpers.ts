@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import pg from 'pg'
-import type { PgCluster } from 'tidepool/testing'
+import type { PgCluster } from 'tidepool-pg/testing'
 import { ConnectError, Database, type DatabaseConfigInput } from '../../src/index.js'
 import { recordingLogger } from '../helpers/fixtures.js'
 

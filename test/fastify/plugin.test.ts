@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Registry, Counter } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { tidepool, type IdempotencyHook } from 'tidepool/fastify'
+import { tidepool, type IdempotencyHook } from 'tidepool-pg/fastify'
 import { Database, Observer, createPool, currentScope, type NPlusOneWarning, type Pool } from '../../src/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { parseMetrics } from '../helpers/prometheus.js'

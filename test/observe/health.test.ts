@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { startCluster, stopAllClusters } from 'tidepool/testing'
+import { startCluster, stopAllClusters } from 'tidepool-pg/testing'
 import { Database, Observer, createPool, type HealthCheck } from '../../src/index.js'
 import { recordingLogger, sleep, useDatabase } from '../helpers/fixtures.js'
 

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startCluster, type PgCluster } from 'tidepool/testing'
+import { startCluster, type PgCluster } from 'tidepool-pg/testing'
 import { ConnectError, Database, QueryTimeoutError, createPool, type DatabaseConfigInput } from '../../src/index.js'
 import { recordingLogger } from '../helpers/fixtures.js'
 

@@ -2,7 +2,7 @@
 // cannot deadlock), the balance is checked under the lock, and the transaction is serializable
 // with retries. With an Idempotency-Key the transfer runs in the key's transaction instead.
 import type { FastifyPluginAsync } from 'fastify'
-import { forUpdate, type Transaction } from 'tidepool'
+import { forUpdate, type Transaction } from 'tidepool-pg'
 import { NotFoundError, schemas, UnprocessableError, type ServiceDeps } from '../shared.js'
 
 interface TransferBody {
