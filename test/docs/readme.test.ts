@@ -40,10 +40,22 @@ export function readmeBlocks(text: string): Block[] {
 
 const blocks = readmeBlocks(readFileSync(join(REPO, 'README.md'), 'utf8'))
 const runnable = blocks.filter((b) => b.fragment === undefined)
+// Fragments are type-checked too, with the names they assume (db, cluster, request…) declared
+// globally, unless they elide code (… outside a comment) or import files beside them.
+const checked = blocks.filter((b) => b.fragment !== undefined && !/…/.test(b.code.replace(/\/\/.*$/gm, '')) && !/from '\.{1,2}\//.test(b.code))
+const FRAGMENT_GLOBALS = `import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Redis } from 'ioredis'
+import type { Cluster, Database } from 'tidepool-pg'
+declare global {
+  var db: Database, cluster: Cluster, userId: number, id: number, name: string, body: string
+  var request: FastifyRequest, reply: FastifyReply, redis: Redis
+  var storage: { put(key: string, body: string, options: { ifFenceBelow: number | bigint }): Promise<void> }
+}
+`
 // A temporary folder whose node_modules is a link to ours (fastify & co. resolve; tsx applies the
 // path mapping, which it does not for files inside node_modules). `.mts`: ESM without a package.json.
 const DIR = mkdtempSync(join(tmpdir(), 'tidepool-readme-'))
-const fileOf = (b: Block) => join(DIR, `line-${b.line}`, 'block.mts')
+const fileOf = (b: Block) => join(DIR, `line-${b.line}`, b.fragment === undefined ? 'block.mts' : 'fragment.mts')
 const MIGRATION = 'CREATE TABLE {{tables.items}} (id bigserial PRIMARY KEY, name text NOT NULL);\n'
 
 function run(args: string[], cwd: string, env: NodeJS.ProcessEnv, timeout: number): Promise<{ code: number; output: string }> {
@@ -62,8 +74,13 @@ beforeAll(() => {
     writeFileSync(join(DIR, `line-${b.line}`, 'migrations', '001_items.sql'), MIGRATION)
     writeFileSync(fileOf(b), `${b.code}\n`)
   }
+  for (const b of checked) {
+    mkdirSync(join(DIR, `line-${b.line}`), { recursive: true })
+    writeFileSync(fileOf(b), `${b.code}\nexport {}\n`) // a module, even without imports
+  }
+  writeFileSync(join(DIR, 'fragment-globals.d.mts'), `${FRAGMENT_GLOBALS}export {}\n`)
   // The repository's compiler options (strict, paths: 'tidepool-pg' → src/), these files only.
-  writeFileSync(join(DIR, 'tsconfig.json'), JSON.stringify({ extends: join(REPO, 'tsconfig.json'), compilerOptions: { noEmit: true, rootDir: '/' }, include: [join(REPO, 'src/**/*.d.ts')], files: runnable.map(fileOf) }))
+  writeFileSync(join(DIR, 'tsconfig.json'), JSON.stringify({ extends: join(REPO, 'tsconfig.json'), compilerOptions: { noEmit: true, rootDir: '/' }, include: [join(REPO, 'src/**/*.d.ts')], files: [...runnable, ...checked].map(fileOf).concat(join(DIR, 'fragment-globals.d.mts')) }))
 })
 
 afterAll(() => rmSync(DIR, { recursive: true, force: true }))
@@ -74,10 +91,21 @@ describe('README.md ts blocks', () => {
     for (const b of blocks) if (b.fragment !== undefined) expect(b.fragment, `README.md:${b.line}: <!-- fragment: why -->`).not.toBe('')
   })
 
-  it('type-check under the strict options (the runnable ones)', async () => {
+  it('that show a file of examples/ (which the suite runs) match it, line for line', () => {
+    const shown = blocks.filter((b) => /^examples\/\S+\.ts\b/.test(b.fragment ?? ''))
+    expect(shown.length).toBeGreaterThan(0)
+    for (const b of shown) {
+      const file = /^(examples\/\S+\.ts)/.exec(b.fragment!)![1]!
+      const lines = new Set(readFileSync(join(REPO, file), 'utf8').split('\n'))
+      for (const line of b.code.split('\n')) if (line.trim()) expect(lines.has(line), `README.md:${b.line}: ${JSON.stringify(line)} is not in ${file}`).toBe(true)
+    }
+  })
+
+  it('type-check under the strict options (the runnable ones, and fragments that elide nothing)', async () => {
+    expect(checked.length).toBeGreaterThan(0)
     const res = await run([join(REPO, 'node_modules/typescript/bin/tsc'), '-p', join(DIR, 'tsconfig.json')], DIR, {}, 280_000)
     // Name README lines instead of temporary files.
-    const output = res.output.replace(/(?:\S*\/)?line-(\d+)\/block\.mts\((\d+),(\d+)\)/g, (_, line: string, l: string, c: string) => `README.md:${Number(line) + Number(l)}:${c}`)
+    const output = res.output.replace(/(?:\S*\/)?line-(\d+)\/(?:block|fragment)\.mts\((\d+),(\d+)\)/g, (_, line: string, l: string, c: string) => `README.md:${Number(line) + Number(l)}:${c}`)
     expect(output).toBe('')
     expect(res.code).toBe(0)
   }, 300_000)
