@@ -4,10 +4,10 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   resolve: {
     alias: [
-      // Most specific first: 'tidepool' would otherwise also rewrite 'tidepool/testing'.
-      { find: /^tidepool\/(testing|fastify|server)$/, replacement: fileURLToPath(new URL('./src/$1/index.ts', import.meta.url)) },
-      { find: /^tidepool\/([a-z]+)$/, replacement: fileURLToPath(new URL('./src/entries/$1.ts', import.meta.url)) },
-      { find: /^tidepool$/, replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)) },
+      // Most specific first: 'tidepool-pg' would otherwise also rewrite 'tidepool-pg/testing'.
+      { find: /^tidepool-pg\/(testing|fastify|server|kysely|prisma|pg)$/, replacement: fileURLToPath(new URL('./src/$1/index.ts', import.meta.url)) },
+      { find: /^tidepool-pg\/([a-z]+)$/, replacement: fileURLToPath(new URL('./src/entries/$1.ts', import.meta.url)) },
+      { find: /^tidepool-pg$/, replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)) },
     ],
   },
   test: {

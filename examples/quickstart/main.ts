@@ -1,7 +1,7 @@
 // Quick start: an embedded PostgreSQL (or DATABASE_URL), a pool, two tenant schemas on it, a
 // transaction with a savepoint, a stream, and the pool's own figures. Uses only the public API.
-import { Database, createPool } from 'tidepool'
-import { startCluster } from 'tidepool/testing'
+import { Database, createPool } from 'tidepool-pg'
+import { startCluster } from 'tidepool-pg/testing'
 
 const cluster = process.env.DATABASE_URL ? undefined : await startCluster({ replicas: 1, durable: true })
 const url = process.env.DATABASE_URL ?? cluster!.primary.url

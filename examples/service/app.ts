@@ -2,9 +2,9 @@
 // 503 + Retry-After, Idempotency-Key), a consistency session per request (read-your-writes
 // across replicas), one error handler, and the routes. Public API only.
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
-import { tryParseLsn } from 'tidepool/replicas'
-import { QueryError } from 'tidepool'
-import { storedIdempotency, tidepool } from 'tidepool/fastify'
+import { tryParseLsn } from 'tidepool-pg/replicas'
+import { QueryError } from 'tidepool-pg'
+import { storedIdempotency, tidepool } from 'tidepool-pg/fastify'
 import { indexRoute } from './routes/index.js'
 import { orderRoutes } from './routes/orders.js'
 import { reportRoutes } from './routes/reports.js'

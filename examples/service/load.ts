@@ -3,7 +3,7 @@
 // (requests wait, then get 503 + Retry-After), and light traffic again while it recovers. Capped
 // in requests and time; stoppable; its progress is what the dashboard shows.
 import { randomUUID } from 'node:crypto'
-import type { LoadControl, LoadStatus } from 'tidepool/dashboard'
+import type { LoadControl, LoadStatus } from 'tidepool-pg/dashboard'
 
 export interface LoadPhase {
   name: string

@@ -1,6 +1,6 @@
 // What the routes share: their dependencies, errors with an HTTP status, schema pieces, paging.
-import type { Cache, Cluster } from 'tidepool'
-import type { Observer } from 'tidepool/observe'
+import type { Cache, Cluster } from 'tidepool-pg'
+import type { Observer } from 'tidepool-pg/observe'
 import type { Tenants } from './routes/tenants.js'
 
 export interface ServiceDeps {

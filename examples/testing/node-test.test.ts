@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, afterEach, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { useTestDatabase } from 'tidepool/testing'
+import { useTestDatabase } from 'tidepool-pg/testing'
 import { countUsers, signUp } from './users.js'
 
 const migrations = fileURLToPath(new URL('./migrations', import.meta.url))

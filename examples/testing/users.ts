@@ -1,5 +1,5 @@
 // The code under test in the testing examples: it takes a Database and knows nothing of tests.
-import type { Database } from 'tidepool'
+import type { Database } from 'tidepool-pg'
 
 export async function signUp(db: Database, email: string): Promise<number> {
   return db.transaction(async (tx) => {

@@ -1,6 +1,6 @@
 // vitest with a real PostgreSQL (run by the suite as test/testing/example-vitest.test.ts).
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { useTestDatabase } from 'tidepool/testing'
+import { useTestDatabase } from 'tidepool-pg/testing'
 import { countUsers, signUp } from './users.js'
 
 const migrations = new URL('./migrations', import.meta.url).pathname

@@ -113,6 +113,9 @@ function invokedDirectly(): boolean {
   }
 }
 
+// No top-level await: it would make require('tidepool-pg/cli') fail (ERR_REQUIRE_ASYNC_MODULE).
 if (invokedDirectly()) {
-  process.exitCode = await execute(process.argv.slice(2))
+  void execute(process.argv.slice(2)).then((code) => {
+    process.exitCode = code
+  })
 }

@@ -87,7 +87,7 @@ function assetsDir(): string {
       // try the next place
     }
   }
-  throw new ConfigError('the dashboard assets (src/dashboard/assets) are missing from this installation; reinstall tidepool')
+  throw new ConfigError('the dashboard assets (src/dashboard/assets) are missing from this installation; reinstall tidepool-pg')
 }
 
 function assets(): Map<string, Asset> {

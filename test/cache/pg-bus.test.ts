@@ -1,7 +1,7 @@
 // The cache's invalidation bus over LISTEN/NOTIFY, without Redis: two processes, one database.
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startCluster, stopAllClusters } from 'tidepool/testing'
+import { startCluster, stopAllClusters } from 'tidepool-pg/testing'
 import { ConfigError } from '../../src/errors/index.js'
 import { createCache, type CacheStats } from '../../src/cache/index.js'
 import { Database } from '../../src/db/index.js'

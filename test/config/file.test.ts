@@ -49,7 +49,7 @@ describe('config files', () => {
   })
 
   it('loads a TypeScript config, natively or compiled with the project typescript package', async () => {
-    const ts = 'import type { TidepoolConfigFile } from "tidepool"\nconst size: number = 3\nconst config: TidepoolConfigFile = { url: "postgres://app@db/ts", size }\nexport default config\n'
+    const ts = 'import type { TidepoolConfigFile } from "tidepool-pg"\nconst size: number = 3\nconst config: TidepoolConfigFile = { url: "postgres://app@db/ts", size }\nexport default config\n'
     const dir = folder({ 'tidepool.config.ts': ts }, 'test-output')
     const file = join(dir, 'tidepool.config.ts')
     expect(await readConfigFile(file)).toEqual({ url: 'postgres://app@db/ts', size: 3 })

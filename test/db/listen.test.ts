@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
-import { startCluster, stopAllClusters } from 'tidepool/testing'
+import { startCluster, stopAllClusters } from 'tidepool-pg/testing'
 import { ConnectError, IdentifierError, MisuseError, SessionStateError } from '../../src/errors/index.js'
 import { createListener, Database, notify, type ListenGap, type Notification } from '../../src/db/index.js'
 import { createPool } from '../../src/pool/index.js'

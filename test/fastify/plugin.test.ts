@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Registry, Counter } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { tidepool, type IdempotencyHook } from 'tidepool/fastify'
+import { tidepool, type IdempotencyHook } from 'tidepool-pg/fastify'
 import { Database } from '../../src/db/index.js'
 import { Observer, currentScope, type NPlusOneWarning } from '../../src/observe/index.js'
 import { createPool, type Pool } from '../../src/pool/index.js'

@@ -3,7 +3,7 @@
 // idempotent replays and key conflicts.
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { storedIdempotency, tidepool, type SlowRequest } from 'tidepool/fastify'
+import { storedIdempotency, tidepool, type SlowRequest } from 'tidepool-pg/fastify'
 import { Database } from '../../src/db/index.js'
 import { ensureIdempotencyTable } from '../../src/safety/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'

@@ -3,7 +3,7 @@
 // and the key commit together; duplicates get the stored status and body.
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { storedIdempotency, tidepool } from 'tidepool/fastify'
+import { storedIdempotency, tidepool } from 'tidepool-pg/fastify'
 import { Database } from '../../src/db/index.js'
 import { ensureIdempotencyTable } from '../../src/safety/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'

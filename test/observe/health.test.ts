@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { startCluster, stopAllClusters } from 'tidepool/testing'
+import { startCluster, stopAllClusters } from 'tidepool-pg/testing'
 import { Database } from '../../src/db/index.js'
 import { Observer, type HealthCheck } from '../../src/observe/index.js'
 import { createPool } from '../../src/pool/index.js'

@@ -2,7 +2,7 @@
 // its database, which must still be dropped.
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, afterEach, it } from 'node:test'
-import { useTestDatabase } from 'tidepool/testing'
+import { useTestDatabase } from 'tidepool-pg/testing'
 
 const t = useTestDatabase({ fixtures: 'CREATE TABLE notes (body text)' }, { before, after, beforeEach, afterEach })
 

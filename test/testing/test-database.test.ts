@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import { inspect } from 'node:util'
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
-import { ConfigError, QueryError } from 'tidepool'
-import { TestDatabase } from 'tidepool/testing'
+import { ConfigError, QueryError } from 'tidepool-pg'
+import { TestDatabase } from 'tidepool-pg/testing'
 import { testCluster } from '../helpers/pg.js'
 
 const migrations = new URL('../../examples/testing/migrations', import.meta.url).pathname

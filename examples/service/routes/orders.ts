@@ -2,7 +2,7 @@
 // transaction as the work (request.tidepool.tx), so a retried or double-submitted request gets
 // the first one's answer and the order exists once.
 import type { FastifyPluginAsync } from 'fastify'
-import { forUpdate } from 'tidepool/safety'
+import { forUpdate } from 'tidepool-pg/safety'
 import { NotFoundError, schemas, UnprocessableError, type ServiceDeps } from '../shared.js'
 
 interface Item {

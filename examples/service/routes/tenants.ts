@@ -2,8 +2,8 @@
 // migrations folder, and share the cluster's pools; `{{tables.notes}}` renders to the tenant's
 // table, so one tenant's request can never read another's rows.
 import type { FastifyPluginAsync } from 'fastify'
-import { provisionTenant, tenantSchema } from 'tidepool/migrate'
-import { type Pool } from 'tidepool'
+import { provisionTenant, tenantSchema } from 'tidepool-pg/migrate'
+import { type Pool } from 'tidepool-pg'
 import { NotFoundError, type ServiceDeps } from '../shared.js'
 
 export interface Tenants {

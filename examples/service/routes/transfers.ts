@@ -2,8 +2,8 @@
 // cannot deadlock), the balance is checked under the lock, and the transaction is serializable
 // with retries. With an Idempotency-Key the transfer runs in the key's transaction instead.
 import type { FastifyPluginAsync } from 'fastify'
-import { forUpdate } from 'tidepool/safety'
-import { type Transaction } from 'tidepool'
+import { forUpdate } from 'tidepool-pg/safety'
+import { type Transaction } from 'tidepool-pg'
 import { NotFoundError, schemas, UnprocessableError, type ServiceDeps } from '../shared.js'
 
 interface TransferBody {

@@ -12,8 +12,8 @@ export default {
   extensionsToTreatAsEsm: ['.ts'],
   transform: { '\\.ts$': '<rootDir>/examples/testing/jest/strip-types.mjs' },
   moduleNameMapper: {
-    // In an application 'tidepool/testing' resolves to the installed package; here, to the source.
-    '^tidepool/testing$': '<rootDir>/src/testing/index.ts',
+    // In an application 'tidepool-pg/testing' resolves to the installed package; here, to the source.
+    '^tidepool-pg/testing$': '<rootDir>/src/testing/index.ts',
     // ESM sources import './x.js'; the file on disk is './x.ts'.
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },

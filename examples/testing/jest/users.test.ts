@@ -3,7 +3,7 @@
 // (TIDEPOOL_TEST_URL names a server; without it an embedded PostgreSQL is started).
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals'
 import { fileURLToPath } from 'node:url'
-import { useTestDatabase } from 'tidepool/testing'
+import { useTestDatabase } from 'tidepool-pg/testing'
 import { countUsers, signUp } from '../users.js'
 
 const migrations = fileURLToPath(new URL('../migrations', import.meta.url))
