@@ -7,6 +7,7 @@ import { serverStatements } from '../observe/pg-stat-statements.js'
 import { columnsOf, inUserSchemas } from './catalog.js'
 import { formatBytes, runSteps, type Finding, type Report, type Step } from './findings.js'
 import { SETTING_RULES, type ServerSetting } from './settings.js'
+import { privileges, serverMemory, unknownMemoryFinding } from './advise-server.js'
 
 export interface AdviseOptions {
   /** Only these schemas (default: every user schema). */
@@ -15,7 +16,7 @@ export interface AdviseOptions {
   statementTimeoutMs?: number
   /** How many of the costliest statements to show (default 10). */
   statements?: number
-  /** The server's memory, to size memory settings (default: unknown; only defaults are flagged). */
+  /** The server's memory, to size memory settings (default: read from /proc/meminfo when the role may; else only defaults are flagged). */
   serverMemoryBytes?: number
 }
 
@@ -154,7 +155,8 @@ function settings(serverMemoryBytes: number | undefined): Step {
   return async (db, timeoutMs) => {
     const rows = await db.fetchAll<ServerSetting>(`SELECT name, setting, unit, boot_val AS "bootValue", source FROM pg_settings`, undefined, { timeoutMs })
     const byName = new Map(rows.map((r) => [r.name, r]))
-    return SETTING_RULES.flatMap((rule) => rule(byName, serverMemoryBytes) ?? [])
+    const memory = await serverMemory(db, serverMemoryBytes, timeoutMs)
+    return [...unknownMemoryFinding(memory), ...SETTING_RULES.flatMap((rule) => rule(byName, memory.bytes) ?? [])]
   }
 }
 
@@ -167,6 +169,7 @@ export function adviseDatabase(db: Database, options: AdviseOptions = {}): Promi
     ['duplicate and redundant indexes', redundantIndexes(schemas)],
     ['costliest statements', costliestStatements(options.statements ?? 10)],
     ['server settings', settings(options.serverMemoryBytes)],
+    ['application role privileges', privileges(schemas)],
   ]
   return runSteps(db, steps, options.statementTimeoutMs ?? 30_000)
 }
