@@ -264,6 +264,9 @@ export {
   type CronSchedule,
 } from './ops/index.js'
 
+// Scheduled backups: one instance at a time, retention, verification restores, age metrics.
+export { scheduleBackup, BackupMetrics, type ScheduleBackupOptions, type BackupSchedule, type BackupRun } from './ops/index.js'
+
 // Point-in-time recovery: base backups, WAL archiving, restore to a moment.
 export {
   baseBackup,
