@@ -53,3 +53,5 @@ export {
   type RestoredCluster,
   type ArchiveStatus,
 } from '../ops/index.js'
+// Scheduled backups: one instance at a time, retention, verification restores, age metrics.
+export { scheduleBackup, BackupMetrics, type ScheduleBackupOptions, type BackupSchedule, type BackupRun } from '../ops/index.js'

@@ -52,6 +52,8 @@ export interface Activity {
   idleInTransaction: ActivitySession[]
   /** Who blocks whom; a blocker that is itself blocked also appears among the blocked of another. */
   blocking: BlockingEntry[]
+  /** Age of the oldest open transaction of any client session (null when none is open): it holds back vacuum whatever it is doing. */
+  oldestTransactionMs: number | null
   thresholds: { longRunningMs: number; idleInTransactionMs: number }
 }
 
@@ -105,6 +107,7 @@ export async function activity(db: Pick<Database, 'fetchAll'>, options: Activity
     longRunning: sessions.filter((s) => s.state === 'active' && (s.queryAgeMs ?? 0) >= longRunningMs).sort(longest),
     idleInTransaction: sessions.filter((s) => s.state.startsWith('idle in transaction') && (s.stateAgeMs ?? 0) >= idleInTransactionMs).sort((a, b) => (b.stateAgeMs ?? 0) - (a.stateAgeMs ?? 0)),
     blocking: blocking.sort((a, b) => b.blocked.length - a.blocked.length),
+    oldestTransactionMs: sessions.reduce<number | null>((max, s) => (s.transactionAgeMs !== null && (max === null || s.transactionAgeMs > max) ? s.transactionAgeMs : max), null),
     thresholds: { longRunningMs, idleInTransactionMs },
   }
 }
@@ -208,6 +211,7 @@ export class ActivityMonitor implements MetricsSource {
       gauge('tidepool_sessions_blocked', 'Server sessions waiting for a lock another session holds (pg_blocking_pids), at the last reading.', a?.blocking.reduce((n, b) => n + b.blocked.length, 0)),
       gauge('tidepool_sessions_idle_in_transaction', 'Server sessions idle in a transaction for longer than the threshold, at the last reading.', a?.idleInTransaction.length),
       gauge('tidepool_sessions_long_running', 'Statements running for longer than the threshold, at the last reading.', a?.longRunning.length),
+      gauge('tidepool_oldest_transaction_seconds', 'Age of the oldest open transaction of any client session (0 when none), at the last reading.', a ? (a.oldestTransactionMs ?? 0) / 1000 : undefined),
     ]
   }
 }

@@ -8,6 +8,7 @@ import { columnsOf, inUserSchemas } from './catalog.js'
 import { formatBytes, runSteps, type Finding, type Report, type Step } from './findings.js'
 import { SETTING_RULES, type ServerSetting } from './settings.js'
 import { pagingIndexes, type PagingSpec } from './paging-advice.js'
+import { privileges, serverMemory, unknownMemoryFinding } from './advise-server.js'
 
 export interface AdviseOptions {
   /** Only these schemas (default: every user schema). */
@@ -16,7 +17,7 @@ export interface AdviseOptions {
   statementTimeoutMs?: number
   /** How many of the costliest statements to show (default 10). */
   statements?: number
-  /** The server's memory, to size memory settings (default: unknown; only defaults are flagged). */
+  /** The server's memory, to size memory settings (default: read from /proc/meminfo when the role may; else only defaults are flagged). */
   serverMemoryBytes?: number
   /** Keyset-paged listings (db.paginate) whose ordering columns need an index. */
   paging?: PagingSpec[]
@@ -157,7 +158,8 @@ function settings(serverMemoryBytes: number | undefined): Step {
   return async (db, timeoutMs) => {
     const rows = await db.fetchAll<ServerSetting>(`SELECT name, setting, unit, boot_val AS "bootValue", source FROM pg_settings`, undefined, { timeoutMs })
     const byName = new Map(rows.map((r) => [r.name, r]))
-    return SETTING_RULES.flatMap((rule) => rule(byName, serverMemoryBytes) ?? [])
+    const memory = await serverMemory(db, serverMemoryBytes, timeoutMs)
+    return [...unknownMemoryFinding(memory), ...SETTING_RULES.flatMap((rule) => rule(byName, memory.bytes) ?? [])]
   }
 }
 
@@ -170,6 +172,7 @@ export function adviseDatabase(db: Database, options: AdviseOptions = {}): Promi
     ['duplicate and redundant indexes', redundantIndexes(schemas)],
     ['costliest statements', costliestStatements(options.statements ?? 10)],
     ['server settings', settings(options.serverMemoryBytes)],
+    ['application role privileges', privileges(schemas)],
   ]
   if (options.paging?.length) steps.push(['indexes for paged listings', pagingIndexes(options.paging)])
   return runSteps(db, steps, options.statementTimeoutMs ?? 30_000)

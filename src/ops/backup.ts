@@ -144,6 +144,9 @@ export async function backup(db: Database, options: BackupOptions): Promise<Back
     report()
     // Throws on a mismatch: retention below then keeps the older, good backups.
     verified = await verifyBackup(db, file, { binDir: options.binDir, signal: options.signal })
+    // Recorded in the manifest so every instance sharing the directory knows when one last passed.
+    manifest.verified = { at: new Date().toISOString(), tables: verified.tables, rows: verified.rows, durationMs: verified.durationMs }
+    writeManifest(file, manifest)
   }
   progress.phase = 'retention'
   report()

@@ -2,6 +2,7 @@
 // integrity checks, and the index and settings advisor.
 export { backup, listBackups, type BackupOptions, type BackupResult, type BackupProgress } from './backup.js'
 export { restore, verifyBackup, type RestoreOptions, type RestoreResult, type RestoreProgress, type BackupVerifyResult } from './restore.js'
+export { scheduleBackup, BackupMetrics, parseInterval, type ScheduleBackupOptions, type BackupSchedule, type BackupRun } from './backup-schedule.js'
 export { readManifest, manifestPath, type BackupManifest, type TableRows } from './manifest.js'
 export { locateTool, type ClientTool, type ClientToolName } from './tools.js'
 export { BackupError, type BackupFailure } from './errors.js'

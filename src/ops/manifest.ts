@@ -31,6 +31,8 @@ export interface BackupManifest {
   /** Row counts at the dump's snapshot, or null when counting was turned off. */
   tables: TableRows[] | null
   durationMs: number
+  /** Set when a verification restore of this file passed (`backup({ verify: true })`). */
+  verified?: { at: string; tables: number; rows: number; durationMs: number }
 }
 
 export const manifestPath = (file: string) => `${file}.json`

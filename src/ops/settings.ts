@@ -61,26 +61,52 @@ export const SETTING_RULES: SettingRule[] = [
     const bytes = bytesOf(cache)
     if (bytes === undefined) return undefined
     if (memory !== undefined) {
-      return bytes < memory * 0.4 ? finding('effective_cache_size', 'info', formatBytes(bytes), `about ${formatBytes(memory * 0.6)} (50–75% of memory)`, 'the planner underestimates how much data the OS caches and avoids index scans') : undefined
+      const recommended = `about ${formatBytes(memory * 0.6)} (50–75% of ${formatBytes(memory)})`
+      if (bytes > memory * 0.9) return finding('effective_cache_size', 'warning', formatBytes(bytes), recommended, `it is ${Math.round((bytes / memory) * 100)}% of the server's memory: the planner counts on a cache that cannot exist and picks index scans that then read from disk`)
+      return bytes < memory * 0.4 ? finding('effective_cache_size', 'info', formatBytes(bytes), recommended, 'the planner underestimates how much data the OS caches and avoids index scans') : undefined
     }
     return atDefault(cache) ? finding('effective_cache_size', 'info', formatBytes(bytes), '50–75% of the server memory', 'still the default; the planner uses it to judge index scans') : undefined
+  },
+  (s, memory) => {
+    // Each sort or hash node of each query may use work_mem, so the budget is shared by every
+    // connection: a quarter of the memory over max_connections, within 4 MB–1 GB.
+    const bytes = bytesOf(s.get('work_mem'))
+    const connections = Number(s.get('max_connections')?.setting ?? 100)
+    if (bytes === undefined || memory === undefined || !(connections > 0)) return undefined
+    const budget = Math.min(Math.max((memory * 0.25) / connections, 4 * 1048576), 1073741824)
+    const recommended = `about ${formatBytes(budget)} (25% of ${formatBytes(memory)} over max_connections ${connections}); raise it per transaction (SET LOCAL work_mem) for the few queries that need more`
+    if (bytes * connections > memory) {
+      return finding('work_mem', 'warning', formatBytes(bytes), recommended, `${connections} connections × ${formatBytes(bytes)} is more than the server's ${formatBytes(memory)}: a burst of queries that sort or hash can run it out of memory`)
+    }
+    return bytes < budget / 4 ? finding('work_mem', 'info', formatBytes(bytes), recommended, 'sorts and hashes larger than this spill to temporary files on disk') : undefined
+  },
+  (s) => {
+    const target = s.get('checkpoint_completion_target')
+    return target && Number(target.setting) < 0.9
+      ? finding('checkpoint_completion_target', 'info', target.setting, '0.9 (the default since PostgreSQL 14)', 'each checkpoint writes its pages in a shorter part of the interval, so writes come in bursts that slow queries')
+      : undefined
   },
   (s) => {
     const m = s.get('maintenance_work_mem')
     return atDefault(m) ? finding('maintenance_work_mem', 'info', formatBytes(bytesOf(m)!), '256MB–1GB', 'vacuum and index builds work in small batches and take longer') : undefined
   },
-  (s) =>
-    s.get('random_page_cost')?.setting === '4'
-      ? finding('random_page_cost', 'info', '4', '1.1 on SSD or network storage', 'the default models spinning disks and makes index scans look expensive')
-      : undefined,
+  (s) => {
+    const cost = s.get('random_page_cost')?.setting
+    return cost !== undefined && Number(cost) >= 2
+      ? finding('random_page_cost', 'info', cost, '1.1 on SSD or network storage', `${cost === '4' ? 'the default models spinning disks and' : 'a random read costed this high'} makes index scans look expensive`)
+      : undefined
+  },
   (s) =>
     s.get('idle_in_transaction_session_timeout')?.setting === '0'
       ? finding('idle_in_transaction_session_timeout', 'warning', '0 (off)', '60s or less (Tidepool presets also set it per connection)', 'a session left idle inside a transaction holds its locks and blocks vacuum indefinitely')
       : undefined,
-  (s) =>
-    s.get('log_min_duration_statement')?.setting === '-1'
-      ? finding('log_min_duration_statement', 'info', '-1 (off)', '1000 ms, or lower', 'slow statements leave no trace in the server log')
-      : undefined,
+  (s) => {
+    const ms = s.get('log_min_duration_statement')?.setting
+    if (ms === '-1') return finding('log_min_duration_statement', 'info', '-1 (off)', '1000 ms, or lower', 'slow statements leave no trace in the server log')
+    return ms !== undefined && Number(ms) >= 0 && Number(ms) < 100
+      ? finding('log_min_duration_statement', 'warning', `${ms} ms`, '250–1000 ms (per role or database if one needs more)', 'nearly every statement is logged: the log grows with the traffic and writing it slows the server')
+      : undefined
+  },
   (s) => (s.get('log_lock_waits')?.setting === 'off' ? finding('log_lock_waits', 'info', 'off', 'on', 'lock waits longer than deadlock_timeout go unlogged') : undefined),
   (s) => (s.get('track_io_timing')?.setting === 'off' ? finding('track_io_timing', 'info', 'off', 'on', 'EXPLAIN (BUFFERS) and pg_stat_statements cannot say how long reads took') : undefined),
   (s) => {

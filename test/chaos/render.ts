@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { findPostgresBinaries } from '../../src/testing/index.js'
 import { FIGURES_DIR, type ScenarioFigures } from './lib/figures.js'
 
-const ORDER = ['primary-kill-tidepool', 'primary-kill-pg', 'primary-restart', 'terminate-backend', 'max-connections', 'network-tidepool', 'network-pg', 'replicas', 'failover', 'idempotency', 'redis-kill', 'pool-exhaustion', 'leaks', 'fuzz', 'patroni-switchover', 'patroni-leader-kill', 'patroni-replica-restart', 'patroni-haproxy-switchover', 'redis-sentinel-failover']
+const ORDER = ['primary-kill-tidepool', 'primary-kill-pg', 'primary-restart', 'terminate-backend', 'max-connections', 'network-tidepool', 'network-pg', 'replicas', 'failover', 'idempotency', 'redis-kill', 'pool-exhaustion', 'leaks', 'memory-soak', 'fuzz', 'patroni-switchover', 'patroni-leader-kill', 'patroni-replica-restart', 'patroni-haproxy-switchover', 'redis-sentinel-failover']
 const root = join(FIGURES_DIR, '..', '..')
 const PREVIEW = process.argv.includes('--allow-short')
 

@@ -94,7 +94,7 @@ describe('the N+1 detector and the loader', () => {
       expect(statements).toHaveLength(2) // the orders, then all their customers at once
       expect(statements[1]).toContain('= ANY($1)')
     } finally {
-      observer.close()
+      await observer.close()
     }
   })
 })

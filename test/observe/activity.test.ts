@@ -54,6 +54,8 @@ describe('activity', () => {
       expect(chain!.blocker.statement).toBe('UPDATE accounts SET owner = ? WHERE id = ?')
       expect(a.idleInTransaction.map((s) => s.pid)).toContain(holderPid)
       expect(a.longRunning.map((s) => s.pid)).toContain(waiterPid)
+      // The holder's transaction is open: the oldest one (tidepool_oldest_transaction_seconds) is at least as old.
+      expect(a.oldestTransactionMs).toBeGreaterThanOrEqual(a.idleInTransaction.find((s) => s.pid === holderPid)!.transactionAgeMs!)
       expect(JSON.stringify(a)).not.toContain('secret')
 
       // The same, as typed: `tidepool status` names both pids.
@@ -100,6 +102,7 @@ describe('activity', () => {
       const m = parseMetrics(observer.metrics())
       expect(m.value('tidepool_sessions_blocked')).toBe(1)
       expect(m.value('tidepool_sessions_idle_in_transaction')).toBeGreaterThanOrEqual(1)
+      expect(m.value('tidepool_oldest_transaction_seconds')).toBeGreaterThan(0)
       const page = await browser.newPage()
       await page.goto(served.url)
       await page.waitForSelector('#activity-card:not([hidden])', { timeout: 10_000 })

@@ -20,10 +20,10 @@ interface AdviseFlags {
 export function registerAdvise(program: Command): void {
   program
     .command('advise')
-    .description('advice: foreign keys without an index, unused and duplicate indexes, costliest statements (pg_stat_statements), server settings')
+    .description('advice: foreign keys without an index, unused and duplicate indexes, costliest statements (pg_stat_statements), server settings, the privileges of the role it connects as')
     .option('--schema <name>', 'only this schema (repeatable)', collect)
     .option('--statements <n>', 'how many of the costliest statements to show', '10')
-    .option('--memory <size>', "the server's memory (e.g. 16GB), to size memory settings")
+    .option('--memory <size>', "the server's memory (e.g. 16GB), to size memory settings (default: read from /proc/meminfo when connected as a superuser)")
     .option('--timeout <ms>', 'deadline per statement', '30000')
     .option('--fail-on <level>', 'exit 1 when a finding is at least error, warning or info; never', 'never')
     .option('--paging <table:columns>', 'a keyset-paged listing whose ordering needs an index, e.g. app.orders:created_at,id (repeatable)', collect)

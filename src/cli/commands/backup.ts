@@ -6,6 +6,7 @@ import { baseBackup } from '../../ops/pitr.js'
 import { formatBytes, ioOf, printJson, UsageError, type Io } from '../output.js'
 import { intOption } from '../context.js'
 import { collect, withDatabase } from '../report.js'
+import { runBackupSchedule } from './backup-schedule.js'
 
 interface BackupFlags {
   dir: string
@@ -17,6 +18,10 @@ interface BackupFlags {
   binDir?: string
   json?: boolean
   mode: string
+  every?: string
+  verifyEvery?: string
+  metricsPort?: string
+  metricsHost: string
 }
 
 
@@ -44,10 +49,32 @@ export function registerBackup(program: Command): void {
     .option('--no-count', 'skip counting rows in the dump snapshot (faster; nothing to verify against)')
     .option('--bin-dir <dir>', 'directory holding pg_dump/pg_restore (default: PG_BIN, /usr/lib/postgresql/*/bin, PATH)')
     .option('--json', 'print the result as JSON')
+    .option('--every <duration>', 'keep running and back up on this interval (6h, 30m, 1d), one instance at a time (advisory lock); needs --retain')
+    .option('--verify-every <duration>', 'with --every: a verification restore when the last verified backup is older than this (e.g. 1d)')
+    .option('--metrics-port <port>', 'with --every: serve the backup age and size for Prometheus on /metrics')
+    .option('--metrics-host <host>', 'interface for --metrics-port', '127.0.0.1')
     .action(async (flags: BackupFlags, cmd: Command) => {
       const io = ioOf(cmd)
       if (flags.mode !== 'dump' && flags.mode !== 'base') throw new UsageError(`--mode must be dump or base (got ${JSON.stringify(flags.mode)})`)
+      if (flags.every === undefined && (flags.verifyEvery !== undefined || flags.metricsPort !== undefined)) throw new UsageError('--verify-every and --metrics-port go with --every')
+      if (flags.every !== undefined && (flags.mode !== 'dump' || flags.verify || flags.json)) throw new UsageError('--every schedules dumps (--mode dump), without --verify (use --verify-every) or --json')
+      if (flags.every !== undefined && !flags.retain) throw new UsageError('--every needs --retain N: a schedule without retention fills the disk')
+      const metricsPort = flags.metricsPort === undefined ? undefined : Number(flags.metricsPort)
+      if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be a port number (0 picks a free one)')
       await withDatabase(cmd, async (db) => {
+        if (flags.every !== undefined) {
+          const options = {
+            dir: flags.dir,
+            every: flags.every,
+            retain: intOption(flags.retain!, '--retain', 1),
+            countRows: flags.count,
+            ...(flags.verifyEvery ? { verifyEvery: flags.verifyEvery } : {}),
+            ...(flags.prefix ? { prefix: flags.prefix } : {}),
+            ...(flags.schema ? { schemas: flags.schema } : {}),
+            ...(flags.binDir ? { binDir: flags.binDir } : {}),
+          }
+          return runBackupSchedule(db, io, options, metricsPort === undefined ? undefined : { port: metricsPort, host: flags.metricsHost })
+        }
         if (flags.mode === 'base') {
           const made = await baseBackup(db, { dir: flags.dir, ...(flags.binDir ? { binDir: flags.binDir } : {}) })
           if (flags.json) return printJson(made, io)
