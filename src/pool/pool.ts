@@ -19,6 +19,7 @@ import { openClient } from './connect.js'
 import { PooledConnection, type ConnectionInfo } from './connection.js'
 import { connectionOf, Lease } from './lease.js'
 import { EventHub } from './events.js'
+import { Sharing, type ShareMode } from './pipeline.js'
 import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
@@ -39,6 +40,12 @@ export interface AcquireOptions {
    * then not captured: a stack costs microseconds per checkout). Database passes the statement.
    */
   holder?: string | undefined
+  /**
+   * @internal The checkout runs single statements that leave nothing in the session: with
+   * pipelineDepth > 1 it may share a busy connection ('last': it may be cancelled, so nothing
+   * joins behind it). Set by withStatementLease only (pool/pipeline.ts says what qualifies).
+   */
+  share?: ShareMode | undefined
 }
 
 export interface ReleaseOptions {
@@ -80,6 +87,8 @@ export interface PoolStats {
   discarded: number
   /** Connections retired by drain(), or because their server no longer matched targetSessionAttrs. */
   drained: number
+  /** Checkouts that shared a busy connection (pipelining, pipelineDepth > 1). */
+  pipelined: number
   waitMs: Percentiles
   holdMs: Percentiles
 }
@@ -102,12 +111,16 @@ export interface PoolEvents {
 
 interface Waiter {
   done: boolean
-  resolve: (conn: PooledConnection) => void
+  resolve: (waiter: Waiter) => void
   reject: (err: Error) => void
   deadline: number
   timeoutMs: number
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
+  share: ShareMode | undefined
+  /** What it was given: a whole connection, or a share of one (`joined`). */
+  conn: PooledConnection | undefined
+  joined: boolean
 }
 
 const now = () => performance.now()
@@ -134,6 +147,8 @@ export class Pool {
   private connectBackoffMs = 0
   private lastConnectError: ConnectError | undefined
   private readonly pendingWork = new Set<Promise<unknown>>()
+  /** Connections shared by one-statement checkouts (pipelining); undefined when pipelineDepth is 1. */
+  private readonly sharing: Sharing | undefined
   private closePromise: Promise<void> | undefined
   /** The reset query (DISCARD ALL, DEALLOCATE ALL) also drops prepared statements. */
   private readonly resetDropsStatements: boolean
@@ -160,6 +175,7 @@ export class Pool {
     reclaimed: 0,
     discarded: 0,
     drained: 0,
+    pipelined: 0,
   }
   private readonly waitSampler = new Sampler()
   private readonly holdSampler = new Sampler()
@@ -181,11 +197,18 @@ export class Pool {
     this.resetDropsStatements = /\b(discard\s+all|deallocate\s+(prepare\s+)?all)\b/i.test(this.config.resetQuery ?? '')
     // prefer-standby accepts any server in the end, so there is no role to lose.
     this.checksRole = this.config.targetSessionAttrs !== 'any' && this.config.targetSessionAttrs !== 'prefer-standby'
+    // The pg driver sends one statement at a time (pg.Client queues the rest): nothing to share.
+    this.sharing = this.config.pipelineDepth > 1 && this.config.driver === 'tidepool' ? new Sharing(this.config.pipelineDepth) : undefined
     this.startHousekeeping()
   }
 
   get name(): string {
     return this.config.name
+  }
+
+  /** Statements one connection may carry at once for one-statement calls (1: no pipelining). */
+  get pipelineDepth(): number {
+    return this.sharing?.depth ?? 1
   }
 
   get state(): PoolState {
@@ -216,11 +239,23 @@ export class Pool {
     // A clock read costs about 0.2 µs on some VMs: one here and one at release, reused after.
     const start = now()
     const timeoutMs = options?.timeoutMs ?? this.config.acquireTimeoutMs
+    const share = this.sharing !== undefined ? options?.share : undefined
     for (;;) {
       let conn = this.waitingCount === 0 ? this.takeIdle(start) : undefined
       let t = start
+      if (conn === undefined && share !== undefined && this.waitingCount === 0 && this.all.size + this.opening >= this.limit) {
+        // Every connection is busy and none can be opened: share one (pipelining) rather than wait.
+        const shared = this.sharing!.joinable(this.revalidateAt)
+        if (shared) {
+          this.counters.pipelined++
+          this.sharing!.join(shared, share)
+          return this.checkout(shared, start, start, options?.holder, share, true)
+        }
+      }
       if (conn === undefined) {
-        conn = await this.waitForConnection(start + timeoutMs, timeoutMs, signal)
+        const waiter = await this.waitForConnection(start + timeoutMs, timeoutMs, signal, share)
+        conn = waiter.conn!
+        if (waiter.joined) return this.checkout(conn, start, now(), options?.holder, share, true)
         t = conn.idleSince // handOff stamps the moment it gave it to us
       }
       if (conn.verifiedAt < this.revalidateAt || this.needsPrePing(conn, t)) {
@@ -242,7 +277,7 @@ export class Pool {
         t = now()
         conn.verifiedAt = t
       }
-      return this.checkout(conn, start, t, options?.holder)
+      return this.checkout(conn, start, t, options?.holder, share, false)
     }
   }
 
@@ -268,11 +303,15 @@ export class Pool {
     return t - conn.idleSince >= this.config.prePingIdleMs
   }
 
-  private checkout(conn: PooledConnection, start: number, t: number, holder: string | undefined): Lease {
-    conn.acquiredAt = t
+  private checkout(conn: PooledConnection, start: number, t: number, holder: string | undefined, share: ShareMode | undefined, joined: boolean): Lease {
     conn.uses++
-    conn.leakReported = false
-    if (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0) {
+    if (joined) {
+      // A share of a connection already out: its holder, leak clock and stack stay the first sharer's.
+    } else {
+      conn.acquiredAt = t
+      conn.leakReported = false
+    }
+    if (!joined && (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0)) {
       conn.holder = holder
       if (holder === undefined) {
         // V8 formats the stack only if a leak is reported, but collecting the frames is not free.
@@ -285,16 +324,38 @@ export class Pool {
     const waitMs = t - start
     this.waitSampler.record(waitMs)
     if (this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
-    return new Lease(this, conn)
+    if (share === undefined) return new Lease(this, conn)
+    const lease = new Lease(this, conn, share, t)
+    if (!joined) {
+      this.sharing!.host(conn, share)
+      this.shareWithWaiters(conn)
+    }
+    return lease
   }
 
-  private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<PooledConnection> {
+  /** Give shares of `conn` to the oldest waiters while they may share and it has room (FIFO kept: never past a waiter that may not). */
+  private shareWithWaiters(conn: PooledConnection): void {
+    const sharing = this.sharing!
+    for (;;) {
+      const waiter = this.waiters.peek()
+      if (waiter === undefined || waiter.share === undefined || !sharing.canJoin(conn, this.revalidateAt)) return
+      this.waiters.shift()
+      this.settleWaiter(waiter)
+      sharing.join(conn, waiter.share)
+      this.counters.pipelined++
+      waiter.conn = conn
+      waiter.joined = true
+      waiter.resolve(waiter)
+    }
+  }
+
+  private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined, share: ShareMode | undefined): Promise<Waiter> {
     // Nothing is open, the last attempt to connect failed and the next is scheduled: waiting
     // could only end in a PoolTimeoutError (the backoff may exceed acquireTimeoutMs), so say now
     // why there is no connection. One attempt per backoff, not one per caller, reaches the server.
     if (this.retryTimer && this.lastConnectError && this.all.size === 0 && this.opening === 0) return Promise.reject(this.stillUnreachable(this.lastConnectError))
-    return new Promise<PooledConnection>((resolve, reject) => {
-      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined }
+    return new Promise<Waiter>((resolve, reject) => {
+      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined, share, conn: undefined, joined: false }
       if (signal) {
         waiter.onAbort = () => {
           if (waiter.done) return
@@ -490,8 +551,21 @@ export class Pool {
     // Closed under its holder: nothing to return.
     if (conn.state === 'closed') return
     const t = now()
-    const holdMs = t - conn.acquiredAt
+    const share = lease.share
+    const holdMs = t - (share === undefined ? conn.acquiredAt : lease.acquiredAt)
     this.holdSampler.record(holdMs)
+    if (share !== undefined) {
+      // A share goes back; the connection itself only with the last one. Its own statement still
+      // on the wire (or destroy) means the connection cannot be trusted: closed once all are back.
+      if (options?.destroy || lease.running) conn.retiredFor ??= options?.destroy ? 'destroyed by caller' : 'returned mid-query (pipelined)'
+      if (this.sharing!.leave(conn, share)) {
+        // The others are making progress: the leak clock restarts, and the free share goes to the oldest waiter.
+        conn.acquiredAt = t
+        if (this.events.has('release')) this.events.emit('release', { connection: conn, holdMs })
+        this.shareWithWaiters(conn)
+        return
+      }
+    }
     if (conn.leakReported) {
       this.logger.warn('a connection reported as leaked was returned', { pool: this.name, pid: conn.pid, heldMs: Math.round(holdMs) })
     }
@@ -564,7 +638,8 @@ export class Pool {
     if (waiter) {
       this.settleWaiter(waiter)
       conn.moveTo('leased')
-      waiter.resolve(conn)
+      waiter.conn = conn
+      waiter.resolve(waiter)
       return
     }
     if (this.all.size > this.size) {
@@ -582,6 +657,7 @@ export class Pool {
   /** Close a connection and repair: serve waiters with a new one, or refill minIdle. */
   private discard(conn: PooledConnection, reason: string): void {
     if (!this.all.delete(conn)) return
+    this.sharing?.forget(conn)
     this.counters.closed++
     this.track(conn.close(reason))
     if (this.events.has('close')) this.events.emit('close', { connection: conn, reason })
