@@ -9,7 +9,7 @@ import { Database } from '../../src/db/index.js'
 import { createPool, type Pool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { isPipelinable } from '../../src/pool/pipeline.js'
-import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
+import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
 const testDb = await useDatabase()
 
@@ -121,14 +121,25 @@ describe('pipelining', () => {
       expect(lostOutcomes.map((o) => (o as ConnectionLostError).executed)).toEqual(['unknown', 'unknown', 'unknown', 'unknown', 'unknown'])
       expect(slots(pool)).toMatchObject({ checkedOut: 0, waiting: 0 })
 
-      // Through Database: the unexecuted ones run again on a new connection, the running one reports.
+      // Through Database: the one running reports the server's FATAL; those behind it run again
+      // on a new connection (provably never started), those before it had finished.
       const calls = Array.from({ length: 5 }, (_, i) => db.fetchOne<{ n: number; pid: number }>('SELECT $1::int AS n, pg_backend_pid() AS pid FROM pg_sleep(0.3)', [i]).catch((e: unknown) => e))
-      await new Promise((r) => setTimeout(r, 150))
-      const victim = (await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE query LIKE '%FROM pg_sleep(0.3)%' AND pid <> pg_backend_pid()")).rows[0]!.pid
+      let victim: number | undefined
+      await waitFor(async () => {
+        victim = (await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%FROM pg_sleep(0.3)%' AND pid <> pg_backend_pid()")).rows[0]?.pid
+        return victim !== undefined
+      })
+      expect(pool.stats().pipelined).toBeGreaterThanOrEqual(4)
       await admin.query('SELECT pg_terminate_backend($1)', [victim])
       const results = await Promise.all(calls)
-      expect(results[0]).toMatchObject({ sqlstate: '57P01' })
-      expect(results.slice(1).map((r) => (r as { n: number }).n)).toEqual([1, 2, 3, 4])
+      const killed = results.filter((r) => r instanceof QueryError)
+      expect(killed).toHaveLength(1)
+      expect(killed[0]).toMatchObject({ sqlstate: '57P01' })
+      const served = results.filter((r) => !(r instanceof Error)) as { n: number }[]
+      expect(served).toHaveLength(4)
+      results.forEach((r, i) => {
+        if (!(r instanceof Error)) expect((r as { n: number }).n).toBe(i) // each caller its own row
+      })
       expect(slots(pool)).toEqual({ total: 1, idle: 1, checkedOut: 0, waiting: 0 })
     } finally {
       await admin.end()
