@@ -111,16 +111,18 @@ export interface PoolEvents {
 
 interface Waiter {
   done: boolean
-  resolve: (waiter: Waiter) => void
+  /** With its lease: handOff checks the connection out for the waiter (or starts its pre-ping). */
+  resolve: (lease: Lease | Promise<Lease>) => void
   reject: (err: Error) => void
   deadline: number
   timeoutMs: number
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
   share: ShareMode | undefined
-  /** What it was given: a whole connection, or a share of one (`joined`). */
-  conn: PooledConnection | undefined
-  joined: boolean
+  start: number
+  options: AcquireOptions | undefined
+  /** The acquirer's stack, for leak reports (only with leak detection and no holder). */
+  site: { stack?: string } | undefined
 }
 
 const now = () => performance.now()
@@ -232,53 +234,72 @@ export class Pool {
    * ConnectError instead. The caller must release the lease exactly once (`lease.release()` or
    * `pool.release(lease)`); prefer Database.withConnection/transaction.
    */
-  async acquire(options?: AcquireOptions): Promise<Lease> {
-    if (this._state !== 'open') throw new PoolClosedError()
-    const signal = options?.signal
-    if (signal?.aborted) throw new AbortError()
+  acquire(options?: AcquireOptions): Promise<Lease> {
+    if (this._state !== 'open') return Promise.reject(new PoolClosedError())
+    if (options?.signal?.aborted) return Promise.reject(new AbortError())
     // A clock read costs about 0.2 µs on some VMs: one here and one at release, reused after.
-    const start = now()
-    const timeoutMs = options?.timeoutMs ?? this.config.acquireTimeoutMs
+    return this.obtain(now(), options)
+  }
+
+  /**
+   * The hand-off path, kept free of async frames (W3 measures it): an idle connection or a share
+   * is a lease at once; a waiter is handed its lease by handOff. Only a connection that must be
+   * checked first (pre-ping, role) goes through an async step.
+   */
+  private obtain(start: number, options: AcquireOptions | undefined): Promise<Lease> {
     const share = this.sharing !== undefined ? options?.share : undefined
-    for (;;) {
-      let conn = this.waitingCount === 0 ? this.takeIdle(start) : undefined
-      let t = start
-      if (conn === undefined && share !== undefined && this.waitingCount === 0 && this.all.size + this.opening >= this.limit) {
+    if (this.waitingCount === 0) {
+      const conn = this.takeIdle(start)
+      if (conn !== undefined) {
+        if (this.mustCheck(conn, start)) return this.checkThenCheckout(conn, start, start, options, this.siteFor(options))
+        return Promise.resolve(this.checkout(conn, start, start, options, false, this.siteFor(options)))
+      }
+      if (share !== undefined && this.all.size + this.opening >= this.limit) {
         // Every connection is busy and none can be opened: share one (pipelining) rather than wait.
         const shared = this.sharing!.joinable(this.revalidateAt)
         if (shared) {
           this.counters.pipelined++
           this.sharing!.join(shared, share)
-          return this.checkout(shared, start, start, options?.holder, share, true)
+          return Promise.resolve(this.checkout(shared, start, start, options, true, undefined))
         }
       }
-      if (conn === undefined) {
-        const waiter = await this.waitForConnection(start + timeoutMs, timeoutMs, signal, share)
-        conn = waiter.conn!
-        if (waiter.joined) return this.checkout(conn, start, now(), options?.holder, share, true)
-        t = conn.idleSince // handOff stamps the moment it gave it to us
-      }
-      if (conn.verifiedAt < this.revalidateAt || this.needsPrePing(conn, t)) {
-        const outcome = this.checksRole
-          ? await conn.checkRole(this.config.prePingTimeoutMs, this.config.targetSessionAttrs)
-          : (await conn.ping(this.config.prePingTimeoutMs)) ? 'ok' : 'failed'
-        if (outcome !== 'ok') {
-          if (outcome === 'mismatch') {
-            this.drainRoleChange(conn) // marks this one too; it is checked out, so close it here
-            this.discard(conn, 'server no longer matches targetSessionAttrs')
-          } else {
-            this.counters.prePingFailures++
-            this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
-            this.discard(conn, 'pre-ping failed')
-          }
-          if (this._state !== 'open') throw new PoolClosedError()
-          continue
-        }
-        t = now()
-        conn.verifiedAt = t
-      }
-      return this.checkout(conn, start, t, options?.holder, share, false)
     }
+    return this.waitForConnection(start, options, share)
+  }
+
+  private mustCheck(conn: PooledConnection, t: number): boolean {
+    return conn.verifiedAt < this.revalidateAt || this.needsPrePing(conn, t)
+  }
+
+  /** Pre-ping (and role check) before the checkout; a failed one is replaced and the caller tries again. */
+  private async checkThenCheckout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, site: { stack?: string } | undefined): Promise<Lease> {
+    const outcome = this.checksRole
+      ? await conn.checkRole(this.config.prePingTimeoutMs, this.config.targetSessionAttrs)
+      : (await conn.ping(this.config.prePingTimeoutMs)) ? 'ok' : 'failed'
+    if (outcome !== 'ok') {
+      if (outcome === 'mismatch') {
+        this.drainRoleChange(conn) // marks this one too; it is checked out, so close it here
+        this.discard(conn, 'server no longer matches targetSessionAttrs')
+      } else {
+        this.counters.prePingFailures++
+        this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
+        this.discard(conn, 'pre-ping failed')
+      }
+      if (this._state !== 'open') throw new PoolClosedError()
+      return this.obtain(start, options)
+    }
+    t = now()
+    conn.verifiedAt = t
+    return this.checkout(conn, start, t, options, false, site)
+  }
+
+  /** The acquirer's stack for leak reports, taken while its frames are on the stack; undefined when not needed. */
+  private siteFor(options: AcquireOptions | undefined): { stack?: string } | undefined {
+    if ((this.config.leakWarningMs <= 0 && this.config.leakReclaimMs <= 0) || options?.holder !== undefined) return undefined
+    // V8 formats the stack only if a leak is reported, but collecting the frames is not free.
+    const site: { stack?: string } = {}
+    Error.captureStackTrace(site, this.acquire)
+    return site
   }
 
   private takeIdle(t: number): PooledConnection | undefined {
@@ -303,20 +324,14 @@ export class Pool {
     return t - conn.idleSince >= this.config.prePingIdleMs
   }
 
-  private checkout(conn: PooledConnection, start: number, t: number, holder: string | undefined, share: ShareMode | undefined, joined: boolean): Lease {
+  private checkout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, joined: boolean, site: { stack?: string } | undefined): Lease {
     conn.uses++
-    if (joined) {
-      // A share of a connection already out: its holder, leak clock and stack stay the first sharer's.
-    } else {
+    if (!joined) {
+      // A share of a connection already out keeps the first sharer's holder, leak clock and stack.
       conn.acquiredAt = t
       conn.leakReported = false
-    }
-    if (!joined && (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0)) {
-      conn.holder = holder
-      if (holder === undefined) {
-        // V8 formats the stack only if a leak is reported, but collecting the frames is not free.
-        const site: { stack?: string } = {}
-        Error.captureStackTrace(site, this.acquire)
+      if (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0) {
+        conn.holder = options?.holder
         conn.acquireSite = site
       }
     }
@@ -324,6 +339,7 @@ export class Pool {
     const waitMs = t - start
     this.waitSampler.record(waitMs)
     if (this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
+    const share = this.sharing !== undefined ? options?.share : undefined
     if (share === undefined) return new Lease(this, conn)
     const lease = new Lease(this, conn, share, t)
     if (!joined) {
@@ -343,19 +359,21 @@ export class Pool {
       this.settleWaiter(waiter)
       sharing.join(conn, waiter.share)
       this.counters.pipelined++
-      waiter.conn = conn
-      waiter.joined = true
-      waiter.resolve(waiter)
+      waiter.resolve(this.checkout(conn, waiter.start, now(), waiter.options, true, undefined))
     }
   }
 
-  private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined, share: ShareMode | undefined): Promise<Waiter> {
+  private waitForConnection(start: number, options: AcquireOptions | undefined, share: ShareMode | undefined): Promise<Lease> {
     // Nothing is open, the last attempt to connect failed and the next is scheduled: waiting
     // could only end in a PoolTimeoutError (the backoff may exceed acquireTimeoutMs), so say now
     // why there is no connection. One attempt per backoff, not one per caller, reaches the server.
     if (this.retryTimer && this.lastConnectError && this.all.size === 0 && this.opening === 0) return Promise.reject(this.stillUnreachable(this.lastConnectError))
-    return new Promise<Waiter>((resolve, reject) => {
-      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined, share, conn: undefined, joined: false }
+    const timeoutMs = options?.timeoutMs ?? this.config.acquireTimeoutMs
+    const deadline = start + timeoutMs
+    const signal = options?.signal
+    const site = this.siteFor(options)
+    return new Promise<Lease>((resolve, reject) => {
+      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined, share, start, options, site }
       if (signal) {
         waiter.onAbort = () => {
           if (waiter.done) return
@@ -638,8 +656,8 @@ export class Pool {
     if (waiter) {
       this.settleWaiter(waiter)
       conn.moveTo('leased')
-      waiter.conn = conn
-      waiter.resolve(waiter)
+      if (this.mustCheck(conn, t)) waiter.resolve(this.checkThenCheckout(conn, waiter.start, t, waiter.options, waiter.site))
+      else waiter.resolve(this.checkout(conn, waiter.start, t, waiter.options, false, waiter.site))
       return
     }
     if (this.all.size > this.size) {
