@@ -151,6 +151,7 @@ const WORKLOADS: Workload[] = [
     args: ['--workers', '10', '--max', '10'],
     peers: [
       { name: 'tidepool' },
+      { name: 'tidepool+pipeline' },
       { name: 'tidepool/pg-driver' },
       { name: 'pg' },
       { name: 'postgresjs' },
@@ -161,6 +162,7 @@ const WORKLOADS: Workload[] = [
       { of: 'tidepool', to: 'postgresjs' },
       { of: 'tidepool', to: 'pgbench' },
       { of: 'tidepool/pg-driver', to: 'pg' },
+      { of: 'tidepool+pipeline', to: 'tidepool' },
     ],
   },
   {

@@ -5,6 +5,7 @@
 import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { ConnectionLostError, QueryError, QueryTimeoutError, AbortError, ConfigError } from '../../src/errors/index.js'
+import { resolveConfig } from '../../src/config/resolve.js'
 import { Database } from '../../src/db/index.js'
 import { createPool, type Pool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
@@ -190,6 +191,15 @@ describe('pipelining', () => {
     expect(order).toEqual(['host', 'tx', 'late'])
     expect(pool.stats().pipelined).toBe(0)
     await pool.close()
+  })
+
+  it('reads TIDEPOOL_PIPELINE_DEPTH for pools that do not set pipelineDepth, never behind PgBouncer', () => {
+    const env = { TIDEPOOL_PIPELINE_DEPTH: '4' }
+    expect(resolveConfig({ url: testDb.url }, env).pipelineDepth).toBe(4)
+    expect(resolveConfig({ url: testDb.url, pipelineDepth: 2 }, env).pipelineDepth).toBe(2)
+    expect(resolveConfig({ url: testDb.url, pooler: 'pgbouncer-transaction' }, env).pipelineDepth).toBe(1)
+    expect(resolveConfig({ url: testDb.url }, {}).pipelineDepth).toBe(1)
+    expect(() => resolveConfig({ url: testDb.url }, { TIDEPOOL_PIPELINE_DEPTH: 'lots' })).toThrow(ConfigError)
   })
 
   it('is refused behind PgBouncer in transaction mode, and ignored by the pg driver', async () => {
