@@ -255,8 +255,8 @@ export class Pool {
     if (this.waitingCount === 0) {
       const conn = this.takeIdle(start)
       if (conn !== undefined) {
-        if (this.mustCheck(conn, start)) return this.checkThenCheckout(conn, start, start, options, this.siteFor(options))
-        return Promise.resolve(this.checkout(conn, start, start, options, false, this.siteFor(options)))
+        if (this.mustCheck(conn, start)) return this.checkThenCheckout(conn, start, start, options, this.siteFor(options), true)
+        return Promise.resolve(this.checkout(conn, start, start, options, false, this.siteFor(options), true))
       }
       if (share !== undefined && this.all.size + this.opening >= this.limit) {
         // Every connection is busy and none can be opened: share one (pipelining) rather than wait.
@@ -264,7 +264,7 @@ export class Pool {
         if (shared) {
           this.counters.pipelined++
           this.sharing!.join(shared, share)
-          return Promise.resolve(this.checkout(shared, start, start, options, true, undefined))
+          return Promise.resolve(this.checkout(shared, start, start, options, true, undefined, true))
         }
       }
     }
@@ -276,7 +276,7 @@ export class Pool {
   }
 
   /** Pre-ping (and role check) before the checkout; a failed one is replaced and the caller tries again. */
-  private async checkThenCheckout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, site: { stack?: string } | undefined): Promise<Lease> {
+  private async checkThenCheckout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, site: { stack?: string } | undefined, emit: boolean): Promise<Lease> {
     const outcome = this.checksRole
       ? await conn.checkRole(this.config.prePingTimeoutMs, this.config.targetSessionAttrs)
       : (await conn.ping(this.config.prePingTimeoutMs)) ? 'ok' : 'failed'
@@ -294,7 +294,7 @@ export class Pool {
     }
     t = now()
     conn.verifiedAt = t
-    return this.checkout(conn, start, t, options, false, site)
+    return this.checkout(conn, start, t, options, false, site, emit)
   }
 
   /** The acquirer's stack for leak reports, taken while its frames are on the stack; undefined when not needed. */
@@ -328,7 +328,12 @@ export class Pool {
     return t - conn.idleSince >= this.config.prePingIdleMs
   }
 
-  private checkout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, joined: boolean, site: { stack?: string } | undefined): Lease {
+  /**
+   * `emit`: send the 'acquire' event now. A waiter's lease is checked out by whoever freed the
+   * connection (handOff), in that caller's async context; its event goes out from the waiter's own
+   * context instead (waitForConnection), where tracing (OpenTelemetry) looks for its parent span.
+   */
+  private checkout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, joined: boolean, site: { stack?: string } | undefined, emit: boolean): Lease {
     conn.uses++
     if (!joined) {
       // A share of a connection already out keeps the first sharer's holder, leak clock and stack.
@@ -342,7 +347,7 @@ export class Pool {
     this.counters.acquires++
     const waitMs = t - start
     this.waitSampler.record(waitMs)
-    if (this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
+    if (emit && this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
     const share = this.sharing !== undefined ? options?.share : undefined
     if (share === undefined) return new Lease(this, conn)
     const lease = new Lease(this, conn, share, t)
@@ -363,7 +368,7 @@ export class Pool {
       this.settleWaiter(waiter)
       sharing.join(conn, waiter.share)
       this.counters.pipelined++
-      waiter.resolve(this.checkout(conn, waiter.start, now(), waiter.options, true, undefined))
+      waiter.resolve(this.checkout(conn, waiter.start, now(), waiter.options, true, undefined, false))
     }
   }
 
@@ -376,7 +381,7 @@ export class Pool {
     const deadline = start + timeoutMs
     const signal = options?.signal
     const site = this.siteFor(options)
-    return new Promise<Lease>((resolve, reject) => {
+    const waiting = new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined, share, start, options, site }
       if (signal) {
         waiter.onAbort = () => {
@@ -390,6 +395,13 @@ export class Pool {
       this.waitingCount++
       this.armWaitTimer(deadline)
       this.openForWaiters()
+    })
+    if (!this.events.has('acquire')) return waiting
+    // The event from the waiter's async context (a reaction runs in the context that registered it).
+    return waiting.then((lease) => {
+      const conn = connectionOf(lease)
+      this.events.emit('acquire', { connection: conn, waitMs: (lease.share === undefined ? conn.acquiredAt : lease.acquiredAt) - start })
+      return lease
     })
   }
 
@@ -660,8 +672,8 @@ export class Pool {
     if (waiter) {
       this.settleWaiter(waiter)
       conn.moveTo('leased')
-      if (this.mustCheck(conn, t)) waiter.resolve(this.checkThenCheckout(conn, waiter.start, t, waiter.options, waiter.site))
-      else waiter.resolve(this.checkout(conn, waiter.start, t, waiter.options, false, waiter.site))
+      if (this.mustCheck(conn, t)) waiter.resolve(this.checkThenCheckout(conn, waiter.start, t, waiter.options, waiter.site, false))
+      else waiter.resolve(this.checkout(conn, waiter.start, t, waiter.options, false, waiter.site, false))
       return
     }
     if (this.all.size > this.size) {
