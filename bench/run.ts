@@ -18,9 +18,9 @@ import { fileURLToPath } from 'node:url'
 import { findPgBouncer, findSystemTool, pgbouncerVersion, startCluster, startPgBouncer, type RunningPgBouncer } from '../src/testing/index.js'
 import { arg, numArg } from './lib/args.js'
 import { enableTls } from './lib/tls.js'
-import { ACCOUNTS, SCALE, ensureData, serverVersion } from './lib/data.js'
+import { ACCOUNTS, SCALE, W8_TABLE, ensureData, ensureW8Table, serverVersion } from './lib/data.js'
 import type { RunResult } from './lib/measure.js'
-import { POINT_SELECT_SCRIPT, TPCB_SCRIPT, pgbenchVersion, runPgbench } from './lib/pgbench.js'
+import { PIPELINED_INSERT_SCRIPT, POINT_SELECT_SCRIPT, TPCB_SCRIPT, pgbenchVersion, runPgbench } from './lib/pgbench.js'
 import { chartSvg, targetsMarkdown, workloadMarkdown, type Ratio, type Target, type WorkloadReport } from './lib/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -29,7 +29,7 @@ const repoRoot = join(here, here.includes(`${join('dist', 'bench')}`) ? '../..' 
 const ext = extname(fileURLToPath(import.meta.url))
 const reps = numArg('reps', 3)
 const seconds = numArg('seconds', 10)
-const WORKLOAD_IDS = ['w1', 'w1orm', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w9', 'w10']
+const WORKLOAD_IDS = ['w1', 'w1orm', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w8', 'w9', 'w10']
 const only = new Set(arg('only', WORKLOAD_IDS.join(',')).split(','))
 
 interface Peer {
@@ -73,6 +73,7 @@ const WORKLOADS: Workload[] = [
     args: ['--workers', '64', '--max', '10'],
     peers: [
       { name: 'tidepool' },
+      { name: 'tidepool+pipeline' },
       { name: 'tidepool+features' },
       { name: 'tidepool/pg-driver' },
       { name: 'pg-named' },
@@ -89,6 +90,10 @@ const WORKLOADS: Workload[] = [
       { of: 'tidepool', to: 'pg-unnamed' },
       { of: 'tidepool', to: 'postgresjs' },
       { of: 'tidepool', to: 'pgbench' },
+      { of: 'tidepool+pipeline', to: 'pgbench' },
+      { of: 'tidepool+pipeline', to: 'tidepool' },
+      { of: 'tidepool+pipeline', to: 'tidepool', metric: 'p99' },
+      { of: 'postgresjs', to: 'tidepool', metric: 'p99' },
       { of: 'tidepool+features', to: 'tidepool' },
       { of: 'tidepool/pg-driver', to: 'pg-named' },
       { of: 'tidepool@pgbouncer', to: 'pg-unnamed@pgbouncer' },
@@ -158,6 +163,7 @@ const WORKLOADS: Workload[] = [
     args: ['--workers', '10', '--max', '10'],
     peers: [
       { name: 'tidepool' },
+      { name: 'tidepool+pipeline' },
       { name: 'tidepool/pg-driver' },
       { name: 'pg' },
       { name: 'postgresjs' },
@@ -168,6 +174,7 @@ const WORKLOADS: Workload[] = [
       { of: 'tidepool', to: 'postgresjs' },
       { of: 'tidepool', to: 'pgbench' },
       { of: 'tidepool/pg-driver', to: 'pg' },
+      { of: 'tidepool+pipeline', to: 'tidepool' },
     ],
   },
   {
@@ -191,6 +198,23 @@ const WORKLOADS: Workload[] = [
       { of: 'token', to: 'direct' },
     ],
     needsReplica: true,
+  },
+  {
+    id: 'w8',
+    title: 'W8 1,000 inserts per operation on one connection: executeMany vs a pg loop (in a transaction), one multi-row INSERT, pgbench pipelined',
+    script: 'workers/execute-many',
+    args: ['--rows', '1000'],
+    peers: [
+      { name: 'tidepool executeMany', driver: 'tidepool-executemany' },
+      { name: 'pg loop', driver: 'pg-loop' },
+      { name: 'pg multi-row INSERT', driver: 'pg-multirow' },
+      { name: 'pgbench pipelined', pgbench: { clients: 1, mode: 'prepared', script: PIPELINED_INSERT_SCRIPT(W8_TABLE, 1_000) } },
+    ],
+    ratios: [
+      { of: 'tidepool executeMany', to: 'pg loop' },
+      { of: 'tidepool executeMany', to: 'pg multi-row INSERT' },
+      { of: 'tidepool executeMany', to: 'pgbench pipelined' },
+    ],
   },
   {
     id: 'w9',
@@ -235,6 +259,8 @@ const TARGETS: Target[] = [
   { workload: 'w2', of: 'tidepool', to: 'postgresjs', metric: 'p50', threshold: 1, label: 'W2 p50 ≤ postgres.js' },
   { workload: 'w3', of: 'tidepool', to: 'generic-pool', threshold: 2, label: 'W3 ≥ 2 × generic-pool' },
   { workload: 'w1orm', of: 'kysely/tidepool', to: 'kysely/pg.Pool', threshold: 1, label: 'W1 through Kysely: TidepoolDialect ≥ PostgresDialect on pg.Pool' },
+  { workload: 'w1', of: 'tidepool+pipeline', to: 'pgbench', threshold: 1, label: 'W1 with pipelining ≥ 1.0 × pgbench -M prepared -c 10' },
+  { workload: 'w1', of: 'tidepool+pipeline', to: 'tidepool', metric: 'p99', threshold: 1.5, label: 'W1 with pipelining: p99 ≤ 1.5 × Tidepool without' },
   { workload: 'w1', of: 'tidepool+features', to: 'tidepool', threshold: 0.95, label: 'W1 with leak detection, a query listener and stats every second: cost ≤ 5 %' },
   { workload: 'w9', of: 'tidepool copyFrom', to: 'pg-copy-streams from', metric: 'maxLagMs', threshold: 1, label: 'W9 copyFrom: worst event loop delay ≤ pg-copy-streams' },
   { workload: 'w9', of: 'tidepool copyFrom', to: 'pg-copy-streams from', threshold: 0.9, label: 'W9 copyFrom rows/s ≥ 0.9 × pg-copy-streams' },
@@ -292,6 +318,7 @@ async function main(): Promise<void> {
     }
   }
   if (selected.some((w) => w.needsData && available(w))) await ensureData(url)
+  if (selected.some((w) => w.id === 'w8' && available(w))) await ensureW8Table(url)
   const server = await serverVersion(url)
   const pgbench = findSystemTool('pgbench', Number(server.split('.')[0]))
   const pgbouncerBinary = findPgBouncer()

@@ -60,3 +60,18 @@ export function accountIds(count = 1 << 16): Int32Array {
   }
   return ids
 }
+
+/** W8's table: 1,000 inserts per operation. */
+export const W8_TABLE = 'bench_w8'
+export const W8_INSERT = `INSERT INTO ${W8_TABLE} (a, b) VALUES ($1, $2)`
+
+export async function ensureW8Table(url: string): Promise<void> {
+  const client = new pg.Client(url)
+  await client.connect()
+  try {
+    await client.query(`CREATE TABLE IF NOT EXISTS ${W8_TABLE} (a bigint, b text)`)
+    await client.query(`TRUNCATE ${W8_TABLE}`)
+  } finally {
+    await client.end()
+  }
+}

@@ -25,6 +25,10 @@ const TICKS_PER_SECOND = (() => {
 
 export const POINT_SELECT_SCRIPT = (accounts: number) => `\\set aid random(1, ${accounts})\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n`
 
+/** W8 for pgbench: `rows` inserts sent as one pipeline (one Sync at \\endpipeline: one implicit transaction). */
+export const PIPELINED_INSERT_SCRIPT = (table: string, rows: number) =>
+  `\\set base random(1, 1000000000)\n\\startpipeline\n${Array.from({ length: rows }, (_, k) => `INSERT INTO ${table} (a, b) VALUES (:base, 'row ${k}');\n`).join('')}\\endpipeline\n`
+
 export const TPCB_SCRIPT = (scale: number) => `\\set aid random(1, ${100_000 * scale})
 \\set bid random(1, ${scale})
 \\set tid random(1, ${10 * scale})

@@ -11,7 +11,7 @@ export interface Ratio {
    * ops: throughput ratio (higher is better); p50: latency ratio (lower is better); any other name:
    * that figure of the rows' `extra` (lower is better).
    */
-  metric?: 'ops' | 'p50' | (string & {})
+  metric?: 'ops' | 'p50' | 'p99' | (string & {})
 }
 
 export interface Target extends Ratio {
@@ -48,6 +48,7 @@ function valueOf(w: WorkloadReport, peer: string, metric: string): number | unde
   if (!rs || rs.length === 0) return undefined
   if (metric === 'ops') return med(rs, (r) => r.opsPerSec)
   if (metric === 'p50') return med(rs, (r) => r.p50Ms)
+  if (metric === 'p99') return med(rs, (r) => r.p99Ms)
   const values = rs.map((r) => r.extra?.[metric]).filter((v): v is number => v !== undefined)
   return values.length ? median(values) : undefined
 }

@@ -1,7 +1,8 @@
 // W1/W2: point select on pgbench_accounts through one driver, in its own process so peers do not
 // share a JIT, a heap or an event loop. Prints one JSON line with the RunResult.
 //
-//   --driver tidepool | tidepool+features | tidepool/pg-driver | pg-named | pg-unnamed | postgresjs
+//   --driver tidepool | tidepool+features | tidepool+pipeline | tidepool/pg-driver | pg-named | pg-unnamed | postgresjs
+//   --pipeline-depth N   for tidepool+pipeline (default 8): pipelineDepth of the pool
 //   --via pgbouncer   the URL is a PgBouncer in transaction mode: no named prepared statements
 import pg from 'pg'
 import postgres from 'postgres'
@@ -20,6 +21,7 @@ const max = numArg('max', 10)
 const seconds = numArg('seconds', 10)
 const warmup = numArg('warmup', 2)
 const viaPgBouncer = arg('via', '') === 'pgbouncer'
+const pipelineDepth = numArg('pipeline-depth', 8)
 
 const ids = accountIds()
 const id = (i: number) => ids[i & 0xffff]!
@@ -29,6 +31,7 @@ let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool':
   case 'tidepool/pg-driver':
+  case 'tidepool+pipeline':
   case 'tidepool+features': {
     const features = driver === 'tidepool+features'
     const pool = await createPool(
@@ -43,6 +46,8 @@ switch (driver) {
         // What a production service would turn on: leak detection with call sites, a query-event
         // listener (as the observability layer attaches), and stats read every second.
         ...(features ? { leakWarningMs: 10_000 } : {}),
+        // Pipelining: with every connection busy, up to pipelineDepth statements share one.
+        ...(driver === 'tidepool+pipeline' ? { pipelineDepth } : {}),
       },
       { logger: silentLogger },
     )

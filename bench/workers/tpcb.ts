@@ -34,8 +34,18 @@ let op: () => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool':
+  case 'tidepool+pipeline':
   case 'tidepool/pg-driver': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, driver: driver === 'tidepool' ? 'tidepool' : 'pg', logger: silentLogger })
+    // tidepool+pipeline: pipelineDepth 8, which must change nothing here (transactions never share).
+    const pool = await createPool({
+      url,
+      size: max,
+      maxOverflow: 0,
+      minIdle: max,
+      driver: driver === 'tidepool/pg-driver' ? 'pg' : 'tidepool',
+      ...(driver === 'tidepool+pipeline' ? { pipelineDepth: 8 } : {}),
+      logger: silentLogger,
+    })
     const db = new Database(pool)
     op = () => {
       const { aid, bid, tid, delta } = draw()

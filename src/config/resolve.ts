@@ -406,6 +406,13 @@ function resolveSsl(input: DatabaseConfigInput['ssl'], fromUrl: ParsedUrl['ssl']
  * such path: that is an error saying where to set them.
  */
 function applyPoolerLimits(config: DatabaseConfig): void {
+  // PgBouncer may route each Sync-terminated statement of a pipeline to another server connection
+  // and (before 1.21) mixes up prepared statements across them: no pipelining through it.
+  if (config.pipelineDepth > 1) {
+    throw new ConfigError("pipelineDepth > 1 cannot be used with pooler 'pgbouncer-transaction': PgBouncer may send each statement of a pipeline to another server. Leave pipelineDepth at 1 there", {
+      key: 'pipelineDepth',
+    })
+  }
   if (Object.keys(config.serverSettings).length > 0) {
     throw new ConfigError(
       "serverSettings cannot be sent through PgBouncer (pooler: 'pgbouncer-transaction'): it refuses connections with startup parameters it does not know. " +
@@ -413,6 +420,15 @@ function applyPoolerLimits(config: DatabaseConfig): void {
       { key: 'serverSettings' },
     )
   }
+}
+
+/** TIDEPOOL_PIPELINE_DEPTH turns pipelining on for every pool that does not set pipelineDepth (not behind PgBouncer). */
+function envPipelineDepth(env: NodeJS.ProcessEnv): number | undefined {
+  const text = env.TIDEPOOL_PIPELINE_DEPTH || undefined
+  if (text === undefined) return undefined
+  const depth = Number(text)
+  if (!Number.isInteger(depth) || depth < 1 || depth > 64) throw new ConfigError(`TIDEPOOL_PIPELINE_DEPTH must be an integer from 1 to 64 (got ${JSON.stringify(text)})`, { key: 'pipelineDepth' })
+  return depth
 }
 
 export type ConfigSource = string | DatabaseConfigInput | undefined
@@ -506,6 +522,7 @@ export function resolveConfig(source?: ConfigSource, env: NodeJS.ProcessEnv = pr
     pooler: pick('pooler'),
     pgbouncerAdminUrl: input.pgbouncerAdminUrl,
     statementCacheSize: pick('statementCacheSize'),
+    pipelineDepth: pick('pipelineDepth', input.pooler === 'pgbouncer-transaction' ? undefined : envPipelineDepth(env)),
     keepAlive: pick('keepAlive', fromUrl.keepAlive),
     keepAliveInitialDelayMs: pick('keepAliveInitialDelayMs', fromUrl.keepAliveInitialDelayMs),
     warnOnSecondPool: pick('warnOnSecondPool'),

@@ -112,6 +112,7 @@ export const configInputSchema = z
       .regex(/^postgres(?:ql)?:\/\/[^/]+\/pgbouncer(?:\?.*)?$/, 'pgbouncerAdminUrl must name the admin console: postgres://user@host:6432/pgbouncer')
       .optional(),
     statementCacheSize: count('statementCacheSize', 0).optional(),
+    pipelineDepth: count('pipelineDepth', 1).max(64, 'pipelineDepth must be ≤ 64').optional(),
     keepAlive: z.boolean().optional(),
     keepAliveInitialDelayMs: nonNegMs('keepAliveInitialDelayMs').optional(),
     warnOnSecondPool: z.boolean({ error: 'warnOnSecondPool must be true or false' }).optional(),
@@ -179,6 +180,11 @@ export interface DatabaseConfig {
   /** PgBouncer's admin console; the Observer then reports SHOW POOLS / SHOW STATS. */
   pgbouncerAdminUrl: string | undefined
   statementCacheSize: number
+  /**
+   * Statements in flight per connection for one-statement calls when every connection is busy and
+   * callers wait (1 = no pipelining). See pool/pipeline.ts for what may share a connection.
+   */
+  pipelineDepth: number
   keepAlive: boolean
   keepAliveInitialDelayMs: number
   /** Warn when createPool opens a second pool to this server, database and user in the process. */
@@ -218,6 +224,8 @@ export const DEFAULTS: Tunables = {
   statementMode: 'named',
   pooler: 'none',
   statementCacheSize: 100,
+  // Off by default: sharing a connection changes who waits behind a slow statement.
+  pipelineDepth: 1,
   keepAlive: true,
   keepAliveInitialDelayMs: 30_000,
   warnOnSecondPool: true,

@@ -218,6 +218,14 @@ export class QueryError extends TidepoolError {
 /** The server cancelled the statement (statement_timeout, pg_cancel_backend, or our CancelRequest). */
 export class QueryCanceledError extends QueryError {}
 
+/**
+ * Pipelining (pool option pipelineDepth): a CancelRequest sent for another caller's statement
+ * ahead of this one on the same connection landed after that statement had finished and cancelled
+ * this one instead. This statement ran in its own implicit transaction, which was rolled back: it
+ * did not take effect and is safe to run again (one-statement calls do so once by themselves).
+ */
+export class PipelineCancelError extends QueryCanceledError {}
+
 /** A per-call `timeoutMs` expired; a CancelRequest was sent to the server. */
 export class QueryTimeoutError extends TidepoolError {
   readonly timeoutMs: number

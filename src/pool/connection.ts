@@ -14,6 +14,7 @@ import { tlsOptionsFor } from '../config/tls.js'
 import { LeaseError } from '../errors/index.js'
 import { sendCancelRequest } from './cancel.js'
 import { matchesTargetSessionAttrs, ROLE_QUERY } from './connect.js'
+import type { Pipe } from './pipeline.js'
 import type { Session, TransactionStatus } from './session.js'
 
 export type ConnectionState = 'opened' | 'idle' | 'leased' | 'running' | 'returning' | 'closed'
@@ -80,6 +81,8 @@ export class PooledConnection implements ConnectionInfo {
   draining = false
   /** When the server was last known to be alive (and of the wanted role): opened or pinged. */
   verifiedAt: number
+  /** While checkouts share it (pipelining): who shares it and what is on the wire. Pool-owned. */
+  pipe: Pipe | undefined = undefined
 
   /** Prepare statements with parameters under a per-connection name (statementMode 'named'). */
   readonly namedStatements: boolean

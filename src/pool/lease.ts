@@ -10,6 +10,7 @@
 import { AbortError, LeaseError, QueryTimeoutError, ResultDecodeError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection, TransactionStatus } from './connection.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
+import { runPipelined, sessionStatement, type ShareMode } from './pipeline.js'
 import type { SessionResult, Statement, TypeParsers } from './session.js'
 
 /** One statement for Lease.run. */
@@ -58,15 +59,33 @@ export class Lease {
   readonly #conn: PooledConnection
   readonly #owner: LeaseOwner
   #released = false
+  /** Set when this checkout shares its connection (pipelining); see pipeline.ts. */
+  readonly #share: ShareMode | undefined
+  /** This lease's statements on the wire (a shared connection counts everyone's). */
+  #running = 0
+  /** @internal When the pool handed it out (performance.now()); a shared connection has several holders. */
+  readonly acquiredAt: number
 
   static {
     connectionOfLease = (lease) => lease.#conn
   }
 
   /** @internal The pool creates leases; callers get them from pool.acquire(). */
-  constructor(owner: LeaseOwner, conn: PooledConnection) {
+  constructor(owner: LeaseOwner, conn: PooledConnection, share?: ShareMode, acquiredAt = 0) {
     this.#owner = owner
     this.#conn = conn
+    this.#share = share
+    this.acquiredAt = acquiredAt
+  }
+
+  /** @internal How this checkout shares its connection, if it does (pipelining). */
+  get share(): ShareMode | undefined {
+    return this.#share
+  }
+
+  /** @internal Whether a statement of this lease is still on the wire. */
+  get running(): boolean {
+    return this.#running > 0
   }
 
   // ---------------------------------------------------------------- read-only views
@@ -127,7 +146,21 @@ export class Lease {
   run(statement: LeaseStatement, options?: LeaseRunOptions): Promise<SessionResult> {
     const conn = this.#conn
     if (this.#released || conn.state === 'closed') return Promise.reject(this.refusal('run a statement'))
-    return runOn(conn, statement, options)
+    if (this.#share === undefined) return runOn(conn, statement, options)
+    return this.#runShared(conn, statement, options)
+  }
+
+  async #runShared(conn: PooledConnection, statement: LeaseStatement, options: LeaseRunOptions | undefined): Promise<SessionResult> {
+    this.#running++
+    try {
+      return await runPipelined(conn, statement, options)
+    } finally {
+      this.#running--
+    }
+  }
+
+  private refuseShared(what: string): void {
+    if (this.#share !== undefined) throw new LeaseError(`cannot ${what} on a lease that shares its connection (pipelining); acquire a lease of your own`)
   }
 
   /** Whether the driver sends a batch of one statement's sets in one round trip (runBatch). */
@@ -143,6 +176,7 @@ export class Lease {
   async runBatch(text: string, sets: readonly (readonly unknown[])[]): Promise<number> {
     const conn = this.#conn
     if (this.#released || conn.state === 'closed') throw this.refusal('run a batch')
+    this.refuseShared('run a batch')
     const client = conn.client
     if (client.runBatch === undefined) throw new LeaseError('this driver cannot run a batch in one round trip; run the statements one by one')
     conn.beginRun()
@@ -163,6 +197,7 @@ export class Lease {
   async copyIn(sql: string, chunks: AsyncIterable<string | Buffer>): Promise<number> {
     const conn = this.#conn
     if (this.#released || conn.state === 'closed') throw this.refusal('run COPY')
+    this.refuseShared('run COPY')
     conn.beginRun()
     try {
       return await conn.client.copyFrom(sql, chunks)
@@ -179,6 +214,7 @@ export class Lease {
   async *copyOut(sql: string): AsyncGenerator<Buffer> {
     const conn = this.#conn
     if (this.#released || conn.state === 'closed') throw this.refusal('run COPY')
+    this.refuseShared('run COPY')
     conn.beginRun()
     let finished = false
     try {
@@ -241,13 +277,6 @@ export class Lease {
 /** @internal For the pool only: the connection behind a lease. */
 export function connectionOf(lease: Lease): PooledConnection {
   return connectionOfLease(lease)
-}
-
-function sessionStatement(conn: PooledConnection, s: LeaseStatement): Statement {
-  const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude, types: s.types }
-  const prepare = s.prepare
-  if ((prepare === true || (s.values !== undefined && s.values.length > 0)) && conn.namedStatements && prepare !== false) statement.name = conn.statementName(s.text)
-  return statement
 }
 
 async function runOn(conn: PooledConnection, s: LeaseStatement, options: LeaseRunOptions | undefined): Promise<SessionResult> {

@@ -3,8 +3,9 @@
 // running; the statement is named as the holder in leak reports; and a statement the server never
 // ran because the session was already ended under it (a restart, pg_terminate_backend) runs once
 // more on a fresh connection.
-import { ConnectionLostError } from '../errors/index.js'
+import { ConnectionLostError, PipelineCancelError } from '../errors/index.js'
 import type { Lease } from './lease.js'
+import { isPipelinable, type ShareMode } from './pipeline.js'
 import type { AcquireOptions, Pool } from './pool.js'
 import { now } from '../util/time.js'
 
@@ -36,15 +37,24 @@ export async function withStatementLease<T>(
   const { leakWarningMs, leakReclaimMs, acquireTimeoutMs } = pool.config
   // One statement and straight back: a leak report names the statement rather than a stack.
   const holder = leakWarningMs > 0 || leakReclaimMs > 0 ? `statement: ${sql}` : undefined
+  // Pipelining: a statement that leaves nothing in the session may share a busy connection; one
+  // that may be cancelled goes last, so its cancel cannot reach another caller's statement.
+  const cancellable = options?.signal !== undefined || options?.timeoutMs !== undefined
+  const share: ShareMode | undefined = pool.pipelineDepth > 1 && isPipelinable(sql) ? (cancellable ? 'last' : 'share') : undefined
   for (let attempt = 0; ; attempt++) {
     const acquire: AcquireOptions | undefined =
-      options === undefined && holder === undefined
+      options === undefined && holder === undefined && share === undefined
         ? undefined
-        : { signal: options?.signal, timeoutMs: deadline === undefined ? undefined : Math.max(1, Math.min(deadline - now(), acquireTimeoutMs)), holder }
+        : { signal: options?.signal, timeoutMs: deadline === undefined ? undefined : Math.max(1, Math.min(deadline - now(), acquireTimeoutMs)), holder, share }
     const lease = await pool.acquire(acquire)
     try {
       return await work(lease, deadline)
     } catch (err) {
+      if (attempt === 0 && err instanceof PipelineCancelError) {
+        // Rolled back by a cancel meant for another statement on the shared connection.
+        pool.logger.warn('a pipelined statement was cancelled by a cancel meant for another; running it once more', { pool: pool.name, pid: lease.pid })
+        continue
+      }
       if (attempt > 0 || !(err instanceof ConnectionLostError) || err.executed !== 'no' || TRANSACTION_CONTROL.test(sql)) throw err
       pool.logger.warn('the server ended the session before it ran the statement; running it once more on another connection', {
         pool: pool.name,

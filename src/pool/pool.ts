@@ -19,6 +19,7 @@ import { openClient } from './connect.js'
 import { PooledConnection, type ConnectionInfo } from './connection.js'
 import { connectionOf, Lease } from './lease.js'
 import { EventHub } from './events.js'
+import { Sharing, type ShareMode } from './pipeline.js'
 import { FifoQueue } from './queue.js'
 import type { Notice } from './session.js'
 import { Sampler, type Percentiles } from './sampler.js'
@@ -43,6 +44,12 @@ export interface AcquireOptions {
    * then not captured: a stack costs microseconds per checkout). Database passes the statement.
    */
   holder?: string | undefined
+  /**
+   * @internal The checkout runs single statements that leave nothing in the session: with
+   * pipelineDepth > 1 it may share a busy connection ('last': it may be cancelled, so nothing
+   * joins behind it). Set by withStatementLease only (pool/pipeline.ts says what qualifies).
+   */
+  share?: ShareMode | undefined
 }
 
 export interface ReleaseOptions {
@@ -84,6 +91,8 @@ export interface PoolStats {
   discarded: number
   /** Connections retired by drain(), or because their server no longer matched targetSessionAttrs. */
   drained: number
+  /** Checkouts that shared a busy connection (pipelining, pipelineDepth > 1). */
+  pipelined: number
   waitMs: Percentiles
   holdMs: Percentiles
 }
@@ -106,12 +115,18 @@ export interface PoolEvents {
 
 interface Waiter {
   done: boolean
-  resolve: (conn: PooledConnection) => void
+  /** With its lease: handOff checks the connection out for the waiter (or starts its pre-ping). */
+  resolve: (lease: Lease | Promise<Lease>) => void
   reject: (err: Error) => void
   deadline: number
   timeoutMs: number
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
+  share: ShareMode | undefined
+  start: number
+  options: AcquireOptions | undefined
+  /** The acquirer's stack, for leak reports (only with leak detection and no holder). */
+  site: { stack?: string } | undefined
 }
 
 
@@ -137,6 +152,8 @@ export class Pool {
   private connectBackoffMs = 0
   private lastConnectError: ConnectError | undefined
   private readonly pendingWork = new Set<Promise<unknown>>()
+  /** Connections shared by one-statement checkouts (pipelining); undefined when pipelineDepth is 1. */
+  private readonly sharing: Sharing | undefined
   private closePromise: Promise<void> | undefined
   /** The reset query (DISCARD ALL, DEALLOCATE ALL) also drops prepared statements. */
   private readonly resetDropsStatements: boolean
@@ -163,6 +180,7 @@ export class Pool {
     reclaimed: 0,
     discarded: 0,
     drained: 0,
+    pipelined: 0,
   }
   private readonly waitSampler = new Sampler()
   private readonly holdSampler = new Sampler()
@@ -184,11 +202,18 @@ export class Pool {
     this.resetDropsStatements = /\b(discard\s+all|deallocate\s+(prepare\s+)?all)\b/i.test(this.config.resetQuery ?? '')
     // prefer-standby accepts any server in the end, so there is no role to lose.
     this.checksRole = this.config.targetSessionAttrs !== 'any' && this.config.targetSessionAttrs !== 'prefer-standby'
+    // The pg driver sends one statement at a time (pg.Client queues the rest): nothing to share.
+    this.sharing = this.config.pipelineDepth > 1 && this.config.driver === 'tidepool' ? new Sharing(this.config.pipelineDepth) : undefined
     this.startHousekeeping()
   }
 
   get name(): string {
     return this.config.name
+  }
+
+  /** Statements one connection may carry at once for one-statement calls (1: no pipelining). */
+  get pipelineDepth(): number {
+    return this.sharing?.depth ?? 1
   }
 
   get state(): PoolState {
@@ -212,41 +237,76 @@ export class Pool {
    * ConnectError instead. The caller must release the lease exactly once (`lease.release()` or
    * `pool.release(lease)`); prefer Database.withConnection/transaction.
    */
-  async acquire(options?: AcquireOptions): Promise<Lease> {
-    if (this._state !== 'open') throw new PoolClosedError()
-    const signal = options?.signal
-    if (signal?.aborted) throw new AbortError()
+  acquire(options?: AcquireOptions): Promise<Lease> {
+    if (this._state !== 'open') return Promise.reject(new PoolClosedError())
+    if (options?.signal?.aborted) return Promise.reject(new AbortError())
     // A clock read costs about 0.2 µs on some VMs: one here and one at release, reused after.
-    const start = now()
-    const timeoutMs = options?.timeoutMs ?? this.config.acquireTimeoutMs
-    for (;;) {
-      let conn = this.waitingCount === 0 ? this.takeIdle(start) : undefined
-      let t = start
-      if (conn === undefined) {
-        conn = await this.waitForConnection(start + timeoutMs, timeoutMs, signal)
-        t = conn.idleSince // handOff stamps the moment it gave it to us
-      }
-      if (conn.verifiedAt < this.revalidateAt || this.needsPrePing(conn, t)) {
-        const outcome = this.checksRole
-          ? await conn.checkRole(this.config.prePingTimeoutMs, this.config.targetSessionAttrs)
-          : (await conn.ping(this.config.prePingTimeoutMs)) ? 'ok' : 'failed'
-        if (outcome !== 'ok') {
-          if (outcome === 'mismatch') {
-            this.drainRoleChange(conn) // marks this one too; it is checked out, so close it here
-            this.discard(conn, 'server no longer matches targetSessionAttrs')
-          } else {
-            this.counters.prePingFailures++
-            this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
-            this.discard(conn, 'pre-ping failed')
-          }
-          if (this._state !== 'open') throw new PoolClosedError()
-          continue
-        }
-        t = now()
-        conn.verifiedAt = t
-      }
-      return this.checkout(conn, start, t, options?.holder)
+    try {
+      return this.obtain(now(), options)
+    } catch (err) {
+      return Promise.reject(err as Error) // a promise either way, as from an async function
     }
+  }
+
+  /**
+   * The hand-off path, kept free of async frames (W3 measures it): an idle connection or a share
+   * is a lease at once; a waiter is handed its lease by handOff. Only a connection that must be
+   * checked first (pre-ping, role) goes through an async step.
+   */
+  private obtain(start: number, options: AcquireOptions | undefined): Promise<Lease> {
+    const share = this.sharing !== undefined ? options?.share : undefined
+    if (this.waitingCount === 0) {
+      const conn = this.takeIdle(start)
+      if (conn !== undefined) {
+        if (this.mustCheck(conn, start)) return this.checkThenCheckout(conn, start, start, options, this.siteFor(options), true)
+        return Promise.resolve(this.checkout(conn, start, start, options, false, this.siteFor(options), true))
+      }
+      if (share !== undefined && this.all.size + this.opening >= this.limit) {
+        // Every connection is busy and none can be opened: share one (pipelining) rather than wait.
+        const shared = this.sharing!.joinable(this.revalidateAt)
+        if (shared) {
+          this.counters.pipelined++
+          this.sharing!.join(shared, share)
+          return Promise.resolve(this.checkout(shared, start, start, options, true, undefined, true))
+        }
+      }
+    }
+    return this.waitForConnection(start, options, share)
+  }
+
+  private mustCheck(conn: PooledConnection, t: number): boolean {
+    return conn.verifiedAt < this.revalidateAt || this.needsPrePing(conn, t)
+  }
+
+  /** Pre-ping (and role check) before the checkout; a failed one is replaced and the caller tries again. */
+  private async checkThenCheckout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, site: { stack?: string } | undefined, emit: boolean): Promise<Lease> {
+    const outcome = this.checksRole
+      ? await conn.checkRole(this.config.prePingTimeoutMs, this.config.targetSessionAttrs)
+      : (await conn.ping(this.config.prePingTimeoutMs)) ? 'ok' : 'failed'
+    if (outcome !== 'ok') {
+      if (outcome === 'mismatch') {
+        this.drainRoleChange(conn) // marks this one too; it is checked out, so close it here
+        this.discard(conn, 'server no longer matches targetSessionAttrs')
+      } else {
+        this.counters.prePingFailures++
+        this.logger.warn('pre-ping failed; replacing the connection', { pool: this.name, pid: conn.pid })
+        this.discard(conn, 'pre-ping failed')
+      }
+      if (this._state !== 'open') throw new PoolClosedError()
+      return this.obtain(start, options)
+    }
+    t = now()
+    conn.verifiedAt = t
+    return this.checkout(conn, start, t, options, false, site, emit)
+  }
+
+  /** The acquirer's stack for leak reports, taken while its frames are on the stack; undefined when not needed. */
+  private siteFor(options: AcquireOptions | undefined): { stack?: string } | undefined {
+    if ((this.config.leakWarningMs <= 0 && this.config.leakReclaimMs <= 0) || options?.holder !== undefined) return undefined
+    // V8 formats the stack only if a leak is reported, but collecting the frames is not free.
+    const site: { stack?: string } = {}
+    Error.captureStackTrace(site, this.acquire)
+    return site
   }
 
   private takeIdle(t: number): PooledConnection | undefined {
@@ -271,33 +331,61 @@ export class Pool {
     return t - conn.idleSince >= this.config.prePingIdleMs
   }
 
-  private checkout(conn: PooledConnection, start: number, t: number, holder: string | undefined): Lease {
-    conn.acquiredAt = t
+  /**
+   * `emit`: send the 'acquire' event now. A waiter's lease is checked out by whoever freed the
+   * connection (handOff), in that caller's async context; its event goes out from the waiter's own
+   * context instead (waitForConnection), where tracing (OpenTelemetry) looks for its parent span.
+   */
+  private checkout(conn: PooledConnection, start: number, t: number, options: AcquireOptions | undefined, joined: boolean, site: { stack?: string } | undefined, emit: boolean): Lease {
     conn.uses++
-    conn.leakReported = false
-    if (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0) {
-      conn.holder = holder
-      if (holder === undefined) {
-        // V8 formats the stack only if a leak is reported, but collecting the frames is not free.
-        const site: { stack?: string } = {}
-        Error.captureStackTrace(site, this.acquire)
+    if (!joined) {
+      // A share of a connection already out keeps the first sharer's holder, leak clock and stack.
+      conn.acquiredAt = t
+      conn.leakReported = false
+      if (this.config.leakWarningMs > 0 || this.config.leakReclaimMs > 0) {
+        conn.holder = options?.holder
         conn.acquireSite = site
       }
     }
     this.counters.acquires++
     const waitMs = t - start
     this.waitSampler.record(waitMs)
-    if (this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
-    return new Lease(this, conn)
+    if (emit && this.events.has('acquire')) this.events.emit('acquire', { connection: conn, waitMs })
+    const share = this.sharing !== undefined ? options?.share : undefined
+    if (share === undefined) return new Lease(this, conn)
+    const lease = new Lease(this, conn, share, t)
+    if (!joined) {
+      this.sharing!.host(conn, share)
+      this.shareWithWaiters(conn)
+    }
+    return lease
   }
 
-  private waitForConnection(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<PooledConnection> {
+  /** Give shares of `conn` to the oldest waiters while they may share and it has room (FIFO kept: never past a waiter that may not). */
+  private shareWithWaiters(conn: PooledConnection): void {
+    const sharing = this.sharing!
+    for (;;) {
+      const waiter = this.waiters.peek()
+      if (waiter === undefined || waiter.share === undefined || !sharing.canJoin(conn, this.revalidateAt)) return
+      this.waiters.shift()
+      this.settleWaiter(waiter)
+      sharing.join(conn, waiter.share)
+      this.counters.pipelined++
+      waiter.resolve(this.checkout(conn, waiter.start, now(), waiter.options, true, undefined, false))
+    }
+  }
+
+  private waitForConnection(start: number, options: AcquireOptions | undefined, share: ShareMode | undefined): Promise<Lease> {
     // Nothing is open, the last attempt to connect failed and the next is scheduled: waiting
     // could only end in a PoolTimeoutError (the backoff may exceed acquireTimeoutMs), so say now
     // why there is no connection. One attempt per backoff, not one per caller, reaches the server.
     if (this.retryTimer && this.lastConnectError && this.all.size === 0 && this.opening === 0) return Promise.reject(this.stillUnreachable(this.lastConnectError))
-    return new Promise<PooledConnection>((resolve, reject) => {
-      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined }
+    const timeoutMs = options?.timeoutMs ?? this.config.acquireTimeoutMs
+    const deadline = start + timeoutMs
+    const signal = options?.signal
+    const site = this.siteFor(options)
+    const waiting = new Promise<Lease>((resolve, reject) => {
+      const waiter: Waiter = { done: false, resolve, reject, deadline, timeoutMs, signal, onAbort: undefined, share, start, options, site }
       if (signal) {
         waiter.onAbort = () => {
           if (waiter.done) return
@@ -310,6 +398,13 @@ export class Pool {
       this.waitingCount++
       this.armWaitTimer(deadline)
       this.openForWaiters()
+    })
+    if (!this.events.has('acquire')) return waiting
+    // The event from the waiter's async context (a reaction runs in the context that registered it).
+    return waiting.then((lease) => {
+      const conn = connectionOf(lease)
+      this.events.emit('acquire', { connection: conn, waitMs: (lease.share === undefined ? conn.acquiredAt : lease.acquiredAt) - start })
+      return lease
     })
   }
 
@@ -493,8 +588,21 @@ export class Pool {
     // Closed under its holder: nothing to return.
     if (conn.state === 'closed') return
     const t = now()
-    const holdMs = t - conn.acquiredAt
+    const share = lease.share
+    const holdMs = t - (share === undefined ? conn.acquiredAt : lease.acquiredAt)
     this.holdSampler.record(holdMs)
+    if (share !== undefined) {
+      // A share goes back; the connection itself only with the last one. Its own statement still
+      // on the wire (or destroy) means the connection cannot be trusted: closed once all are back.
+      if (options?.destroy || lease.running) conn.retiredFor ??= options?.destroy ? 'destroyed by caller' : 'returned mid-query (pipelined)'
+      if (this.sharing!.leave(conn, share)) {
+        // The others are making progress: the leak clock restarts, and the free share goes to the oldest waiter.
+        conn.acquiredAt = t
+        if (this.events.has('release')) this.events.emit('release', { connection: conn, holdMs })
+        this.shareWithWaiters(conn)
+        return
+      }
+    }
     if (conn.leakReported) {
       this.logger.warn('a connection reported as leaked was returned', { pool: this.name, pid: conn.pid, heldMs: Math.round(holdMs) })
     }
@@ -567,7 +675,8 @@ export class Pool {
     if (waiter) {
       this.settleWaiter(waiter)
       conn.moveTo('leased')
-      waiter.resolve(conn)
+      if (this.mustCheck(conn, t)) waiter.resolve(this.checkThenCheckout(conn, waiter.start, t, waiter.options, waiter.site, false))
+      else waiter.resolve(this.checkout(conn, waiter.start, t, waiter.options, false, waiter.site, false))
       return
     }
     if (this.all.size > this.size) {
@@ -585,6 +694,7 @@ export class Pool {
   /** Close a connection and repair: serve waiters with a new one, or refill minIdle. */
   private discard(conn: PooledConnection, reason: string): void {
     if (!this.all.delete(conn)) return
+    this.sharing?.forget(conn)
     this.counters.closed++
     this.track(conn.close(reason))
     if (this.events.has('close')) this.events.emit('close', { connection: conn, reason })

@@ -23,6 +23,16 @@ export class FifoQueue<T extends { done: boolean }> {
     return undefined
   }
 
+  /** The oldest entry that is not done, left in the queue. */
+  peek(): T | undefined {
+    while (this.head < this.items.length) {
+      const item = this.items[this.head]
+      if (item && !item.done) return item
+      this.items[this.head++] = undefined
+    }
+    return undefined
+  }
+
   /** Entries still waiting, oldest first. */
   *live(): IterableIterator<T> {
     for (let i = this.head; i < this.items.length; i++) {

@@ -424,8 +424,22 @@ export class WireSession implements Session {
   }
 
   private send(request: Request): void {
+    // Written behind a request still in flight (pipelining): the server is busy anyway, so the
+    // writes of everyone resumed in this turn of the event loop go out as one (one syscall, one
+    // wake-up of the server). Alone on the session, a statement is written at once.
+    if (this.queue.length > 0 && !this.corked) {
+      this.corked = true
+      this.socket.cork()
+      process.nextTick(this.uncork)
+    }
     this.queue.push(request)
     this.socket.write(this.writer.take())
+  }
+
+  private corked = false
+  private readonly uncork = () => {
+    this.corked = false
+    this.socket.uncork()
   }
 
   private closedError(): Error {
