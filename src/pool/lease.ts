@@ -10,7 +10,7 @@
 import { AbortError, LeaseError, QueryTimeoutError, ResultDecodeError, type TidepoolError } from '../errors/index.js'
 import type { PooledConnection, TransactionStatus } from './connection.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
-import type { SessionResult, Statement } from './session.js'
+import type { Notice, SessionNotification, SessionResult, Statement, TypeParserSource } from './session.js'
 
 /** One statement for Lease.run. */
 export interface LeaseStatement {
@@ -24,6 +24,10 @@ export interface LeaseStatement {
   rowMode?: 'array' | undefined
   /** A statement without parameters (a transaction's BEGIN) sent first, in the same round trip. */
   prelude?: string | undefined
+  /** Parse the results with these parsers instead of the pool's (the pg-compatible layer passes pg's). */
+  types?: TypeParserSource | undefined
+  /** Keep each result of a multi-statement text in `results`, as pg does. */
+  allResults?: boolean | undefined
 }
 
 export interface LeaseRunOptions {
@@ -194,6 +198,23 @@ export class Lease {
     return this.#conn.ping(timeoutMs)
   }
 
+  /**
+   * Say what holds this checkout, for leak reports (in place of the acquirer's stack): e.g. the
+   * last statement an ORM ran on it. Only a description; it changes nothing else.
+   */
+  describeHolder(holder: string): void {
+    if (!this.#released) this.#conn.holder = holder
+  }
+
+  /**
+   * Hear this session's notices and NOTIFY deliveries while the lease is held (one listener set
+   * per lease; the pool drops it on release).
+   */
+  listen(listeners: { notice?: (notice: Notice) => void; notification?: (n: SessionNotification) => void }): void {
+    if (this.#released) throw this.refusal('listen')
+    this.#conn.holderListeners = listeners
+  }
+
   // ---------------------------------------------------------------- giving it back
 
   /**
@@ -235,6 +256,8 @@ export function connectionOf(lease: Lease): PooledConnection {
 
 function sessionStatement(conn: PooledConnection, s: LeaseStatement): Statement {
   const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude }
+  if (s.types !== undefined) statement.types = s.types
+  if (s.allResults) statement.allResults = true
   const prepare = s.prepare
   if ((prepare === true || (s.values !== undefined && s.values.length > 0)) && conn.namedStatements && prepare !== false) statement.name = conn.statementName(s.text)
   return statement

@@ -117,20 +117,24 @@ export class PgSession implements Session {
 
   private async send(statement: Statement): Promise<SessionResult> {
     if (statement.prelude !== undefined) await this.client.query(statement.prelude)
-    const { text, values, name, rowMode } = statement
+    const { text, values, name, rowMode, types } = statement
     const hasValues = values !== undefined && values.length > 0
     // A pg.Query is passed as is; a plain config object would be cloned property by property.
-    const query = !hasValues && !statement.extended && name === undefined && rowMode === undefined
+    const query = !hasValues && !statement.extended && name === undefined && rowMode === undefined && types === undefined
       ? text
-      : new pg.Query({ text, values: values as unknown[] | undefined, name, rowMode, queryMode: statement.extended ? 'extended' : undefined } as pg.QueryConfig)
-    if (typeof query === 'string') {
-      // Several statements in one text give an array of results; like the wire driver, the last one wins.
-      const result = (await this.client.query(query)) as SessionResult | SessionResult[]
-      return Array.isArray(result) ? result[result.length - 1]! : result
+      : new pg.Query({ text, values: values as unknown[] | undefined, name, rowMode, types, queryMode: statement.extended ? 'extended' : undefined } as pg.QueryConfig)
+    // Several statements in one text give an array of results; like the wire driver, the last one
+    // wins, and with allResults the array is kept in `results`.
+    const last = (result: SessionResult | SessionResult[]): SessionResult => {
+      if (!Array.isArray(result)) return result
+      const final = result[result.length - 1]!
+      if (statement.allResults && result.length > 1) final.results = result
+      return final
     }
+    if (typeof query === 'string') return last((await this.client.query(query)) as SessionResult | SessionResult[])
     return new Promise<SessionResult>((resolve, reject) => {
-      ;(query as unknown as { callback: (err: Error | null, res: SessionResult) => void }).callback = (err, res) => {
-        if (!err) return resolve(res)
+      ;(query as unknown as { callback: (err: Error | null, res: SessionResult | SessionResult[]) => void }).callback = (err, res) => {
+        if (!err) return resolve(last(res))
         hideStatementName(err, name)
         reject(err)
       }

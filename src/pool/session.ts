@@ -26,6 +26,13 @@ export interface SessionResult<R = any> {
   /** The command tag's first word (SELECT, INSERT, CREATE, …); null for an empty query, as in pg. */
   command: string | null
   fields: FieldInfo[]
+  /** With `allResults`: each statement's result when a simple-protocol text ran more than one (this object is the last). */
+  results?: SessionResult<R>[] | undefined
+}
+
+/** Where a statement's text values get their parsers instead of the pool's (pg's `types` shape). */
+export interface TypeParserSource {
+  getTypeParser(oid: number, format?: 'text' | 'binary'): unknown
 }
 
 export interface Statement {
@@ -43,6 +50,10 @@ export interface Statement {
    * rejects with the prelude's error.
    */
   prelude?: string | undefined
+  /** Parse this statement's results with these parsers (pg's global or per-query `types`), not the pool's. */
+  types?: TypeParserSource | undefined
+  /** Keep every result of a multi-statement simple-protocol text (`results`), as pg returns them. */
+  allResults?: boolean | undefined
 }
 
 export interface Notice {
