@@ -2,7 +2,7 @@
 // `release()`. It holds a Lease and nothing else, so the pool keeps its guarantees whatever the
 // ORM does: a client released inside a transaction is rolled back (or closed) by the pool before
 // anyone else gets the session, one released mid-query is closed, and a second release changes
-// nothing.
+// nothing. A client whose session died gives its slot back at once, released or not.
 import { EventEmitter } from 'node:events'
 import pg from 'pg'
 import { LeaseError } from '../errors/index.js'
@@ -59,7 +59,13 @@ export class PgPoolClient extends EventEmitter {
       const lease = this.#lease
       if (lease === undefined) throw new LeaseError('this client was released to the pool; call connect() for another one')
       if (this.#owner.tracksHolders) lease.describeHolder(`pg client, last statement: ${excerpt(call.config.text)}`)
-      work = runCall(lease, call.config, this.#owner.types)
+      work = runCall(lease, call.config, this.#owner.types).catch((err: unknown) => {
+        // The session is gone (terminated, network): nothing can run on it again, so its slot
+        // goes back now. An ORM that never releases a client whose BEGIN failed (drizzle#6241,
+        // kysely#1990) loses nothing; its later release() does nothing.
+        if (!lease.usable && this.#lease === lease) this.release(true)
+        throw err
+      })
     } catch (err) {
       work = Promise.reject(asPgError(err))
       if (cb === undefined && typeof values === 'function') cb = values as PgCallback

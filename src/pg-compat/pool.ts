@@ -6,6 +6,7 @@
 // The class name contains "Pool" on purpose: Drizzle tells a pool from a single client by it
 // (`constructor.name.includes('Pool')`) and only then runs a transaction on one checked-out client.
 import { EventEmitter } from 'node:events'
+import type pg from 'pg'
 import { PoolClosedError } from '../errors/index.js'
 import { Pool, withStatementLease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
@@ -22,6 +23,10 @@ export interface PgPoolOptions {
   connectionTimeoutMillis: number
   idleTimeoutMillis: number
   maxUses: number
+  /** Seconds a connection lives (Tidepool's recycleMs, jittered ±10 %); 0 = for ever. */
+  maxLifetimeSeconds: number
+  /** Tidepool's timers never keep the process alive. */
+  allowExitOnIdle: boolean
   application_name: string
   /** The Tidepool pool's name and `user@host:port/database`: never the password. */
   tidepool: { name: string; target: string }
@@ -62,6 +67,15 @@ export class PgPool extends EventEmitter implements ClientOwner {
     }
   }
 
+  /**
+   * This very pool, typed as pg.Pool for ORMs whose TypeScript types ask for one (Drizzle,
+   * Kysely). It is not declared one: it has none of pg's connection internals (`connection`,
+   * `ssl`, `host` on clients), which the ORMs named in the README do not use.
+   */
+  asPgPool(): pg.Pool {
+    return this as unknown as pg.Pool
+  }
+
   get options(): PgPoolOptions {
     const c = this.pool.config
     return {
@@ -70,6 +84,8 @@ export class PgPool extends EventEmitter implements ClientOwner {
       connectionTimeoutMillis: c.connectTimeoutMs,
       idleTimeoutMillis: c.idleTimeoutMs,
       maxUses: c.maxUses,
+      maxLifetimeSeconds: c.recycleMs / 1000,
+      allowExitOnIdle: true,
       application_name: c.applicationName,
       tidepool: { name: this.pool.name, target: this.pool.target },
     }
