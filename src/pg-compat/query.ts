@@ -6,6 +6,7 @@
 //    so results equal pg's defaults and follow `types.setTypeParser` as pg does;
 //  - errors: Tidepool's own classes, carrying pg's fields (`code` is the SQLSTATE for server errors).
 import pg from 'pg'
+import { assertNoSessionState } from '../db/session-state.js'
 import { MisuseError, QueryError, ConnectionLostError, type TidepoolError } from '../errors/index.js'
 import type { Lease } from '../pool/index.js'
 import type { FieldInfo, SessionResult, TypeParserSource } from '../pool/session.js'
@@ -65,6 +66,9 @@ export const globalTypes: TypeParserSource = pg.types as unknown as TypeParserSo
 export async function runCall(lease: Lease, config: PgQueryConfig, poolTypes: TypeParserSource | undefined): Promise<PgResult | PgResult[]> {
   let result: SessionResult
   try {
+    // Behind a transaction-mode pooler, session state (SET, LISTEN, session advisory locks, …)
+    // would leak to other clients' transactions: refused with the safe alternative, as Database does.
+    if (lease.refusesSessionState) assertNoSessionState(config.text)
     result = await lease.run({
       text: config.text,
       values: config.values,

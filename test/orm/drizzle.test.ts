@@ -68,3 +68,5 @@ runOrmScenarios({
     return ['drizzle_shelves', 'drizzle.__drizzle_migrations']
   },
 })
+
+runOrmScenarios({ name: 'Drizzle', build }, { pgbouncer: true, faults: false })

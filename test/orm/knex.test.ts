@@ -57,3 +57,5 @@ runOrmScenarios({
     return ['knex_shelves', 'knex_migrations', 'knex_migrations_lock']
   },
 })
+
+runOrmScenarios({ name: 'Knex (connectionPool)', build }, { pgbouncer: true, faults: false })

@@ -8,7 +8,9 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { PoolTimeoutError } from '../../src/errors/index.js'
 import { PgPool, type PgPoolClient } from '../../src/pg-compat/index.js'
 import { Pool, type PoolOptions } from '../../src/pool/index.js'
+import { startPgBouncer } from '../../src/testing/index.js'
 import { recordingLogger, useDatabase, waitFor, type TestDatabase } from '../helpers/fixtures.js'
+import { skipWithoutPgBouncer } from '../helpers/pgbouncer.js'
 
 export interface Author {
   id: number
@@ -109,15 +111,34 @@ function causes(err: unknown): unknown[] {
   return out
 }
 
-export function runOrmScenarios(orm: OrmUnderTest, options: { poolOptions?: Omit<PoolOptions, 'url'>; faults?: boolean } = {}): void {
-  describe(`${orm.name} on Tidepool`, async () => {
+export interface ScenarioOptions {
+  poolOptions?: Omit<PoolOptions, 'url'>
+  /** Run the fault cases (default true; they need direct sessions to terminate). */
+  faults?: boolean
+  /** Through a real PgBouncer in transaction mode, with `pooler: 'pgbouncer-transaction'`. */
+  pgbouncer?: boolean
+}
+
+export function runOrmScenarios(orm: OrmUnderTest, options: ScenarioOptions = {}): void {
+  const where = options.pgbouncer ? 'on Tidepool behind PgBouncer (transaction mode)' : 'on Tidepool'
+  const skip = options.pgbouncer ? skipWithoutPgBouncer(`${orm.name} behind PgBouncer`) : false
+  describe.skipIf(skip)(`${orm.name} ${where}`, async () => {
     const db = await useDatabase()
     await db.admin(SCHEMA)
+    let url = db.url
+    const pooler: Omit<PoolOptions, 'url'> = {}
+    if (options.pgbouncer) {
+      // Two server sessions for every client: a statement prepared on one is missing on the other.
+      const bouncer = await startPgBouncer({ serverUrl: db.url, poolSize: 2 })
+      afterAll(() => bouncer.stop())
+      url = bouncer.url
+      Object.assign(pooler, { pooler: 'pgbouncer-transaction', size: 4, connectTimeoutMs: 10_000 })
+    }
     const pools: PgPool[] = []
     const harnesses: OrmHarness[] = []
     /** An ORM on a fresh Tidepool pool of its own. */
     const make = async (poolOptions: Omit<PoolOptions, 'url'> = {}, Kind: new (pool: Pool) => PgPool = PgPool) => {
-      const tidepool = new Pool({ url: db.url, size: 2, maxOverflow: 0, logger: recordingLogger(), ...options.poolOptions, ...poolOptions })
+      const tidepool = new Pool({ url, size: 2, maxOverflow: 0, logger: recordingLogger(), ...pooler, ...options.poolOptions, ...poolOptions })
       const pool = new Kind(tidepool)
       pools.push(pool)
       const harness = await orm.build(pool)
