@@ -13,18 +13,26 @@ export type { PgQueryConfig, PgResult, PgCallback } from './query.js'
 export const types = pg.types
 
 /**
- * A stand-in for the `pg` module, for ORMs that take one (TypeORM's `driver` option): its `Pool`
- * is a PgPool, on `pool` when given (so the ORM shares the app's Tidepool pool and the connection
- * keys the ORM passes are not used) or else built from the ORM's pg options.
+ * A stand-in for the `pg` module, for ORMs that take one (TypeORM's `driver` option). Its `Pool`:
+ * given a Tidepool Pool, a PgPool on it (the ORM shares the app's pool; the connection keys the
+ * ORM passes are not used); given a PgPool, that very object; given nothing, a PgPool built from
+ * the ORM's pg options.
  */
-export function pgModule(pool?: Pool): { Pool: typeof PgPool; types: typeof pg.types; defaults: typeof pg.defaults } {
-  const Bound =
-    pool === undefined
-      ? PgPool
-      : class TidepoolBoundPool extends PgPool {
-          constructor(config?: PgPoolConfig) {
-            super({ types: config?.types, tidepool: pool })
-          }
-        }
+export function pgModule(pool?: Pool | PgPool): { Pool: typeof PgPool; types: typeof pg.types; defaults: typeof pg.defaults } {
+  let Bound: typeof PgPool = PgPool
+  if (pool instanceof PgPool) {
+    const given = pool
+    // A constructor that returns an object makes `new` yield that object.
+    Bound = function TidepoolPool() {
+      return given
+    } as unknown as typeof PgPool
+  } else if (pool !== undefined) {
+    const shared = pool
+    Bound = class TidepoolBoundPool extends PgPool {
+      constructor(config?: PgPoolConfig) {
+        super({ types: config?.types, tidepool: shared })
+      }
+    }
+  }
   return { Pool: Bound, types: pg.types, defaults: pg.defaults }
 }
