@@ -13,7 +13,7 @@ import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQuer
 
 /** What a client needs from the pool that made it. */
 export interface ClientOwner {
-  readonly types: TypeParserSource | undefined
+  types: TypeParserSource | undefined
   /** Leak reports name the client's last statement (only when the pool tracks leaks). */
   readonly tracksHolders: boolean
   clientReleased(client: PgPoolClient): void

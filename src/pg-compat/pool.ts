@@ -35,7 +35,8 @@ export interface PgPoolOptions {
 export class PgPool extends EventEmitter implements ClientOwner {
   /** The Tidepool pool underneath: give it to `new Database(pool)` to share it. */
   readonly pool: Pool
-  readonly types: TypeParserSource | undefined
+  /** Parsers for this pool's results (as pg's Client `types`); undefined: pg's global registry. */
+  types: TypeParserSource | undefined
   readonly #owns: boolean
   #ending = false
   #ended = false

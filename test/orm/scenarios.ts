@@ -300,7 +300,8 @@ export function runOrmScenarios(orm: OrmUnderTest, options: ScenarioOptions = {}
         })
         await running
         const err = await harness.findAuthor(1).catch((e: unknown) => e)
-        const timeout = causes(err).find((e) => e instanceof PoolTimeoutError) as PoolTimeoutError | undefined
+        // MikroORM re-wraps driver errors copying their own properties (code, figures) but not the class.
+        const timeout = causes(err).find((e) => e instanceof PoolTimeoutError || (e as { code?: string }).code === 'POOL_TIMEOUT') as PoolTimeoutError | undefined
         expect(timeout, `expected a PoolTimeoutError in ${String(err)}`).toBeDefined()
         expect(timeout!.message).toMatch(/pool limit of size 1 overflow 0 reached, \d+ waiting; no connection freed in 200 ms/)
         expect(timeout!.figures).toMatchObject({ size: 1, checkedOut: 1 })
