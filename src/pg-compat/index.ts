@@ -1,13 +1,31 @@
 // `tidepool/pg`: a pg-compatible pool over Tidepool's pool, for ORMs written against node-postgres.
 import pg from 'pg'
 import type { Pool } from '../pool/index.js'
+import type { TypeParserSource } from '../pool/session.js'
 import { PgPool } from './pool.js'
 import type { PgPoolConfig } from './config.js'
 
 export { PgPool, PgPool as Pool, type PgPoolOptions } from './pool.js'
 export { PgPoolClient } from './client.js'
 export type { PgPoolConfig } from './config.js'
+export type { TypeParserSource } from '../pool/session.js'
 export type { PgQueryConfig, PgResult, PgCallback } from './query.js'
+
+const RAW_TEMPORAL = new Set([1082, 1114, 1184, 1186]) // date, timestamp, timestamptz, interval
+const RAW_TEMPORAL_ARRAYS = new Set([1182, 1115, 1185, 1187])
+const textArray = (pg.types.getTypeParser as (oid: number) => (text: string) => unknown)(1009)
+
+/**
+ * pg's parsers, except date, timestamp, timestamptz and interval (and their arrays), which stay
+ * the server's text: what MikroORM (and Drizzle, per query) ask pg for. For `types` on a PgPool.
+ */
+export const textTemporalTypes: TypeParserSource = {
+  getTypeParser: (oid, format) => {
+    if (format !== 'binary' && RAW_TEMPORAL.has(oid)) return (text: string) => text
+    if (format !== 'binary' && RAW_TEMPORAL_ARRAYS.has(oid)) return textArray
+    return (pg.types.getTypeParser as (oid: number, format?: string) => unknown)(oid, format)
+  },
+}
 
 /** pg's global type-parser registry: the one results are parsed with (unless a query or pool brings its own). */
 export const types = pg.types

@@ -3,13 +3,11 @@
 // What it takes: MikroORM 6 builds a Knex instance from its own connection options unless
 // `driverOptions` is a Knex instance already; so build one with MikroORM's Knex dialect and
 // Knex's `connectionPool` (Knex ≥ 3.3: @mikro-orm/knex 6.6 pins knex 3.1, hence the npm override),
-// and give the PgPool the type parsers MikroORM would have given pg (dates, timestamps and
-// intervals as the server's text).
+// and give the PgPool the type parsers MikroORM would have given pg (textTemporalTypes: dates,
+// timestamps and intervals as the server's text).
 import { EntitySchema, MikroORM, PostgreSqlDriver, PostgreSqlKnexDialect, type EntityManager, type IsolationLevel } from '@mikro-orm/postgresql'
 import knexFactory, { type Knex } from 'knex'
-import pg from 'pg'
-import type { PgPool } from '../../src/pg-compat/index.js'
-import type { TypeParserSource } from '../../src/pool/session.js'
+import { textTemporalTypes, type PgPool } from '../../src/pg-compat/index.js'
 import { runOrmScenarios, type OrmHarness, type OrmTx } from './scenarios.js'
 
 interface AuthorRow {
@@ -33,18 +31,9 @@ const Book = new EntitySchema<BookRow>({
   properties: { id: { type: 'number', primary: true, autoincrement: true }, title: { type: 'string' }, author: { kind: 'm:1', entity: () => Author, fieldName: 'author_id' } },
 })
 
-/** MikroORM's own choice for pg (PostgreSqlConnection.getConnectionOptions): temporal types as text. */
-const RAW = new Set([1082, 1114, 1184, 1186])
-const RAW_ARRAYS = new Set([1182, 1115, 1185, 1187])
-/** text[]'s parser: an array of the elements' text. */
-const textArray = (pg.types.getTypeParser as (oid: number) => (text: string) => unknown)(1009)
-export const mikroOrmTypes: TypeParserSource = {
-  getTypeParser: (oid, format) => (RAW.has(oid) ? (s: string) => s : RAW_ARRAYS.has(oid) ? textArray : pg.types.getTypeParser(oid, format)),
-}
-
 async function init(pool: PgPool): Promise<MikroORM> {
   // The pool parses as MikroORM would have told pg to.
-  pool.types = mikroOrmTypes
+  pool.types = textTemporalTypes
   const knex: Knex = knexFactory({ client: PostgreSqlKnexDialect, connectionPool: pool } as unknown as Knex.Config)
   return MikroORM.init({ driver: PostgreSqlDriver, entities: [Author, Book], dbName: pool.pool.config.database, ensureDatabase: false, driverOptions: knex, allowGlobalContext: false, debug: false })
 }

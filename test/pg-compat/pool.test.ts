@@ -4,8 +4,8 @@
 // release harmless, release(true) closes, a full pool says so with figures).
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
-import { PoolTimeoutError, QueryError, TidepoolError } from '../../src/errors/index.js'
-import { PgPool, pgModule, type PgPoolClient } from '../../src/pg-compat/index.js'
+import { MisuseError, PoolTimeoutError, QueryError, TidepoolError } from '../../src/errors/index.js'
+import { PgPool, pgModule, textTemporalTypes, type PgPoolClient } from '../../src/pg-compat/index.js'
 import { Pool } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
@@ -50,6 +50,23 @@ describe('pg-compatible pool: the same answers as pg.Pool', () => {
       expect((await compat.query('SELECT 1.5::numeric AS x')).rows[0].x).toBe(15)
     } finally {
       pg.types.setTypeParser(1700, (s) => s)
+    }
+  })
+
+  it('parses with the pool\'s own types (textTemporalTypes: temporal values as the server\'s text)', async () => {
+    const raw = new PgPool({ tidepool: compat.pool, types: textTemporalTypes })
+    const { rows } = await raw.query("SELECT '2024-02-29'::date AS d, '2024-02-29 12:00:00+00'::timestamptz AS ts, ARRAY['2024-01-01'::date] AS ds, 5::int8 AS big")
+    expect(rows[0]).toEqual({ d: '2024-02-29', ts: '2024-02-29 12:00:00+00', ds: ['2024-01-01'], big: '5' })
+  })
+
+  it('refuses pg-cursor and pg-query-stream objects with a MisuseError that says why', async () => {
+    const client = await compat.connect()
+    try {
+      const submittable = { text: 'SELECT 1', submit: () => {} }
+      await expect(client.query(submittable as never)).rejects.toThrow(MisuseError)
+      await expect(client.query(submittable as never)).rejects.toThrow(/drives pg's own connection object/)
+    } finally {
+      client.release()
     }
   })
 
