@@ -17,6 +17,8 @@ export interface ClientOwner {
   /** Leak reports name the client's last statement (only when the pool tracks leaks). */
   readonly tracksHolders: boolean
   clientReleased(client: PgPoolClient): void
+  /** Cluster handles: e.g. raise the session's token after a write. */
+  readonly afterStatement?: ((lease: Lease, text: string) => Promise<void>) | undefined
 }
 
 export class PgPoolClient extends EventEmitter {
@@ -59,7 +61,10 @@ export class PgPoolClient extends EventEmitter {
       const lease = this.#lease
       if (lease === undefined) throw new LeaseError('this client was released to the pool; call connect() for another one')
       if (this.#owner.tracksHolders) lease.describeHolder(`pg client, last statement: ${excerpt(call.config.text)}`)
-      work = runCall(lease, call.config, this.#owner.types).catch((err: unknown) => {
+      const after = this.#owner.afterStatement
+      const run = runCall(lease, call.config, this.#owner.types)
+      const text = call.config.text
+      work = (after === undefined ? run : run.then(async (result) => (await after(lease, text), result))).catch((err: unknown) => {
         // The session is gone (terminated, network): nothing can run on it again, so its slot
         // goes back now. An ORM that never releases a client whose BEGIN failed (drizzle#6241,
         // kysely#1990) loses nothing; its later release() does nothing.

@@ -7,6 +7,7 @@ import type { PgPoolConfig } from './config.js'
 
 export { PgPool, PgPool as Pool, type PgPoolOptions } from './pool.js'
 export { PgPoolClient } from './client.js'
+export { clusterPgPool } from './cluster.js'
 export type { PgPoolConfig } from './config.js'
 export type { TypeParserSource } from '../pool/session.js'
 export type { PgQueryConfig, PgResult, PgCallback } from './query.js'

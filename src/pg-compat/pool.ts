@@ -8,11 +8,18 @@
 import { EventEmitter } from 'node:events'
 import type pg from 'pg'
 import { PoolClosedError } from '../errors/index.js'
-import { Pool, withStatementLease } from '../pool/index.js'
+import { Pool, withStatementLease, type Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
 import { PgPoolClient, type ClientOwner } from './client.js'
 import { toPoolOptions, type PgPoolConfig } from './config.js'
 import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQueryConfig, type PgResult } from './query.js'
+
+/** @internal Where a PgPool gets its leases when not straight from one Tidepool pool (cluster handles). */
+export interface LeaseSource {
+  acquire(): Promise<Lease>
+  /** Runs after each successful statement of a client, before the caller sees its result. */
+  afterStatement?(lease: Lease, text: string): Promise<void>
+}
 
 type ConnectCallback = (err: Error | null, client: PgPoolClient | undefined, release: (destroy?: Error | boolean) => void) => void
 
@@ -41,14 +48,16 @@ export class PgPool extends EventEmitter implements ClientOwner {
   #ending = false
   #ended = false
   readonly #clients = new Set<PgPoolClient>()
+  readonly #source: LeaseSource | undefined
 
   /**
    * From a connection string, pg's pool options (`tidepool: { … }` for Tidepool's own), or an
    * existing Tidepool Pool: the app then shares one pool between its Database and its ORM, and
    * `end()` leaves that pool open for its owner to close.
    */
-  constructor(source?: string | PgPoolConfig | Pool) {
+  constructor(source?: string | PgPoolConfig | Pool, leases?: LeaseSource) {
     super()
+    this.#source = leases
     if (source instanceof Pool) {
       this.pool = source
       this.#owns = false
@@ -138,9 +147,14 @@ export class PgPool extends EventEmitter implements ClientOwner {
 
   private async checkout(): Promise<PgPoolClient> {
     if (this.#ending) throw new PoolClosedError('this pg-compatible pool was ended; create a new one to run more queries')
-    const client = new PgPoolClient(this, await this.pool.acquire())
+    const client = new PgPoolClient(this, await (this.#source ? this.#source.acquire() : this.pool.acquire()))
     this.#clients.add(client)
     return client
+  }
+
+  /** @internal */
+  get afterStatement(): LeaseSource['afterStatement'] {
+    return this.#source?.afterStatement
   }
 
   /** @internal */
@@ -161,11 +175,22 @@ export class PgPool extends EventEmitter implements ClientOwner {
       if (this.#ending) throw new PoolClosedError('this pg-compatible pool was ended; create a new one to run more queries')
       // One statement: acquire, run, release, with the statement named in leak reports and a
       // statement the server provably never ran (session ended under it) run once more.
-      work = withStatementLease(this.pool, call.config.text, undefined, (lease) => runCall(lease, call.config, this.types))
+      work = this.#source
+        ? this.viaClient(call.config)
+        : withStatementLease(this.pool, call.config.text, undefined, (lease) => runCall(lease, call.config, this.types))
     } catch (err) {
       work = Promise.reject(asPgError(err))
     }
     return settle(work, cb as ((err: Error | null, value: PgResult | PgResult[]) => void) | undefined)
+  }
+
+  private async viaClient(config: PgQueryConfig): Promise<PgResult | PgResult[]> {
+    const client = await this.checkout()
+    try {
+      return await (client.query(config) as Promise<PgResult | PgResult[]>)
+    } finally {
+      client.release()
+    }
   }
 
   /**
