@@ -3,8 +3,7 @@
 // handle falls back to the primary), while the same read through a plain pool on the replica is.
 import { eq } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/node-postgres'
-import { integer, pgTable, text } from 'drizzle-orm/pg-core'
-import { withReplicas } from 'drizzle-orm/pg-core'
+import { integer, pgTable, text, withReplicas } from 'drizzle-orm/pg-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { clusterPgPool, PgPool } from '../../src/pg-compat/index.js'
 import { createCluster, type Cluster } from '../../src/replicas/index.js'
