@@ -5,7 +5,7 @@
 // Faults are real: backends are ended with pg_terminate_backend from another session, the pool is
 // really exhausted, leaks are really held past leakWarningMs.
 import { afterAll, describe, expect, it } from 'vitest'
-import { PoolTimeoutError } from '../../src/errors/index.js'
+import { PoolTimeoutError, SessionStateError } from '../../src/errors/index.js'
 import { PgPool, type PgPoolClient } from '../../src/pg-compat/index.js'
 import { Pool, type PoolOptions } from '../../src/pool/index.js'
 import { startPgBouncer } from '../../src/testing/index.js'
@@ -232,6 +232,15 @@ export function runOrmScenarios(orm: OrmUnderTest, options: ScenarioOptions = {}
         for (const t of tables) expect((await db.admin('SELECT to_regclass($1) IS NOT NULL AS present', [t])).rows[0].present, t).toBe(true)
         // A second run finds nothing to do and changes nothing.
         expect(await migrate(main.pool)).toEqual(tables)
+      })
+    }
+
+    if (options.pgbouncer) {
+      it('refuses session state behind PgBouncer with a typed error, before it reaches the server', async () => {
+        const err = await o.sql("SET statement_timeout = '1s'").catch((e: unknown) => e)
+        const refused = causes(err).find((e) => e instanceof SessionStateError || (e as { code?: string }).code === 'SESSION_STATE')
+        expect(refused, `expected a SessionStateError in ${String(err)}`).toBeDefined()
+        expect((refused as Error).message).toMatch(/SET LOCAL/)
       })
     }
 
