@@ -15,7 +15,7 @@ import { LeaseError } from '../errors/index.js'
 import { sendCancelRequest } from './cancel.js'
 import { matchesTargetSessionAttrs, ROLE_QUERY } from './connect.js'
 import type { Pipe } from './pipeline.js'
-import type { Session, TransactionStatus } from './session.js'
+import type { Notice, Session, SessionNotification, TransactionStatus } from './session.js'
 
 export type ConnectionState = 'opened' | 'idle' | 'leased' | 'running' | 'returning' | 'closed'
 export type { TransactionStatus }
@@ -72,6 +72,8 @@ export class PooledConnection implements ConnectionInfo {
   acquireSite: { stack?: string } | undefined
   /** What holds it, when the acquirer said (AcquireOptions.holder); then there is no stack. */
   holder: string | undefined
+  /** The current holder's notice and notification listeners (Lease.listen); cleared on release. */
+  holderListeners: { notice?: (notice: Notice) => void; notification?: (n: SessionNotification) => void } | undefined
   leakReported = false
   /** The socket failed (or a ping did not answer): never hand this connection out again. */
   lost = false

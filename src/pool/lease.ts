@@ -11,7 +11,7 @@ import { AbortError, LeaseError, QueryTimeoutError, ResultDecodeError, type Tide
 import type { PooledConnection, TransactionStatus } from './connection.js'
 import { isServerError, isStaleStatement, toQueryError } from './errors.js'
 import { runPipelined, sessionStatement, type ShareMode } from './pipeline.js'
-import type { SessionResult, Statement, TypeParsers } from './session.js'
+import type { Notice, SessionNotification, SessionResult, Statement, TypeParserSource } from './session.js'
 
 /** One statement for Lease.run. */
 export interface LeaseStatement {
@@ -23,10 +23,12 @@ export interface LeaseStatement {
    */
   prepare?: boolean | undefined
   rowMode?: 'array' | undefined
-  /** Parse this statement's results with these parsers instead of the pool's (pg's `types`). */
-  types?: TypeParsers | undefined
   /** A statement without parameters (a transaction's BEGIN) sent first, in the same round trip. */
   prelude?: string | undefined
+  /** Parse the results with these parsers instead of the pool's (pg's `types`; Prisma's and pg-compat's). */
+  types?: TypeParserSource | undefined
+  /** Keep each result of a multi-statement text in `results`, as pg does. */
+  allResults?: boolean | undefined
 }
 
 export interface LeaseRunOptions {
@@ -230,6 +232,23 @@ export class Lease {
   ping(timeoutMs: number): Promise<boolean> {
     if (this.#released) return Promise.reject(this.refusal('ping'))
     return this.#conn.ping(timeoutMs)
+  }
+
+  /**
+   * Say what holds this checkout, for leak reports (in place of the acquirer's stack): e.g. the
+   * last statement an ORM ran on it. Only a description; it changes nothing else.
+   */
+  describeHolder(holder: string): void {
+    if (!this.#released) this.#conn.holder = holder
+  }
+
+  /**
+   * Hear this session's notices and NOTIFY deliveries while the lease is held (one listener set
+   * per lease; the pool drops it on release).
+   */
+  listen(listeners: { notice?: (notice: Notice) => void; notification?: (n: SessionNotification) => void }): void {
+    if (this.#released) throw this.refusal('listen')
+    this.#conn.holderListeners = listeners
   }
 
   // ---------------------------------------------------------------- giving it back

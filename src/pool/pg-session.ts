@@ -123,15 +123,18 @@ export class PgSession implements Session {
     const query = !hasValues && !statement.extended && name === undefined && rowMode === undefined && types === undefined
       ? text
       : new pg.Query({ text, values: values as unknown[] | undefined, name, rowMode, types, queryMode: statement.extended ? 'extended' : undefined } as pg.QueryConfig)
-    if (typeof query === 'string') {
-      // Several statements in one text give an array of results; like the wire driver, the last one wins.
-      const result = (await this.client.query(query)) as SessionResult | SessionResult[]
-      return Array.isArray(result) ? result[result.length - 1]! : result
+    // Several statements in one text give an array of results; like the wire driver, the last one
+    // wins, and with allResults the array is kept in `results`.
+    const last = (result: SessionResult | SessionResult[]): SessionResult => {
+      if (!Array.isArray(result)) return result
+      const final = result[result.length - 1]!
+      if (statement.allResults && result.length > 1) final.results = result
+      return final
     }
+    if (typeof query === 'string') return last((await this.client.query(query)) as SessionResult | SessionResult[])
     return new Promise<SessionResult>((resolve, reject) => {
       ;(query as unknown as { callback: (err: Error | null, res: SessionResult | SessionResult[]) => void }).callback = (err, res) => {
-        // Several statements without values (simple protocol) give an array here too: the last one wins.
-        if (!err) return resolve(Array.isArray(res) ? res[res.length - 1]! : res)
+        if (!err) return resolve(last(res))
         hideStatementName(err, name)
         reject(err)
       }

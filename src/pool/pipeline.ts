@@ -72,7 +72,9 @@ export function isPipelinable(sql: string): boolean {
 
 /** The session statement for `s` on `conn`: named when it has values and the pool prepares them. */
 export function sessionStatement(conn: PooledConnection, s: LeaseStatement): Statement {
-  const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude, types: s.types }
+  const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude }
+  if (s.types !== undefined) statement.types = s.types
+  if (s.allResults) statement.allResults = true
   const prepare = s.prepare
   if ((prepare === true || (s.values !== undefined && s.values.length > 0)) && conn.namedStatements && prepare !== false) statement.name = conn.statementName(s.text)
   return statement

@@ -546,7 +546,9 @@ export class Pool {
     conn.client.onNotice((notice) => {
       this.logger.debug(`server notice: ${notice.message}`, { pool: this.name, pid: conn.pid, severity: notice.severity, code: notice.code })
       if (this.events.has('notice')) this.events.emit('notice', { connection: conn, notice })
+      holderCall(conn.holderListeners?.notice, notice)
     })
+    conn.client.onNotification((n) => holderCall(conn.holderListeners?.notification, n))
   }
 
   /**
@@ -608,6 +610,7 @@ export class Pool {
     }
     conn.acquireSite = undefined
     conn.holder = undefined
+    conn.holderListeners = undefined
     if (this.events.has('release')) this.events.emit('release', { connection: conn, holdMs })
 
     // One decision, in order: drained; destroyed, mid-statement or unusable; reset; reuse.
@@ -920,6 +923,16 @@ function describeHolder(conn: PooledConnection): { stack: string | undefined; ho
 
 function sameHost(a: HostPort, b: HostPort): boolean {
   return a.host === b.host && a.port === b.port
+}
+
+/** A holder's listener (Lease.listen) must not put the session out of step: its throw is dropped. */
+function holderCall<T>(listener: ((value: T) => void) | undefined, value: T): void {
+  if (listener === undefined) return
+  try {
+    listener(value)
+  } catch {
+    // the holder's own mistake; the pool carries on
+  }
 }
 
 function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {

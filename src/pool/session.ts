@@ -26,6 +26,13 @@ export interface SessionResult<R = any> {
   /** The command tag's first word (SELECT, INSERT, CREATE, …); null for an empty query, as in pg. */
   command: string | null
   fields: FieldInfo[]
+  /** With `allResults`: each statement's result when a simple-protocol text ran more than one (this object is the last). */
+  results?: SessionResult<R>[] | undefined
+}
+
+/** Where a statement's text values get their parsers instead of the pool's (pg's `types` shape). */
+export interface TypeParserSource {
+  getTypeParser(oid: number, format?: 'text' | 'binary'): unknown
 }
 
 /**
@@ -45,14 +52,16 @@ export interface Statement {
   /** Use the extended protocol (an unnamed statement) even without values. */
   extended?: boolean | undefined
   rowMode?: 'array' | undefined
-  /** Parse this statement's results with these parsers instead of the pool's. */
-  types?: TypeParsers | undefined
   /**
    * A statement without parameters (e.g. BEGIN) that runs just before this one, in the same round
    * trip where the driver can. If the prelude fails, this statement does not run and the call
    * rejects with the prelude's error.
    */
   prelude?: string | undefined
+  /** Parse this statement's results with these parsers (pg's global or per-query `types`), not the pool's. */
+  types?: TypeParserSource | undefined
+  /** Keep every result of a multi-statement simple-protocol text (`results`), as pg returns them. */
+  allResults?: boolean | undefined
 }
 
 export interface Notice {

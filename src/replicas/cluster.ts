@@ -6,13 +6,14 @@
 import { defaultLogger, type Logger } from '../config/logger.js'
 import { printAs } from '../config/redact.js'
 import { QueryHooks } from '../db/hooks.js'
-import type { Pool, PoolStats } from '../pool/pool.js'
+import type { AcquireOptions, Pool, PoolStats } from '../pool/pool.js'
+import type { Lease } from '../pool/lease.js'
 import { EventHub } from '../pool/events.js'
 import { ConfigError, ConnectError } from '../errors/index.js'
 import { ClusterDatabase } from './facade.js'
 import type { ClusterEvents, FallbackReason } from './events.js'
 import { formatLsn } from './lsn.js'
-import { PrimaryNode, ReplicaNode, type NodeHost, type ReplicaState } from './node.js'
+import { COMMIT_LSN_SQL, lsnOrUndefined, PrimaryNode, ReplicaNode, type NodeHost, type ReplicaState } from './node.js'
 import { resolveClusterOptions, type ClusterOptions, type ResolvedClusterOptions } from './options.js'
 import { PatroniFollower, primaryHosts, readPatroniTopology, type PatroniTopology } from './patroni.js'
 import { PatroniSync, type PatroniStats } from './patroni-sync.js'
@@ -171,6 +172,35 @@ export class Cluster implements NodeHost {
 
   on<K extends keyof ClusterEvents>(event: K, listener: (e: ClusterEvents[K]) => void): () => void {
     return this.events.on(event, listener)
+  }
+
+  /**
+   * A connection for a role-bound handle (an ORM's primary or replica pool, see tidepool/pg):
+   * 'primary' on the primary; 'replica' on a replica within the lag limit that has replayed the
+   * current session's token (waiting up to maxWaitMs), else on the primary, as reads through
+   * `cluster.reader()` fall back. Inside a primary transaction or scope it is always the primary.
+   */
+  async leaseFor(role: 'primary' | 'replica', options?: AcquireOptions): Promise<Lease> {
+    const router = this.router
+    if (role === 'primary' || !router.wantsReplica('replica', undefined, undefined)) return router.primary.pool.acquire(options)
+    return router.onReplica(
+      undefined,
+      (node, token) => router.acquireVouched(node, token, options),
+      () => router.primary.pool.acquire(options),
+    )
+  }
+
+  /**
+   * After a write committed on `lease` (a primary connection, outside a transaction): raise the
+   * current session's token to the primary's position, so the session's next replica read sees
+   * the write. Nothing without a session.
+   */
+  async noteWrite(lease: Lease): Promise<void> {
+    const session = this.router.session
+    if (session === undefined) return
+    const lsn = lsnOrUndefined((await lease.run({ text: COMMIT_LSN_SQL })).rows[0]?.lsn)
+    if (lsn === undefined) session.loseLsn()
+    else session.observe(lsn)
   }
 
   /** Each server's query pool (not the probes'), for an observer's gauges and readiness. */

@@ -3,8 +3,7 @@
 // work over a server pool smaller than the app's, and Kysely's Migrator, whose lock is a session
 // advisory lock, is refused with the safe alternative instead of locking one PgBouncer client.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Kysely, type Generated } from 'kysely'
-import { Migrator } from 'kysely/migration'
+import { Kysely, Migrator, type Generated } from 'kysely'
 import { SessionStateError } from '../../src/errors/index.js'
 import { createPool, type Pool } from '../../src/pool/index.js'
 import { startPgBouncer, type RunningPgBouncer } from '../../src/testing/index.js'

@@ -21,7 +21,19 @@ import type {
 import { ParameterError, ResultDecodeError } from '../../errors/index.js'
 import { isSessionEnding, markNotRun } from '../errors.js'
 import { typeParsers } from '../types.js'
-import { assertParameterCount, hideStatementName, parseCommandTag, type FieldInfo, type Notice, type Session, type SessionNotification, type SessionResult, type Statement, type TransactionStatus, type TypeParsers } from '../session.js'
+import {
+  assertParameterCount,
+  hideStatementName,
+  parseCommandTag,
+  type FieldInfo,
+  type Notice,
+  type Session,
+  type SessionNotification,
+  type SessionResult,
+  type Statement,
+  type TransactionStatus,
+  type TypeParserSource,
+} from '../session.js'
 import { authenticate, type WireStartup } from './auth.js'
 import { FrameWriter } from './frames.js'
 
@@ -55,6 +67,12 @@ function shapeOf(msg: RowDescriptionMessage): Shape {
   return shape
 }
 
+/** `shape` with its parsers taken from `types` (a statement's own parsers; the cached shape is left as it is). */
+function withParsers(shape: Shape, types: TypeParserSource): Shape {
+  const parsers = shape.fields.map((f) => types.getTypeParser(f.dataTypeID, 'text') as TextParser)
+  return { ...shape, parsers }
+}
+
 /** A prepared statement on the server: 'parsing' until ParseComplete, then its shape once described. */
 type PreparedState = 'parsing' | 'parsed' | Shape
 
@@ -82,10 +100,15 @@ class Request {
    * the statement never ran (see `error` in dispatch).
    */
   answered = false
-  /** The statement's own result parsers (Statement.types), and the columns asked for so far. */
-  types: TypeParsers | undefined = undefined
-  private typedFor: Shape | undefined = undefined
-  private typedParsers: TextParser[] = []
+  /** The statement's own type parsers (Statement.types), used instead of the pool's. */
+  types: TypeParserSource | undefined = undefined
+  /** Statement.allResults: every statement's result of a simple-protocol text. */
+  all: SessionResult[] | undefined = undefined
+
+  /** Read rows with `shape`, through this statement's own parsers if it has them. */
+  useShape(shape: Shape): void {
+    this.shape = this.types === undefined || shape === EMPTY_SHAPE ? shape : withParsers(shape, this.types)
+  }
 
   constructor(
     readonly resolve: (result: SessionResult) => void,
@@ -93,15 +116,9 @@ class Request {
     readonly arrays: boolean,
   ) {}
 
-  /** Parsers for the current result: the shape's, or the statement's own types asked once per shape. */
+  /** Parsers for the current result (useShape already put the statement's own types in). */
   parsers(): TextParser[] {
-    const shape = this.shape
-    if (this.types === undefined) return shape.parsers
-    if (this.typedFor !== shape) {
-      this.typedFor = shape
-      this.typedParsers = shape.fields.map((f) => this.types!.getTypeParser(f.dataTypeID, 'text'))
-    }
-    return this.typedParsers
+    return this.shape.parsers
   }
 }
 
@@ -334,7 +351,8 @@ export class WireSession implements Session {
     return new Promise<SessionResult>((resolve, reject) => {
       if (this.failure) return reject(markNotRun(this.closedError(), 'never-sent'))
       const request = new Request(resolve, reject, statement.rowMode === 'array')
-      request.types = statement.types
+      if (statement.types !== undefined) request.types = statement.types
+      if (statement.allResults) request.all = []
       const w = this.writer
       try {
         const { text, values, name, prelude } = statement
@@ -414,7 +432,7 @@ export class WireSession implements Session {
       request.parsing = name
     } else if (typeof state === 'object') {
       w.bind(name, values).execute()
-      request.shape = state
+      request.useShape(state)
     } else {
       // Parsed, but not described yet (its first Bind failed, or that request is still in
       // flight): describe this portal, and keep the description if the statement has none.
@@ -562,6 +580,7 @@ export class WireSession implements Session {
             request.batch.rows += rowCount ?? 0
           }
           request.result = { rows: request.rows, rowCount, command, fields: request.shape.fields }
+          request.all?.push(request.result)
         } else {
           request.result = EMPTY_RESULT()
         }
@@ -569,12 +588,14 @@ export class WireSession implements Session {
         request.rows = []
         request.shape = EMPTY_SHAPE
         return
-      case 'rowDescription':
+      case 'rowDescription': {
         if (!request) break
         request.answered = true
-        request.shape = shapeOf(msg as RowDescriptionMessage)
-        this.described(request, request.shape)
+        const shape = shapeOf(msg as RowDescriptionMessage)
+        this.described(request, shape)
+        request.useShape(shape)
         return
+      }
       case 'noData':
         if (!request) break
         request.answered = true
@@ -681,7 +702,11 @@ export class WireSession implements Session {
   private settle(request: Request): void {
     if (request.copyError) request.reject(request.copyError)
     else if (request.error) request.reject(request.error)
-    else request.resolve(request.result ?? EMPTY_RESULT())
+    else {
+      const result = request.result ?? EMPTY_RESULT()
+      if (request.all !== undefined && request.all.length > 1) result.results = request.all
+      request.resolve(result)
+    }
   }
 
   private async pumpCopyIn(request: Request, chunks: AsyncIterable<string | Buffer>): Promise<void> {
