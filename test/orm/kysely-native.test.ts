@@ -290,8 +290,10 @@ describe('Kysely on TidepoolDialect: scenarios', () => {
     await waitFor(async () => (await testDb.admin("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'select pg_sleep(30)' AND state = 'active'")).rows[0].n === 1, 10_000, 'the statement to run')
     await conn.cancelQuery(async () => {})
     const err = await running
-    expect((err as Error).name).toBe('QueryCanceledError')
+    expect((err as Error).name).toBe('AbortError') // the caller's abort, as Tidepool reports an aborted statement
     expect(performance.now() - started).toBeLessThan(25_000)
+    const sleeping = await testDb.admin("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'select pg_sleep(30)' AND state = 'active'")
+    expect(sleeping.rows[0].n).toBe(0) // cancelled on the server, not just abandoned
     await driver.releaseConnection(conn)
     await waitFor(() => slots(p).checkedOut === 0, 5_000, 'the cancelled connection to return')
     // A cleanly cancelled statement leaves a usable connection: the pool of one still serves.
