@@ -45,9 +45,13 @@ const runnable = blocks.filter((b) => b.fragment === undefined)
 const checked = blocks.filter((b) => b.fragment !== undefined && !/…/.test(b.code.replace(/\/\/.*$/gm, '')) && !/from '\.{1,2}\//.test(b.code))
 const FRAGMENT_GLOBALS = `import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Redis } from 'ioredis'
-import type { Cluster, Database } from 'tidepool-pg'
+import type { Cache, Cluster, Database, Pool } from 'tidepool-pg'
+import type { Observer } from 'tidepool-pg/observe'
 declare global {
   var db: Database, cluster: Cluster, userId: number, id: number, name: string, body: string
+  var pool: Pool, observer: Observer, cache: Cache, price: number, since: Date
+  interface Customer { id: number; email: string }
+  interface Order { id: number; customer_id: number; placed: Date }
   var request: FastifyRequest, reply: FastifyReply, redis: Redis
   var storage: { put(key: string, body: string, options: { ifFenceBelow: number | bigint }): Promise<void> }
 }
