@@ -4,10 +4,16 @@
 //
 //   --driver kysely/tidepool   Kysely with TidepoolDialect (a Tidepool Pool underneath)
 //            kysely/pg.Pool    Kysely with its PostgresDialect on pg.Pool
+//            drizzle/tidepool  Drizzle's node-postgres driver on tidepool-pg/pg's PgPool (a Tidepool Pool underneath)
+//            drizzle/pg.Pool   Drizzle's node-postgres driver on pg.Pool
+import { eq } from 'drizzle-orm'
+import { drizzle } from 'drizzle-orm/node-postgres'
+import { integer, pgTable, text } from 'drizzle-orm/pg-core'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { silentLogger } from '../../src/config/logger.js'
 import { TidepoolDialect } from '../../src/kysely/index.js'
+import { PgPool } from '../../src/pg-compat/index.js'
 import { createPool } from '../../src/pool/index.js'
 import { arg, numArg } from '../lib/args.js'
 import { accountIds } from '../lib/data.js'
@@ -27,25 +33,46 @@ const warmup = numArg('warmup', 2)
 const ids = accountIds()
 const id = (i: number) => ids[i & 0xffff]!
 
-let db: Kysely<Bench>
+const accounts = pgTable('pgbench_accounts', { aid: integer('aid').primaryKey(), bid: integer('bid'), abalance: integer('abalance'), filler: text('filler') })
+
+/** Drizzle on a pg.Pool-shaped client: the same prepared point select as Kysely's. */
+async function runDrizzle(client: pg.Pool, close: () => Promise<void>): Promise<void> {
+  const orm = drizzle({ client })
+  const op = (i: number) => orm.select({ abalance: accounts.abalance }).from(accounts).where(eq(accounts.aid, id(i)))
+  await measureAndReport(op, close, { workers, seconds, warmupSeconds: warmup })
+}
+
+async function runKysely(db: Kysely<Bench>): Promise<void> {
+  const op = (i: number) => db.selectFrom('pgbench_accounts').select('abalance').where('aid', '=', id(i)).executeTakeFirst()
+  await measureAndReport(op, () => db.destroy(), { workers, seconds, warmupSeconds: warmup })
+}
+
 switch (driver) {
+  case 'drizzle/tidepool': {
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, logger: silentLogger })
+    await runDrizzle(new PgPool(pool).asPgPool(), () => pool.close())
+    break
+  }
+  case 'drizzle/pg.Pool': {
+    const pool = new pg.Pool({ connectionString: url, max })
+    await runDrizzle(pool, () => pool.end())
+    break
+  }
   case 'kysely/tidepool': {
-    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max }, { logger: silentLogger })
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, logger: silentLogger })
     // The dialect leaves a given pool open: closed below, after db.destroy().
-    db = new Kysely<Bench>({ dialect: new TidepoolDialect(pool) })
+    const db = new Kysely<Bench>({ dialect: new TidepoolDialect(pool) })
     const destroy = db.destroy.bind(db)
     db.destroy = async () => {
       await destroy()
       await pool.close()
     }
+    await runKysely(db)
     break
   }
   case 'kysely/pg.Pool':
-    db = new Kysely<Bench>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max }) }) })
+    await runKysely(new Kysely<Bench>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max }) }) }))
     break
   default:
     throw new Error(`unknown driver ${driver}`)
 }
-
-const op = (i: number) => db.selectFrom('pgbench_accounts').select('abalance').where('aid', '=', id(i)).executeTakeFirst()
-await measureAndReport(op, () => db.destroy(), { workers, seconds, warmupSeconds: warmup })
