@@ -40,8 +40,10 @@ export async function serverStatements(db: Database, options: ServerStatementOpt
   const time = modern ? 'exec_time' : 'time'
   const order = { total: `total_${time}`, mean: `mean_${time}`, calls: 'calls' }[options.by ?? 'total']
   try {
+    // The leading comment keeps this reading out of its own list: the filter below wants a
+    // statement that starts with a keyword (pg_stat_statements keeps the comment).
     const rows = await db.fetchAll<ServerStatement>(
-      `SELECT queryid::text AS "queryId", query, calls::float8 AS calls, rows::float8 AS rows,
+      `/* tidepool: top statements */ SELECT queryid::text AS "queryId", query, calls::float8 AS calls, rows::float8 AS rows,
               round(total_${time}::numeric, 3)::float8 AS "totalMs", round(mean_${time}::numeric, 3)::float8 AS "meanMs",
               round(max_${time}::numeric, 3)::float8 AS "maxMs",
               CASE WHEN shared_blks_hit + shared_blks_read = 0 THEN NULL
@@ -54,7 +56,7 @@ export async function serverStatements(db: Database, options: ServerStatementOpt
       [options.limit ?? 10, options.utility ?? false],
     )
     const totalMs = (await db.fetchVal<number>(
-      `SELECT coalesce(sum(total_${time}), 0)::float8 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+      `/* tidepool: top statements */ SELECT coalesce(sum(total_${time}), 0)::float8 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
     ))!
     return { available: true, statements: rows, totalMs }
   } catch (err) {

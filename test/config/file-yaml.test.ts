@@ -87,7 +87,7 @@ environments:
     expect(res.stderr).toContain('unknown key migrations.folder')
     expect(res.stderr).toContain('size: size must be a number (got "many")')
     expect(res.stderr).toContain('prePing: prePing must be one of always, if-idle, never (got "sometimes")')
-    expect(res.stderr).toContain('pooler: pooler must be one of none, pgbouncer-transaction (got "pgbouncer-session")')
+    expect(res.stderr).toContain('pooler: pooler must be one of none, pgbouncer-transaction, pgbouncer-statement (got "pgbouncer-session")')
     expect(res.stderr).toContain('unknown key maxOverflw (did you mean maxOverflow?)')
     expect(res.stderr).not.toContain('topsecret')
 

@@ -30,7 +30,7 @@ const haMissing = (() => {
 const WORKERS = scaled(16, 64)
 const DEADLINE_MS = 3_000
 /** Failover errors a caller may see: all typed, all by its deadline. */
-const ALLOWED = ['IdempotencyInProgressError', 'ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P', 'QueryError 25006', 'QueryError 08']
+const ALLOWED = ['IdempotencyInProgressError', 'TransactionError', 'ConnectError', 'ConnectionLostError', 'PoolTimeoutError', 'QueryTimeoutError', 'QueryError 57P', 'QueryError 25006', 'QueryError 08']
 
 class StaleReadError extends Error {
   override name = 'StaleReadError'
@@ -190,10 +190,18 @@ describe.skipIf(haMissing)('Patroni discovery', () => {
   }, 90_000)
 
   it('tidepool status --patroni, the metrics and the dashboard show each member and the last failover', async () => {
+    await ha.waitHealthy(30_000)
     const leader = await ha.leader()
-    const status = await runCli(['status', '--json', '--url', leader.url(), '--patroni', ha.patroniUrls.join(',')], { env: { PGPASSWORD: 'tidepool-ha', PATH: process.env.PATH } })
-    expect(status.code, status.stderr).toBe(0)
-    const topology = (JSON.parse(status.stdout) as { topology: { leader: string; members: { name: string; role: string; timeline: number }[]; lastSwitch: { timeline: number; newLeader: string | null } | null } }).topology
+    type Topology = { leader: string; members: { name: string; role: string; timeline: number }[]; lastSwitch: { timeline: number; newLeader: string | null } | null }
+    let topology: Topology | undefined
+    // Patroni writes the switchover into its history on the new leader's next loop: wait for it.
+    await waitFor(async () => {
+      const status = await runCli(['status', '--json', '--url', leader.url(), '--patroni', ha.patroniUrls.join(',')], { env: { PGPASSWORD: 'tidepool-ha', PATH: process.env.PATH } })
+      expect(status.code, status.stderr).toBe(0)
+      topology = (JSON.parse(status.stdout) as { topology: Topology }).topology
+      return topology.lastSwitch !== null && topology.members.every((m) => m.timeline === topology!.lastSwitch!.timeline)
+    }, 20_000, 'the switchover in Patroni history and every member on its timeline')
+    if (!topology) throw new Error('no topology')
     expect(topology.leader).toBe(leader.name)
     expect(topology.members.map((m) => m.name).sort()).toEqual(['node1', 'node2', 'node3'])
     expect(['leader', 'master', 'primary']).toContain(topology.members.find((m) => m.name === leader.name)!.role)

@@ -52,6 +52,9 @@ describe('explain', () => {
     expect(list.stderr).toBe('')
     expect(list.code).toBe(0)
     expect(list.stdout).toMatch(/^top statements by total time \(pg_stat_statements\)/)
+    // Its own reading of pg_stat_statements (from the listing just made) is not among them.
+    const again = await run(['explain', '--url', testDb.url], { env })
+    expect(again.stdout).not.toMatch(/FROM pg_stat_statements/)
     const line = list.stdout.split('\n').find((l) => l.includes('SELECT sum(weight) FROM parcels'))!
     expect(line).toBeDefined()
     const [rank, fingerprint] = line.trim().split(/\s+/)

