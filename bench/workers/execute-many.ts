@@ -27,7 +27,7 @@ let op: (i: number) => Promise<unknown>
 let close: () => Promise<unknown>
 switch (driver) {
   case 'tidepool-executemany': {
-    const pool = await createPool({ url, size: 1, maxOverflow: 0 }, { logger: silentLogger })
+    const pool = await createPool({ url, size: 1, maxOverflow: 0 , logger: silentLogger })
     const db = new Database(pool)
     op = (i) => db.executeMany(W8_INSERT, sets(i))
     close = () => pool.close()

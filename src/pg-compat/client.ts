@@ -60,7 +60,7 @@ export class PgPoolClient extends EventEmitter {
       cb = call.callback
       const lease = this.#lease
       if (lease === undefined) throw new LeaseError('this client was released to the pool; call connect() for another one')
-      if (this.#owner.tracksHolders) lease.describeHolder(`pg client, last statement: ${excerpt(call.config.text)}`)
+      if (this.#owner.tracksHolders) lease.setHolder(`pg client, last statement: ${excerpt(call.config.text)}`)
       const after = this.#owner.afterStatement
       const run = runCall(lease, call.config, this.#owner.types)
       const text = call.config.text

@@ -235,14 +235,6 @@ export class Lease {
   }
 
   /**
-   * Say what holds this checkout, for leak reports (in place of the acquirer's stack): e.g. the
-   * last statement an ORM ran on it. Only a description; it changes nothing else.
-   */
-  describeHolder(holder: string): void {
-    if (!this.#released) this.#conn.holder = holder
-  }
-
-  /**
    * Hear this session's notices and NOTIFY deliveries while the lease is held (one listener set
    * per lease; the pool drops it on release).
    */

@@ -20,7 +20,7 @@ const opened: { destroy(): Promise<void> }[] = []
 const pools: Pool[] = []
 
 async function pool(options: Omit<PoolOptions, 'url'> = {}): Promise<Pool> {
-  const p = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, ...options }, { logger: recordingLogger() })
+  const p = await createPool({ url: testDb.url, size: 2, maxOverflow: 0, ...options , logger: recordingLogger() })
   pools.push(p)
   return p
 }
@@ -412,7 +412,7 @@ describe('Kysely on TidepoolDialect: faults', () => {
 
   it('a leak report names the statement the holder last ran', async () => {
     const logger = recordingLogger()
-    const p = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, leakWarningMs: 50 }, { logger })
+    const p = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, leakWarningMs: 50, logger })
     pools.push(p)
     const k = kysely(new TidepoolDialect(p))
     const leaks: (string | undefined)[] = []

@@ -25,7 +25,7 @@ describe.skipIf(skip)('Kysely on TidepoolDialect behind PgBouncer in transaction
 
   beforeAll(async () => {
     bouncer = await startPgBouncer({ serverUrl: testDb.url, poolSize: 2 })
-    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 4, maxOverflow: 0, connectTimeoutMs: 10_000 }, { logger: recordingLogger() })
+    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 4, maxOverflow: 0, connectTimeoutMs: 10_000 , logger: recordingLogger() })
     db = new Kysely<DB>({ dialect: new TidepoolDialect(pool) })
     await db.schema.createTable('item').addColumn('id', 'serial', (c) => c.primaryKey()).addColumn('name', 'text', (c) => c.notNull()).execute()
   })

@@ -15,7 +15,7 @@ import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 const testDb = await useDatabase()
 
 async function pipelined(options: Omit<PoolOptions, 'url'> = {}): Promise<{ pool: Pool; db: Database }> {
-  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, pipelineDepth: 5, prePing: 'never', ...options }, { logger: recordingLogger() })
+  const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, pipelineDepth: 5, prePing: 'never', ...options , logger: recordingLogger() })
   return { pool, db: new Database(pool) }
 }
 
@@ -203,8 +203,8 @@ describe('pipelining', () => {
   })
 
   it('is refused behind PgBouncer in transaction mode, and ignored by the pg driver', async () => {
-    await expect(createPool({ url: testDb.url, pooler: 'pgbouncer-transaction', pipelineDepth: 4 }, { logger: recordingLogger() })).rejects.toBeInstanceOf(ConfigError)
-    const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, driver: 'pg', pipelineDepth: 4 }, { logger: recordingLogger() })
+    await expect(createPool({ url: testDb.url, pooler: 'pgbouncer-transaction', pipelineDepth: 4 , logger: recordingLogger() })).rejects.toBeInstanceOf(ConfigError)
+    const pool = await createPool({ url: testDb.url, size: 1, maxOverflow: 0, driver: 'pg', pipelineDepth: 4 , logger: recordingLogger() })
     expect(pool.pipelineDepth).toBe(1)
     const db = new Database(pool)
     await expect(Promise.all([db.fetchVal('SELECT 1'), db.fetchVal('SELECT 2')])).resolves.toEqual([1, 2])

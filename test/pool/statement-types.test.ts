@@ -13,7 +13,7 @@ afterAll(() => Promise.all(pools.map((p) => p.close())))
 for (const driver of ['tidepool', 'pg'] as const) {
   describe(`Statement.types (${driver} driver)`, () => {
     it('parses with the statement’s parsers; the pool’s still apply to runs without them', async () => {
-      const pool = await createPool({ url: db.url, size: 1, driver, statementMode: 'named' }, { logger: recordingLogger() })
+      const pool = await createPool({ url: db.url, size: 1, driver, statementMode: 'named' , logger: recordingLogger() })
       pools.push(pool)
       const lease = await pool.acquire()
       try {

@@ -44,7 +44,7 @@ for (const driver of ['tidepool', 'pg'] as const) {
     let refPool: pg.Pool
 
     beforeAll(async () => {
-      pool = await createPool({ url: db.url, size: 2, maxOverflow: 0, driver, serverSettings: { TimeZone: 'UTC' } }, { logger: recordingLogger() })
+      pool = await createPool({ url: db.url, size: 2, maxOverflow: 0, driver, serverSettings: { TimeZone: 'UTC' } , logger: recordingLogger() })
       ours = await new PrismaTidepool(pool).connect()
       refPool = new pg.Pool({ connectionString: db.url, max: 2, options: '-c TimeZone=UTC' })
       ref = await new PrismaPg(refPool).connect()
@@ -144,7 +144,7 @@ for (const driver of ['tidepool', 'pg'] as const) {
 
 describe('PrismaTidepool outside a UTC session', () => {
   it('gives a timestamptz as the same instant in UTC, microseconds kept, and money with its sign', async () => {
-    const pool = await createPool({ url: db.url, size: 1, serverSettings: { TimeZone: 'America/St_Johns', lc_monetary: 'C' } }, { logger: recordingLogger() })
+    const pool = await createPool({ url: db.url, size: 1, serverSettings: { TimeZone: 'America/St_Johns', lc_monetary: 'C' } , logger: recordingLogger() })
     try {
       const adapter = await new PrismaTidepool(pool).connect()
       const r = await adapter.queryRaw(q("SELECT '2024-02-29 01:02:03.123456+00'::timestamptz AS a, '0044-03-01 00:00:00+00'::timestamptz AS b, '-1234.5'::numeric::money AS m, 'infinity'::timestamptz AS inf"))
@@ -168,7 +168,7 @@ describe('PrismaTidepool construction and disposal', () => {
   })
 
   it('leaves a pool it was given open on dispose, unless told to close it', async () => {
-    const pool = await createPool({ url: db.url, size: 1 }, { logger: recordingLogger() })
+    const pool = await createPool({ url: db.url, size: 1 , logger: recordingLogger() })
     await (await new PrismaTidepool(pool).connect()).dispose()
     expect(pool.state).toBe('open')
     await (await new PrismaTidepool(pool, { disposePool: true }).connect()).dispose()

@@ -15,7 +15,7 @@ let prisma: any
 
 beforeAll(async () => {
   const PrismaClient = await generatePrismaClient('client')
-  pool = await createPool({ url: db.url, size: 3, maxOverflow: 0, acquireTimeoutMs: 2_000 }, { logger: recordingLogger() })
+  pool = await createPool({ url: db.url, size: 3, maxOverflow: 0, acquireTimeoutMs: 2_000 , logger: recordingLogger() })
   const factory = new PrismaTidepool(pool)
   // The tables go in through the adapter's executeScript: several statements, one message.
   const adapter = await factory.connect()

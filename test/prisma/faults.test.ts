@@ -19,7 +19,7 @@ let adapter: SqlDriverAdapter
 beforeAll(async () => {
   PrismaClient = await generatePrismaClient('faults')
   // One connection: a lost slot or a dirty connection shows at once.
-  pool = await createPool({ url: db.url, size: 1, maxOverflow: 0, acquireTimeoutMs: 500, prePing: 'always' }, { logger: recordingLogger() })
+  pool = await createPool({ url: db.url, size: 1, maxOverflow: 0, acquireTimeoutMs: 500, prePing: 'always' , logger: recordingLogger() })
   adapter = await new PrismaTidepool(pool).connect()
   await adapter.executeScript(PRISMA_DDL)
   prisma = new PrismaClient({ adapter: new PrismaTidepool(pool) })

@@ -21,7 +21,7 @@ describe.skipIf(skip)('Prisma on Tidepool behind PgBouncer in transaction mode',
     const PrismaClient = await generatePrismaClient('pgbouncer')
     await db.admin(PRISMA_DDL)
     bouncer = await startPgBouncer({ serverUrl: db.url, poolSize: 2 })
-    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 6, maxOverflow: 0, connectTimeoutMs: 10_000 }, { logger: recordingLogger() })
+    pool = await createPool({ url: bouncer.url, pooler: 'pgbouncer-transaction', size: 6, maxOverflow: 0, connectTimeoutMs: 10_000 , logger: recordingLogger() })
     prisma = new PrismaClient({ adapter: new PrismaTidepool(pool) })
   }, 120_000)
 
