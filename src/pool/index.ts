@@ -6,4 +6,4 @@ export { openClient, classifyConnectError, type OpenedClient } from './connect.j
 export { sendCancelRequest } from './cancel.js'
 export { EventHub, type Listener } from './events.js'
 export type { Percentiles } from './sampler.js'
-export type { Session, SessionResult, Statement, Notice, FieldInfo, TypeParsers } from './session.js'
+export type { Session, SessionResult, Statement, Notice, FieldInfo, TypeParserSource } from './session.js'

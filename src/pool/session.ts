@@ -35,14 +35,6 @@ export interface TypeParserSource {
   getTypeParser(oid: number, format?: 'text' | 'binary'): unknown
 }
 
-/**
- * Result parsers for one statement, in place of the pool's (pg's `types` query option): asked once
- * per column of each result, by type OID; results are in text format.
- */
-export interface TypeParsers {
-  getTypeParser(oid: number, format: 'text'): (text: string) => unknown
-}
-
 export interface Statement {
   text: string
   /** Bind values; with any, the extended protocol is used. */

@@ -8,7 +8,7 @@
 // thousands separators ('-$1,234.50' → '-1234.50').
 import pg from 'pg'
 import type { ArgType, ColumnType } from '@prisma/driver-adapter-utils'
-import type { FieldInfo, TypeParsers } from '../pool/session.js'
+import type { FieldInfo, TypeParserSource } from '../pool/session.js'
 
 /** Prisma's ColumnTypeEnum values (driver-adapter-utils), kept here so it is a types-only dependency. */
 export const Column = {
@@ -167,7 +167,7 @@ const CUSTOM = new Map<number, Parse>([
  * pg's registry, so a parser an application registered with pg.types applies here as it does
  * under adapter-pg.
  */
-export const prismaTypes: TypeParsers = {
+export const prismaTypes: TypeParserSource = {
   getTypeParser(oid: number): Parse {
     return CUSTOM.get(oid) ?? pgParser(oid)
   },

@@ -2,11 +2,11 @@
 // for one-off and prepared statements alike, without changing what the pool's parsers give the
 // same prepared statement's other runs.
 import { afterAll, describe, expect, it } from 'vitest'
-import { createPool, type Pool, type TypeParsers } from '../../src/pool/index.js'
+import { createPool, type Pool, type TypeParserSource } from '../../src/pool/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 
 const db = await useDatabase()
-const asText: TypeParsers = { getTypeParser: (oid) => (text) => `${oid}:${text}` }
+const asText: TypeParserSource = { getTypeParser: (oid) => (text: string) => `${oid}:${text}` }
 const pools: Pool[] = []
 afterAll(() => Promise.all(pools.map((p) => p.close())))
 

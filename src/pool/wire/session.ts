@@ -115,11 +115,6 @@ class Request {
     readonly reject: (error: Error) => void,
     readonly arrays: boolean,
   ) {}
-
-  /** Parsers for the current result (useShape already put the statement's own types in). */
-  parsers(): TextParser[] {
-    return this.shape.parsers
-  }
 }
 
 /**
@@ -213,8 +208,8 @@ const isFatal = (error: Error) => {
 
 /** A type parser threw (or a row did not match its description): name the column and type, never the value. */
 function decodeError(request: Request, values: (string | null)[], err: unknown): ResultDecodeError {
-  const { fields } = request.shape
-  const parsers = request.parsers()
+  // useShape already put the statement's own parsers (Statement.types) into the shape.
+  const { fields, parsers } = request.shape
   let where = ''
   for (let i = 0; i < values.length && i < parsers.length; i++) {
     const v = values[i]
@@ -672,8 +667,7 @@ export class WireSession implements Session {
   }
 
   private addRow(request: Request, values: (string | null)[]): void {
-    const { names, protoColumn } = request.shape
-    const parsers = request.parsers()
+    const { names, protoColumn, parsers } = request.shape
     if (parsers.length !== values.length) throw new Error(`a row has ${values.length} columns but its description has ${parsers.length}`)
     if (request.arrays) {
       const row = new Array(values.length)
