@@ -26,22 +26,39 @@ afterAll(async () => {
   await Promise.all([holderDb?.close(), waiterDb?.close(), watcher?.close()])
 })
 
+/**
+ * The holder's transaction runs `held` and stays open; the waiter's `blocked` then waits for its
+ * lock. `end()` commits the holder and waits for both.
+ */
+async function blockOnRow(held: string, blocked: string): Promise<{ holderPid: number; waiterPid: number; end: () => Promise<void> }> {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  let holderPid = 0
+  let locked!: () => void
+  const isLocked = new Promise<void>((resolve) => (locked = resolve))
+  const holding = holderDb.transaction(async (tx) => {
+    holderPid = (await tx.fetchVal<number>('SELECT pg_backend_pid()'))!
+    await tx.execute(held)
+    locked()
+    await gate
+  })
+  await isLocked
+  const waiterPid = (await waiterDb.fetchVal<number>('SELECT pg_backend_pid()'))!
+  const waiting = waiterDb.execute(blocked)
+  return {
+    holderPid,
+    waiterPid,
+    end: async () => {
+      release()
+      await holding
+      await waiting
+    },
+  }
+}
+
 describe('activity', () => {
   it('shows who blocks whom with both pids, ages and normalized statements', async () => {
-    let release!: () => void
-    const gate = new Promise<void>((resolve) => (release = resolve))
-    let holderPid = 0
-    let locked!: () => void
-    const isLocked = new Promise<void>((resolve) => (locked = resolve))
-    const holding = holderDb.transaction(async (tx) => {
-      holderPid = (await tx.fetchVal<number>('SELECT pg_backend_pid()'))!
-      await tx.execute("UPDATE accounts SET owner = 'grace-secret' WHERE id = 1")
-      locked()
-      await gate
-    })
-    await isLocked
-    const waiterPid = (await waiterDb.fetchVal<number>('SELECT pg_backend_pid()'))!
-    const waiting = waiterDb.execute("UPDATE accounts SET owner = 'linus-secret' WHERE id = 1")
+    const { holderPid, waiterPid, end } = await blockOnRow("UPDATE accounts SET owner = 'grace-secret' WHERE id = 1", "UPDATE accounts SET owner = 'linus-secret' WHERE id = 1")
     try {
       await waitFor(async () => (await activity(watcher)).blocking.length > 0, 10_000, 'the waiter to block')
       const a = await activity(watcher, { longRunningMs: 0, idleInTransactionMs: 0 })
@@ -70,28 +87,13 @@ describe('activity', () => {
       const json = JSON.parse((await run(['status', '--url', testDb.url, '--json'], { env })).stdout) as { activity: { blocking: { blocker: { pid: number }; blocked: { pid: number }[] }[] } }
       expect(json.activity.blocking.map((b) => [b.blocker.pid, b.blocked.map((s) => s.pid)])).toEqual([[holderPid, [waiterPid]]])
     } finally {
-      release()
-      await holding
-      await waiting
+      await end()
     }
     expect((await activity(watcher)).blocking).toEqual([])
   })
 
   it.skipIf(skipWithoutChromium('the dashboard activity panel test'))('feeds the dashboard and /metrics through an ActivityMonitor', async () => {
-    let release!: () => void
-    const gate = new Promise<void>((resolve) => (release = resolve))
-    let holderPid = 0
-    let locked!: () => void
-    const isLocked = new Promise<void>((resolve) => (locked = resolve))
-    const holding = holderDb.transaction(async (tx) => {
-      holderPid = (await tx.fetchVal<number>('SELECT pg_backend_pid()'))!
-      await tx.execute('UPDATE accounts SET owner = owner WHERE id = 1')
-      locked()
-      await gate
-    })
-    await isLocked
-    const waiterPid = (await waiterDb.fetchVal<number>('SELECT pg_backend_pid()'))!
-    const waiting = waiterDb.execute('UPDATE accounts SET owner = owner WHERE id = 1')
+    const { holderPid, waiterPid, end } = await blockOnRow('UPDATE accounts SET owner = owner WHERE id = 1', 'UPDATE accounts SET owner = owner WHERE id = 1')
     const observer = new Observer({ slowQueryMs: false })
     const monitor = new ActivityMonitor(watcher, { intervalMs: 200, longRunningMs: 0, idleInTransactionMs: 0 })
     const served = await serveDashboard({ snapshot: () => observer.snapshot(), intervalMs: 200 })
@@ -115,9 +117,7 @@ describe('activity', () => {
       await served.close()
       monitor.stop()
       await observer.close()
-      release()
-      await holding
-      await waiting
+      await end()
     }
   })
 })

@@ -42,6 +42,12 @@ async function terminate(pid: number): Promise<void> {
   await waitFor(async () => (await testDb.admin('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0, 5_000, `backend ${pid} to exit`)
 }
 
+/** Terminate the backend behind a transaction (from outside the pool) and wait until it is gone. */
+async function terminateBackendOf(trx: Kysely<any>): Promise<void> {
+  const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)
+  await terminate(rows[0]!.pid)
+}
+
 /** A dialect whose connections have their backend terminated right after acquire: the next statement (BEGIN) meets a dead session. */
 class TerminatingDialect extends TidepoolDialect {
   armed = false
@@ -335,8 +341,7 @@ describe('Kysely on TidepoolDialect: faults', () => {
     const k = kysely(new TidepoolDialect(p))
     for (let i = 0; i < 3; i++) {
       const trx = await k.startTransaction().execute()
-      const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)
-      await terminate(rows[0]!.pid)
+      await terminateBackendOf(trx)
       const err = await trx.commit().execute().catch((e: unknown) => e)
       expect(err).toBeInstanceOf(TransactionError)
       expect(slots(p).checkedOut).toBe(0)
@@ -355,15 +360,13 @@ describe('Kysely on TidepoolDialect: faults', () => {
     const k = kysely(new TidepoolDialect(p))
     for (let i = 0; i < 3; i++) {
       const trx = await k.startTransaction().execute()
-      const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)
-      await terminate(rows[0]!.pid)
+      await terminateBackendOf(trx)
       await expect(trx.rollback().execute()).rejects.toThrow()
       expect(slots(p).checkedOut).toBe(0)
       const err = await k
         .transaction()
         .execute(async (tx) => {
-          const own = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(tx)
-          await terminate(own.rows[0]!.pid)
+          await terminateBackendOf(tx)
           throw new Error('boom')
         })
         .catch((e: unknown) => e)
