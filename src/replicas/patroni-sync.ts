@@ -3,6 +3,7 @@
 // in the gap before Patroni names a new one, to whichever member accepts writes), connections to
 // a former leader are drained. Replica nodes are made, routed, parked and closed as members come,
 // change role, leave the leader's timeline or go.
+import { redactUrl } from '../config/redact.js'
 import type { DatabaseConfigInput } from '../config/schema.js'
 import type { HostPort } from '../config/schema.js'
 import type { Pool } from '../pool/pool.js'
@@ -164,7 +165,7 @@ export class PatroniSync {
 
   stats(urls: string[], follower: { lastError: string | undefined; reads: number }): PatroniStats {
     return {
-      urls,
+      urls: urls.map(redactUrl),
       leader: this.leader?.name ?? null,
       timeline: this.leaderTimeline ?? null,
       members: this.members.map((m) => ({

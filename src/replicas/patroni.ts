@@ -8,6 +8,7 @@
 // cannot vouch for a token taken on the new leader.
 import type { Logger } from '../config/logger.js'
 import type { HostPort } from '../config/schema.js'
+import { redactUrl } from '../config/redact.js'
 import { ConnectError } from '../errors/index.js'
 
 export type PatroniRole = 'leader' | 'replica'
@@ -32,7 +33,7 @@ export interface PatroniTopology {
   /** The writable leader, if Patroni names one that runs. */
   leader: PatroniMember | undefined
   members: PatroniMember[]
-  /** Which REST API answered. */
+  /** Which REST API answered (a password in its URL hidden). */
   source: string
   at: number
 }
@@ -70,21 +71,35 @@ export function parseClusterJson(body: unknown, source: string): PatroniTopology
   return { leader, members, source, at: Date.now() }
 }
 
+/**
+ * GET `path` from a Patroni REST API. Credentials written into the URL (`http://user:pass@host:8008`)
+ * go as a Basic Authorization header: fetch refuses them in the URL, and would print them.
+ */
+export function getPatroni(base: string, path: string, timeoutMs: number): Promise<Response> {
+  const url = new URL(`${base.replace(/\/+$/, '')}${path}`)
+  const headers: Record<string, string> = { accept: 'application/json' }
+  if (url.username || url.password) {
+    headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`
+    url.username = ''
+    url.password = ''
+  }
+  return fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers })
+}
+
 /** Ask each REST API in turn for `/cluster` until one answers. */
 export async function readPatroniTopology(urls: readonly string[], timeoutMs: number): Promise<PatroniTopology> {
   const failures: string[] = []
   for (const base of urls) {
-    const url = `${base.replace(/\/+$/, '')}/cluster`
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
+      const res = await getPatroni(base, '/cluster', timeoutMs)
       if (res.status !== 200) {
-        failures.push(`${base}: HTTP ${res.status}`)
+        failures.push(`${redactUrl(base)}: HTTP ${res.status}`)
         continue
       }
-      return parseClusterJson(await res.json(), base)
+      return parseClusterJson(await res.json(), redactUrl(base))
     } catch (err) {
       const e = err as Error & { cause?: Error & { code?: string } }
-      failures.push(`${base}: ${e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause?.code ?? (e.cause as Error | undefined)?.message ?? e.message)}`)
+      failures.push(`${redactUrl(base)}: ${e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause?.code ?? (e.cause as Error | undefined)?.message ?? e.message)}`)
     }
   }
   throw new ConnectError(

@@ -67,4 +67,11 @@ describe('Patroni options', () => {
     expect(() => new Cluster({ patroni: url, primary: { user: 'u', database: 'd' } })).toThrow(/createCluster/)
     await expect(createCluster({ patroni: url, primary: { user: 'u', database: 'd' }, patroniTimeoutMs: 200 })).rejects.toThrow(`no Patroni REST API answered GET /cluster (${url}: ECONNREFUSED)`)
   })
+
+  it('never shows a password written into a Patroni URL', async () => {
+    const [port] = await freePorts(1)
+    const err = (await createCluster({ patroni: `http://patroni:hunter2@127.0.0.1:${port}`, primary: { user: 'u', database: 'd' }, patroniTimeoutMs: 200 }).catch((e: unknown) => e)) as Error
+    expect(err.message).toMatch(/no Patroni REST API answered GET \/cluster \(http:\/\/patroni:\*+@127\.0\.0\.1/)
+    expect(err.message).not.toContain('hunter2')
+  })
 })

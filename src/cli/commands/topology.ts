@@ -1,6 +1,7 @@
 // `tidepool status --patroni`: the Patroni cluster's members (role, state, timeline, lag) from its
 // REST API, and the last leader change from Patroni's own history.
-import { readPatroniTopology, type PatroniMember } from '../../replicas/patroni.js'
+import { redactUrl } from '../../config/redact.js'
+import { getPatroni, readPatroniTopology, type PatroniMember } from '../../replicas/patroni.js'
 
 export interface TopologyStatus {
   /** The REST API that answered. */
@@ -14,18 +15,20 @@ export interface TopologyStatus {
 /** Read `/cluster` (members) and `/history` (timeline switches) from the first API that answers. */
 export async function readTopologyStatus(urls: readonly string[], timeoutMs: number): Promise<TopologyStatus> {
   const t = await readPatroniTopology(urls, timeoutMs)
+  // t.source is the answering URL with any password hidden; ask that same API for its history.
+  const answering = urls.find((u) => redactUrl(u) === t.source) ?? urls[0]!
   return {
     source: t.source,
     leader: t.leader?.name ?? null,
     members: t.members.map((m: PatroniMember) => ({ name: m.name, role: m.patroniRole, state: m.state, host: m.host, port: m.port, timeline: m.timeline ?? null, lagBytes: m.lagBytes ?? null })),
-    lastSwitch: await readLastSwitch(t.source, timeoutMs),
+    lastSwitch: await readLastSwitch(answering, timeoutMs),
   }
 }
 
 /** Patroni's `GET /history`: `[timeline, lsn, reason, timestamp, new_leader]` per switch, oldest first. */
 async function readLastSwitch(base: string, timeoutMs: number): Promise<TopologyStatus['lastSwitch']> {
   try {
-    const res = await fetch(`${base.replace(/\/+$/, '')}/history`, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } })
+    const res = await getPatroni(base, '/history', timeoutMs)
     if (res.status !== 200) return null
     const rows = (await res.json()) as unknown
     if (!Array.isArray(rows) || rows.length === 0) return null
