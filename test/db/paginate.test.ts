@@ -7,7 +7,7 @@ import { adviseDatabase } from '../../src/ops/index.js'
 import { run } from '../../src/cli/main.js'
 import { createCluster } from '../../src/replicas/index.js'
 import { CursorError, MisuseError } from '../../src/errors/index.js'
-import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
+import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 import { sharedReplicaUrl } from '../replicas/helpers.js'
 
 const testDb = await useDatabase()
@@ -112,8 +112,11 @@ describe('db.paginate', () => {
   })
 
   it('pages through a cluster reader (the shared streaming replica)', async () => {
-    const cluster = await createCluster({ primary: testDb.url, replicas: [await sharedReplicaUrl(testDb.name)], logger: recordingLogger() })
+    // A generous wait for the token: under a loaded CI machine the replica may replay it late.
+    const cluster = await createCluster({ primary: testDb.url, replicas: [await sharedReplicaUrl(testDb.name)], maxWaitMs: 10_000, logger: recordingLogger() })
     try {
+      // Reads go to a replica only once its probe has measured it.
+      await waitFor(() => cluster.stats().replicas[0]?.state === 'up', 10_000, 'the replica to be measured')
       const routed: string[] = []
       cluster.db.on('query', (e) => routed.push(e.pool))
       const ids: number[] = []
