@@ -17,6 +17,8 @@ export interface QueryStartEvent {
   inTransaction: boolean
   /** Bind values, only when the Database was created with `logParams: true`. */
   params?: readonly unknown[] | undefined
+  /** The ORM engine that ran it (`pg` for tidepool-pg/pg, `kysely`, `prisma`); absent for a Database. */
+  via?: string | undefined
 }
 
 export interface QueryEndEvent extends QueryStartEvent {

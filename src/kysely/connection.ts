@@ -5,6 +5,7 @@ import { CompiledQuery, type DatabaseConnection, type QueryResult } from 'kysely
 import { LeaseError } from '../errors/index.js'
 import { cursorRows } from '../db/bulk.js'
 import { runOn } from '../db/execute.js'
+import { sessionOutcome, type StatementEvents } from '../db/statement-events.js'
 import type { Lease } from '../pool/lease.js'
 
 /** Kysely's default chunk size for `stream()`, for Kysely versions that do not pass one. */
@@ -25,8 +26,11 @@ export class TidepoolConnection implements DatabaseConnection {
   /** Set while a query that Kysely may cancel runs: aborting it sends a CancelRequest. */
   #inflight: AbortController | undefined
 
-  constructor(lease: Lease) {
+  readonly #events: StatementEvents | undefined
+
+  constructor(lease: Lease, events?: StatementEvents) {
     this.#lease = lease
+    this.#events = events
   }
 
   /** Server process id of the session behind this connection. */
@@ -55,7 +59,8 @@ export class TidepoolConnection implements DatabaseConnection {
     let controller: AbortController | undefined
     if (options?.signal !== undefined) this.#inflight = controller = new AbortController()
     try {
-      const result = await runOn(lease, sql, parameters.length > 0 ? parameters : undefined, controller ? { signal: controller.signal } : undefined)
+      const run = () => runOn(lease, sql, parameters.length > 0 ? parameters : undefined, controller ? { signal: controller.signal } : undefined)
+      const result = this.#events === undefined ? await run() : await this.#events.run(lease, sql, run, sessionOutcome)
       const { command, rowCount } = result
       return {
         rows: result.rows as R[],

@@ -2,9 +2,10 @@
 // Kysely's own compiler, adapter (migration lock) and introspector are used unchanged; only the
 // driver is ours.
 import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler, type DatabaseIntrospector, type Dialect, type DialectAdapter, type Driver, type Kysely, type QueryCompiler } from 'kysely'
-import type { Logger } from '../config/logger.js'
+import { defaultLogger, type Logger } from '../config/logger.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { Database } from '../db/database.js'
+import { StatementEvents } from '../db/statement-events.js'
 import { createPool, Pool, type PoolOptions } from '../pool/pool.js'
 import { TidepoolDriver, type PoolSource } from './driver.js'
 
@@ -22,8 +23,17 @@ export interface TidepoolDialectOptions {
 
 export class TidepoolDialect implements Dialect {
   readonly #source: PoolSource
+  /**
+   * Kysely's statements as query events: `observer.watch(dialect)` puts them in the Observer's
+   * metrics, statement table, slow log and N+1 warnings (and watches a given Pool's gauges).
+   */
+  readonly statementEvents: StatementEvents
+  /** The Pool given (or the Database's); undefined when the dialect opens its own. */
+  readonly pool: Pool | undefined
 
   constructor(source: TidepoolDialectSource, options: TidepoolDialectOptions = {}) {
+    this.pool = source instanceof Pool ? source : source instanceof Database ? source.pool : undefined
+    this.statementEvents = new StatementEvents(this.pool?.logger ?? options.logger ?? defaultLogger(), 'kysely')
     if (source instanceof Pool) {
       this.#source = { owned: false, pool: () => Promise.resolve(source) }
     } else if (source instanceof Database) {
@@ -36,7 +46,7 @@ export class TidepoolDialect implements Dialect {
   }
 
   createDriver(): Driver {
-    return new TidepoolDriver(this.#source)
+    return new TidepoolDriver(this.#source, this.statementEvents)
   }
 
   createQueryCompiler(): QueryCompiler {

@@ -5,6 +5,7 @@
 import { CompiledQuery, createQueryId, sql, type DatabaseConnection, type Driver, type QueryCompiler, type TransactionSettings } from 'kysely'
 import { TransactionError } from '../errors/index.js'
 import { beginStatement, commitOutcomeUnknown } from '../db/transaction.js'
+import type { StatementEvents } from '../db/statement-events.js'
 import type { Pool } from '../pool/pool.js'
 import { TidepoolConnection } from './connection.js'
 
@@ -27,8 +28,11 @@ export class TidepoolDriver implements Driver {
   readonly #source: PoolSource
   #pool: Pool | undefined
 
-  constructor(source: PoolSource) {
+  readonly #events: StatementEvents | undefined
+
+  constructor(source: PoolSource, events?: StatementEvents) {
     this.#source = source
+    this.#events = events
   }
 
   async init(): Promise<void> {
@@ -37,7 +41,7 @@ export class TidepoolDriver implements Driver {
 
   async acquireConnection(options?: SignalOptions): Promise<DatabaseConnection> {
     const lease = await this.#pool!.acquire({ holder: HOLDER, signal: options?.signal })
-    return new TidepoolConnection(lease)
+    return new TidepoolConnection(lease, this.#events)
   }
 
   // Transaction statements go through the connection's executeQuery, as Kysely's own driver does,

@@ -6,6 +6,7 @@ import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { printAs } from '../config/redact.js'
 import type { Cache } from '../cache/index.js'
 import type { Database } from '../db/database.js'
+import type { ReportsStatements } from '../db/statement-events.js'
 import { ConfigError } from '../errors/index.js'
 import type { QueryEndEvent, QueryStartEvent } from '../db/hooks.js'
 import type { Pool, PoolStats } from '../pool/pool.js'
@@ -168,11 +169,18 @@ export class Observer {
     return this
   }
 
-  /** Record a Database's statements, and watch its pool. */
-  watch(db: Database): this {
-    if (this.databases.has(db)) return this
-    this.watchPool(db.pool)
-    return this.listen(db, db)
+  /**
+   * Record a Database's statements, and watch its pool. Also an ORM engine's: a `tidepool-pg/pg`
+   * PgPool, a Kysely `TidepoolDialect` or a Prisma `PrismaTidepool` (their statements carry `via`).
+   */
+  watch(source: Database | ReportsStatements): this {
+    if (this.databases.has(source)) return this
+    if ('statementEvents' in source) {
+      if (source.pool !== undefined) this.watchPool(source.pool)
+      return this.listen(source, source.statementEvents)
+    }
+    this.watchPool(source.pool)
+    return this.listen(source, source)
   }
 
   /**

@@ -14,6 +14,7 @@ import { Database } from '../db/database.js'
 import type { QueryEndEvent, QueryEvents, QueryStartEvent } from '../db/hooks.js'
 import type { Transaction } from '../db/scope.js'
 import type { TransactionOptions } from '../db/transaction.js'
+import type { ReportsStatements } from '../db/statement-events.js'
 import { Pool } from '../pool/pool.js'
 import { Cluster } from '../replicas/cluster.js'
 import { statementShape } from '../sql/fingerprint.js'
@@ -46,7 +47,7 @@ export interface MigratorLike {
   up(): Promise<{ applied: { version: number; name: string; durationMs: number }[]; lockWaitMs: number; alreadyApplied: number }>
 }
 
-export type Instrumentable = Database | Pool | Cluster | Cache | MigratorLike
+export type Instrumentable = Database | Pool | Cluster | Cache | MigratorLike | ReportsStatements
 
 type QueryEmitter = { on<K extends keyof QueryEvents>(event: K, listener: (e: QueryEvents[K]) => void): () => void }
 type TransactionRunner = { transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> }
@@ -136,6 +137,7 @@ class Instrumentation {
       'tidepool.schema': e.schema,
       'tidepool.fingerprint': e.fingerprint,
     }
+    if (e.via !== undefined) attributes['tidepool.via'] = e.via
     if (operation) attributes['db.operation.name'] = operation
     const span = this.tracer.startSpan(operation || SYSTEM, { kind: this.api.SpanKind.CLIENT, attributes }, this.api.context.active())
     this.spans.set(e, span)
@@ -361,11 +363,16 @@ export async function instrument(targets: Instrumentable | readonly Instrumentab
   const i = new Instrumentation(api, options)
   for (const target of list) {
     if (target instanceof Database) instrumentDatabase(i, target)
+    else if ('statementEvents' in target) {
+      // An ORM engine (tidepool-pg/pg, the Kysely dialect, the Prisma adapter): its statements, and its pool's metrics.
+      i.queries(target.statementEvents, target.pool?.config.database ?? 'postgres')
+      if (target.pool !== undefined) i.pool(target.pool)
+    }
     else if (target instanceof Pool) i.pool(target)
     else if (target instanceof Cluster) instrumentCluster(i, target)
     else if (typeof (target as MigratorLike).up === 'function' && typeof (target as MigratorLike).module === 'string') i.migrator(target as MigratorLike)
     else if (typeof (target as Cache).get === 'function' && typeof (target as Cache).stats === 'function') i.cache(target as Cache)
-    else throw new TypeError('instrument() takes Databases, Pools, Clusters, Caches and Migrators')
+    else throw new TypeError('instrument() takes Databases, Pools, Clusters, Caches, Migrators and ORM engines (PgPool, TidepoolDialect, PrismaTidepool)')
   }
   return () => i.close()
 }

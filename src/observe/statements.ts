@@ -20,6 +20,8 @@ export interface StatementStats {
   maxMs: number
   /** Epoch ms of the last call. */
   lastAt: number
+  /** The ORM engine that ran it (`pg`, `kysely`, `prisma`), when not a Database. */
+  via?: string
 }
 
 export type StatementOrder = 'total' | 'mean' | 'p95' | 'max' | 'calls' | 'errors'
@@ -50,6 +52,7 @@ export class StatementStatistics {
     if (!entry) {
       if (this.entries.size >= this.capacity) this.evictCheapest()
       entry = { fingerprint: e.fingerprint, statement: statementShape(e.sql).normalized, calls: 0, errors: 0, rows: 0, totalMs: 0, maxMs: 0, lastAt: 0, recent: new Sampler(RECENT_WINDOW) }
+      if (e.via !== undefined) entry.via = e.via
       this.entries.set(e.fingerprint, entry)
     }
     entry.calls++
@@ -100,5 +103,6 @@ function view(e: Entry): StatementStats {
     p95Ms: e.recent.percentiles().p95,
     maxMs: round(e.maxMs),
     lastAt: e.lastAt,
+    ...(e.via !== undefined ? { via: e.via } : {}),
   }
 }

@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events'
 import pg from 'pg'
 import { LeaseError } from '../errors/index.js'
+import type { StatementEvents } from '../db/statement-events.js'
 import type { Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
 import { excerpt } from '../pool/errors.js'
@@ -17,6 +18,8 @@ export interface ClientOwner {
   /** Leak reports name the client's last statement (only when the pool tracks leaks). */
   readonly tracksHolders: boolean
   clientReleased(client: PgPoolClient): void
+  /** Where the client's statements are reported (an Observer watching the PgPool listens). */
+  readonly statementEvents: StatementEvents
   /** Cluster handles: e.g. raise the session's token after a write. */
   readonly afterStatement?: ((lease: Lease, text: string) => Promise<void>) | undefined
 }
@@ -62,7 +65,7 @@ export class PgPoolClient extends EventEmitter {
       if (lease === undefined) throw new LeaseError('this client was released to the pool; call connect() for another one')
       if (this.#owner.tracksHolders) lease.setHolder(`pg client, last statement: ${excerpt(call.config.text)}`)
       const after = this.#owner.afterStatement
-      const run = runCall(lease, call.config, this.#owner.types)
+      const run = runCall(lease, call.config, this.#owner.types, this.#owner.statementEvents)
       const text = call.config.text
       work = (after === undefined ? run : run.then(async (result) => (await after(lease, text), result))).catch((err: unknown) => {
         // The session is gone (terminated, network): nothing can run on it again, so its slot

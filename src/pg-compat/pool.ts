@@ -7,6 +7,7 @@
 // (`constructor.name.includes('Pool')`) and only then runs a transaction on one checked-out client.
 import { EventEmitter } from 'node:events'
 import type pg from 'pg'
+import { StatementEvents } from '../db/statement-events.js'
 import { PoolClosedError } from '../errors/index.js'
 import { Pool, withStatementLease, type Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
@@ -42,6 +43,11 @@ export interface PgPoolOptions {
 export class PgPool extends EventEmitter implements ClientOwner {
   /** The Tidepool pool underneath: give it to `new Database(pool)` to share it. */
   readonly pool: Pool
+  /**
+   * This pool's statements as query events: `observer.watch(pgPool)` puts the ORM's statements in
+   * the Observer's metrics, statement table, slow log and N+1 warnings.
+   */
+  readonly statementEvents: StatementEvents
   /** Parsers for this pool's results (as pg's Client `types`); undefined: pg's global registry. */
   types: TypeParserSource | undefined
   readonly #owns: boolean
@@ -75,6 +81,7 @@ export class PgPool extends EventEmitter implements ClientOwner {
       this.#owns = true
       this.types = source?.types
     }
+    this.statementEvents = new StatementEvents(this.pool.logger, 'pg')
   }
 
   /**
@@ -177,7 +184,7 @@ export class PgPool extends EventEmitter implements ClientOwner {
       // statement the server provably never ran (session ended under it) run once more.
       work = this.#source
         ? this.viaClient(call.config)
-        : withStatementLease(this.pool, call.config.text, undefined, (lease) => runCall(lease, call.config, this.types))
+        : withStatementLease(this.pool, call.config.text, undefined, (lease) => runCall(lease, call.config, this.types, this.statementEvents))
     } catch (err) {
       work = Promise.reject(asPgError(err))
     }

@@ -7,6 +7,7 @@
 //  - errors: Tidepool's own classes, carrying pg's fields (`code` is the SQLSTATE for server errors).
 import pg from 'pg'
 import { assertNoSessionState } from '../db/session-state.js'
+import { sessionOutcome, type StatementEvents } from '../db/statement-events.js'
 import { MisuseError, QueryError, ConnectionLostError, type TidepoolError } from '../errors/index.js'
 import type { Lease } from '../pool/index.js'
 import type { FieldInfo, SessionResult, TypeParserSource } from '../pool/session.js'
@@ -63,20 +64,21 @@ export function normaliseCall(textOrConfig: unknown, values: unknown, callback: 
 /** pg's global parsers: pg's defaults, and whatever the app registered with pg.types.setTypeParser. */
 export const globalTypes: TypeParserSource = pg.types as unknown as TypeParserSource
 
-export async function runCall(lease: Lease, config: PgQueryConfig, poolTypes: TypeParserSource | undefined): Promise<PgResult | PgResult[]> {
+export async function runCall(lease: Lease, config: PgQueryConfig, poolTypes: TypeParserSource | undefined, events?: StatementEvents): Promise<PgResult | PgResult[]> {
   let result: SessionResult
   try {
     // Behind a transaction-mode pooler, session state (SET, LISTEN, session advisory locks, …)
     // would leak to other clients' transactions: refused with the safe alternative, as Database does.
     if (lease.refusesSessionState) assertNoSessionState(config.text)
-    result = await lease.run({
+    const statement = {
       text: config.text,
       values: config.values,
       prepare: config.name !== undefined ? true : undefined,
-      rowMode: config.rowMode === 'array' ? 'array' : undefined,
+      rowMode: config.rowMode === 'array' ? ('array' as const) : undefined,
       types: config.types ?? poolTypes ?? globalTypes,
       allResults: true,
-    })
+    }
+    result = events === undefined ? await lease.run(statement) : await events.run(lease, config.text, () => lease.run(statement), sessionOutcome)
   } catch (err) {
     throw asPgError(err)
   }

@@ -42,6 +42,8 @@ export interface LeaseRunOptions {
 
 /** What a lease gives its connection back to (the Pool). */
 export interface LeaseOwner {
+  /** The pool's name, for events that say where a statement ran. */
+  readonly name: string
   release(lease: Lease, options?: { destroy?: boolean }): void
 }
 
@@ -95,6 +97,11 @@ export class Lease {
   /** Server process id of this session (pg_stat_activity.pid). */
   get pid(): number {
     return this.#conn.pid
+  }
+
+  /** Name of the pool this lease came from (`default`, `replica-1`, …). */
+  get poolName(): string {
+    return this.#owner.name
   }
 
   /** `host:port` of the server. */

@@ -19,9 +19,11 @@ import type {
   Transaction,
   TransactionOptions,
 } from '@prisma/driver-adapter-utils'
+import { defaultLogger } from '../config/logger.js'
 import { checkOptionKeys, optionKeys } from '../config/options.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { Database } from '../db/database.js'
+import { sessionOutcome, StatementEvents } from '../db/statement-events.js'
 import type { Lease } from '../pool/lease.js'
 import { withStatementLease } from '../pool/one-statement.js'
 import { createPool, Pool, type PoolOptions } from '../pool/pool.js'
@@ -92,12 +94,15 @@ export abstract class PrismaQueryable {
   readonly provider = 'postgres' as const
   readonly adapterName = ADAPTER_NAME
 
+  /** @internal Where statements are reported (the factory's statementEvents), if anywhere. */
+  constructor(readonly events: StatementEvents | undefined) {}
+
   /** @internal Run `work` for the statement `sql` on a lease of this adapter's choosing. */
   abstract run<T>(sql: string, work: (lease: Lease) => Promise<T>): Promise<T>
 
   async queryRaw(query: SqlQuery): Promise<SqlResultSet> {
     try {
-      return await this.run(query.sql, async (lease) => toResultSet(await runPrisma(lease, query), lease))
+      return await this.run(query.sql, async (lease) => toResultSet(await this.#statement(lease, query), lease))
     } catch (err) {
       throw toPrismaError(err)
     }
@@ -105,10 +110,15 @@ export abstract class PrismaQueryable {
 
   async executeRaw(query: SqlQuery): Promise<number> {
     try {
-      return await this.run(query.sql, async (lease) => (await runPrisma(lease, query)).rowCount ?? 0)
+      return await this.run(query.sql, async (lease) => (await this.#statement(lease, query)).rowCount ?? 0)
     } catch (err) {
       throw toPrismaError(err)
     }
+  }
+
+  #statement(lease: Lease, query: SqlQuery): Promise<SessionResult> {
+    if (this.events === undefined) return runPrisma(lease, query)
+    return this.events.run(lease, query.sql, () => runPrisma(lease, query), sessionOutcome)
   }
 }
 
@@ -119,8 +129,8 @@ export class PrismaTidepoolTransaction extends PrismaQueryable implements Transa
   readonly #hooks: WriteHooks | undefined
   #released = false
 
-  constructor(lease: Lease, hooks?: WriteHooks) {
-    super()
+  constructor(lease: Lease, hooks?: WriteHooks, events?: StatementEvents) {
+    super(events)
     this.#lease = lease
     this.#hooks = hooks
   }
@@ -181,8 +191,12 @@ export class PrismaTidepoolAdapter extends PrismaQueryable implements SqlDriverA
   readonly #hooks: WriteHooks | undefined
   readonly #onDispose: () => Promise<void>
 
-  constructor(pool: Pool, options: { schema?: string | undefined; transactionAcquireTimeoutMs?: number | undefined; hooks?: WriteHooks | undefined }, onDispose: () => Promise<void>) {
-    super()
+  constructor(
+    pool: Pool,
+    options: { schema?: string | undefined; transactionAcquireTimeoutMs?: number | undefined; hooks?: WriteHooks | undefined; events?: StatementEvents | undefined },
+    onDispose: () => Promise<void>,
+  ) {
+    super(options.events)
     this.pool = pool
     this.#schema = options.schema
     this.#transactionTimeoutMs = options.transactionAcquireTimeoutMs
@@ -220,7 +234,7 @@ export class PrismaTidepoolAdapter extends PrismaQueryable implements SqlDriverA
       lease.release()
       throw toPrismaError(err)
     }
-    return new PrismaTidepoolTransaction(lease, this.#hooks)
+    return new PrismaTidepoolTransaction(lease, this.#hooks, this.events)
   }
 
   /** Several statements in one simple-protocol message, as PostgreSQL runs a script: one implicit transaction. */
@@ -255,6 +269,11 @@ export class PrismaTidepool implements SqlMigrationAwareDriverAdapterFactory {
   readonly #source: Source
   readonly #options: PrismaTidepoolOptions
   #pool: Pool | undefined
+  /**
+   * Prisma's statements as query events: `observer.watch(adapter)` puts them in the Observer's
+   * metrics, statement table, slow log and N+1 warnings (and watches the pool once there is one).
+   */
+  readonly statementEvents: StatementEvents
 
   constructor(source: Source, options: PrismaTidepoolOptions = {}) {
     checkOptionKeys('PrismaTidepool options', options, OPTION_KEYS)
@@ -262,6 +281,7 @@ export class PrismaTidepool implements SqlMigrationAwareDriverAdapterFactory {
     this.#options = options
     if (source instanceof Pool) this.#pool = source
     else if (source instanceof Database) this.#pool = source.pool
+    this.statementEvents = new StatementEvents(this.#pool?.logger ?? defaultLogger(), 'prisma')
   }
 
   /** The pool Prisma's statements run on (undefined until connect() when built from options): read its stats() and events. */
@@ -272,7 +292,7 @@ export class PrismaTidepool implements SqlMigrationAwareDriverAdapterFactory {
   async connect(): Promise<SqlDriverAdapter> {
     const source = this.#source
     const schema = this.#options.schema ?? (source instanceof Database && source.schema !== 'public' ? source.schema : undefined)
-    const adapterOptions = { schema, transactionAcquireTimeoutMs: this.#options.transactionAcquireTimeoutMs }
+    const adapterOptions = { schema, transactionAcquireTimeoutMs: this.#options.transactionAcquireTimeoutMs, events: this.statementEvents }
     if (source instanceof Pool || source instanceof Database) {
       const pool = source instanceof Pool ? source : source.pool
       return new PrismaTidepoolAdapter(pool, adapterOptions, async () => {

@@ -8,7 +8,9 @@
 //    replayed the session's token, waiting up to maxWaitMs) and falls back to the primary.
 // So a read after a write in the same session is never stale, whichever client Prisma picks.
 import type { IsolationLevel, SqlDriverAdapter, SqlDriverAdapterFactory, Transaction, ConnectionInfo } from '@prisma/driver-adapter-utils'
+import { StatementEvents } from '../db/statement-events.js'
 import type { Lease } from '../pool/lease.js'
+import type { Pool } from '../pool/pool.js'
 import { isPlainRead } from '../replicas/classify.js'
 import { routerOf, type Cluster } from '../replicas/cluster.js'
 import { BEHIND } from '../replicas/router.js'
@@ -41,7 +43,7 @@ export class PrismaReplicaAdapter extends PrismaQueryable implements SqlDriverAd
   readonly #primary: PrismaTidepoolAdapter
 
   constructor(cluster: Cluster, primary: PrismaTidepoolAdapter) {
-    super()
+    super(primary.events)
     this.#cluster = cluster
     this.#primary = primary
   }
@@ -88,12 +90,21 @@ export class PrismaReplicaAdapter extends PrismaQueryable implements SqlDriverAd
  *     const prisma = new PrismaClient({ adapter: primary }).$extends(readReplicas({ replicas: [new PrismaClient({ adapter: replica })] }))
  *     await cluster.session(async () => { await prisma.user.update(…); await prisma.user.findMany() })  // sees the update
  *
- * The cluster stays yours: disposing the adapters closes nothing.
+ * The cluster stays yours: disposing the adapters closes nothing. `observer.watch(adapters)` records
+ * Prisma's statements on both.
  */
-export function prismaClusterAdapters(cluster: Cluster, options: { schema?: string } = {}): { primary: SqlDriverAdapterFactory; replica: SqlDriverAdapterFactory } {
-  const primaryAdapter = () => new PrismaTidepoolAdapter(cluster.pools().primary, { schema: options.schema, hooks: tokenHooks(cluster) }, () => Promise.resolve())
+export function prismaClusterAdapters(
+  cluster: Cluster,
+  options: { schema?: string } = {},
+): { primary: SqlDriverAdapterFactory; replica: SqlDriverAdapterFactory; statementEvents: StatementEvents; pool: Pool } {
+  const pool = cluster.pools().primary
+  // One event source for both: `observer.watch(adapters)` sees every statement Prisma sends, wherever it ran.
+  const statementEvents = new StatementEvents(pool.logger, 'prisma')
+  const primaryAdapter = () => new PrismaTidepoolAdapter(pool, { schema: options.schema, hooks: tokenHooks(cluster), events: statementEvents }, () => Promise.resolve())
   return {
     primary: { provider: 'postgres', adapterName: ADAPTER_NAME, connect: () => Promise.resolve(primaryAdapter()) },
     replica: { provider: 'postgres', adapterName: ADAPTER_NAME, connect: () => Promise.resolve(new PrismaReplicaAdapter(cluster, primaryAdapter())) },
+    statementEvents,
+    pool,
   }
 }

@@ -6,6 +6,7 @@
 // really exhausted, leaks are really held past leakWarningMs.
 import { afterAll, describe, expect, it } from 'vitest'
 import { PoolTimeoutError, SessionStateError } from '../../src/errors/index.js'
+import { Observer } from '../../src/observe/index.js'
 import { PgPool, type PgPoolClient } from '../../src/pg-compat/index.js'
 import { Pool, type PoolOptions } from '../../src/pool/index.js'
 import { startPgBouncer } from '../../src/testing/index.js'
@@ -245,6 +246,31 @@ export function runOrmScenarios(orm: OrmUnderTest, options: ScenarioOptions = {}
     }
 
     if (options.faults === false) return
+
+    it("puts the ORM's statements in an Observer's metrics and statement table", async () => {
+      const { pool, harness } = await make()
+      const observer = new Observer({ slowQueryMs: false }).watch(pool)
+      try {
+        await harness.insertAuthor('observed-1')
+        expect(await harness.authorNames('observed-')).toEqual(['observed-1'])
+        await expect(harness.insertAuthor('observed-1')).rejects.toThrow() // a unique violation
+        const seen = observer.topQueries({ by: 'calls', limit: 100 })
+        const inserts = seen.filter((s) => /insert\s+into\s+("?public"?\.)?"?authors"?/i.test(s.statement))
+        const selects = seen.filter((s) => /^\s*select\b/i.test(s.statement) && /"?authors"?/i.test(s.statement))
+        expect(inserts.length, JSON.stringify(seen)).toBeGreaterThan(0)
+        expect(selects.length, JSON.stringify(seen)).toBeGreaterThan(0)
+        expect([...inserts, ...selects].every((s) => s.via === 'pg')).toBe(true)
+        expect(inserts.reduce((n, s) => n + s.errors, 0)).toBe(1)
+        const name = pool.pool.name
+        const metrics = observer.metrics()
+        expect(metrics).toMatch(new RegExp(`tidepool_query_duration_seconds_count\\{pool="${name}",outcome="ok"\\} [1-9]`))
+        expect(metrics).toMatch(new RegExp(`tidepool_query_errors_total\\{pool="${name}",code="[A-Z_0-9]+"\\} 1\\b`))
+        // The pool's own gauges come with it.
+        expect(metrics).toContain(`tidepool_pool_connections{pool="${name}"`)
+      } finally {
+        await observer.close()
+      }
+    })
 
     describe('faults', () => {
       it('loses no slot when BEGIN, COMMIT or ROLLBACK fails because the backend was terminated', async () => {
