@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPool, type Pool } from '../../src/pool/index.js'
 import { Database } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
 import { PrismaTidepool } from '../../src/prisma/index.js'
 import { recordingLogger, useDatabase } from '../helpers/fixtures.js'
 import { generatePrismaClient, PRISMA_DDL } from '../helpers/prisma.js'
@@ -12,11 +13,13 @@ import { generatePrismaClient, PRISMA_DDL } from '../helpers/prisma.js'
 const db = await useDatabase()
 let pool: Pool
 let prisma: any
+let observer: Observer
 
 beforeAll(async () => {
   const PrismaClient = await generatePrismaClient('client')
   pool = await createPool({ url: db.url, size: 3, maxOverflow: 0, acquireTimeoutMs: 2_000 , logger: recordingLogger() })
   const factory = new PrismaTidepool(pool)
+  observer = new Observer({ slowQueryMs: false }).watch(factory)
   // The tables go in through the adapter's executeScript: several statements, one message.
   const adapter = await factory.connect()
   await adapter.executeScript(PRISMA_DDL)
@@ -24,6 +27,7 @@ beforeAll(async () => {
 }, 120_000)
 
 afterAll(async () => {
+  await observer?.close()
   await prisma?.$disconnect()
   await pool?.close()
 })
@@ -49,6 +53,10 @@ describe('Prisma client on PrismaTidepool', () => {
     await prisma.user.delete({ where: { id: ada.id } })
     expect(await prisma.user.findUnique({ where: { id: ada.id } })).toBeNull()
     expect(slots().checkedOut).toBe(0)
+    // What Prisma's engine sent is in the Observer's statement table, named by the engine.
+    const seen = observer.topQueries({ by: 'calls', limit: 100 })
+    const prismaStatements = seen.filter((s) => s.via === 'prisma' && /"User"/.test(s.statement))
+    expect(prismaStatements.map((s) => s.statement.split(' ')[0]!.toUpperCase())).toEqual(expect.arrayContaining(['INSERT', 'SELECT', 'UPDATE', 'DELETE']))
   })
 
   it('returns the value types Prisma decodes: Decimal, BigInt, String[], Json, Bytes, Date, DateTime', async () => {
