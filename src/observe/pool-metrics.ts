@@ -16,7 +16,7 @@ export interface RecentPoolWaits {
   waitMs: { p50: number; p95: number; p99: number; max: number; count: number }
 }
 
-type CounterKey = 'acquires' | 'timeouts' | 'connectErrors' | 'evictions' | 'opened' | 'closed' | 'recycled' | 'resets' | 'discarded' | 'leaksDetected' | 'reclaimed' | 'prePingFailures'
+type CounterKey = 'acquires' | 'timeouts' | 'connectErrors' | 'evictions' | 'opened' | 'closed' | 'recycled' | 'resets' | 'discarded' | 'leaksDetected' | 'reclaimed' | 'prePingFailures' | 'drained' | 'pipelined'
 
 const COUNTERS: [CounterKey, string, string][] = [
   ['acquires', 'tidepool_pool_acquires_total', 'Connections handed out by the pool.'],
@@ -31,6 +31,8 @@ const COUNTERS: [CounterKey, string, string][] = [
   ['leaksDetected', 'tidepool_pool_leaks_total', 'Checkouts held longer than leakWarningMs.'],
   ['reclaimed', 'tidepool_pool_reclaimed_total', 'Checkouts held longer than leakReclaimMs, closed under their holders.'],
   ['prePingFailures', 'tidepool_pool_pre_ping_failures_total', 'Connections that failed the pre-ping and were replaced.'],
+  ['drained', 'tidepool_pool_drained_total', 'Connections retired by drain(), or because their server no longer matched targetSessionAttrs.'],
+  ['pipelined', 'tidepool_pool_pipelined_total', 'Checkouts that shared a busy connection (pipelineDepth > 1).'],
 ]
 
 interface Watched {

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest'
 import { ConnectionLostError, QueryError, QueryTimeoutError, AbortError, ConfigError } from '../../src/errors/index.js'
 import { resolveConfig } from '../../src/config/resolve.js'
 import { Database } from '../../src/db/index.js'
+import { Observer } from '../../src/observe/index.js'
 import { createPool, type Pool, type PoolOptions } from '../../src/pool/index.js'
 import { connectionOf } from '../../src/pool/lease.js'
 import { isPipelinable } from '../../src/pool/pipeline.js'
@@ -32,8 +33,13 @@ describe('pipelining', () => {
     expect(rows.map((r) => r!.n)).toEqual(Array.from({ length: 40 }, (_, i) => i))
     // One connection served them all, and it was shared: several were in flight at once.
     expect(new Set(rows.map((r) => r!.pid)).size).toBe(1)
-    expect(pool.stats().pipelined).toBeGreaterThan(0)
+    const shared = pool.stats().pipelined
+    expect(shared).toBeGreaterThan(0)
     expect(slots(pool)).toEqual({ total: 1, idle: 1, checkedOut: 0, waiting: 0 })
+    // The same count is on /metrics.
+    const observer = new Observer({ slowQueryMs: false }).watchPool(pool)
+    expect(observer.metrics()).toContain(`tidepool_pool_pipelined_total{pool="${pool.name}"} ${shared}`)
+    await observer.close()
     await pool.close()
   })
 
