@@ -11,11 +11,11 @@ import { StatementEvents } from '../db/statement-events.js'
 import { PoolClosedError } from '../errors/index.js'
 import { Pool, withStatementLease, type Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
-import { PgPoolClient, type ClientOwner } from './client.js'
+import { PgPoolClient } from './client.js'
 import { toPoolOptions, type PgPoolConfig } from './config.js'
 import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQueryConfig, type PgResult } from './query.js'
 
-/** @internal Where a PgPool gets its leases when not straight from one Tidepool pool (cluster handles). */
+/** Where a PgPool gets its leases when not straight from one Tidepool pool (cluster handles: `clusterPgPool`). */
 export interface LeaseSource {
   acquire(): Promise<Lease>
   /** Runs after each successful statement of a client, before the caller sees its result. */
@@ -40,7 +40,7 @@ export interface PgPoolOptions {
   tidepool: { name: string; target: string }
 }
 
-export class PgPool extends EventEmitter implements ClientOwner {
+export class PgPool extends EventEmitter {
   /** The Tidepool pool underneath: give it to `new Database(pool)` to share it. */
   readonly pool: Pool
   /**

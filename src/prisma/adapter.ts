@@ -89,7 +89,7 @@ export interface WriteHooks {
 
 const COMMIT = /^\s*(commit|end)\s*;?\s*$/i
 
-/** @internal What the adapter, its transactions and the replica adapter share: statements on a lease. */
+/** What the adapter, its transactions and the replica adapter share: statements on a lease (not for direct use). */
 export abstract class PrismaQueryable {
   readonly provider = 'postgres' as const
   readonly adapterName = ADAPTER_NAME
