@@ -1,14 +1,14 @@
 // createCache: validate the options, connect Redis when asked (ioredis is an optional peer
 // dependency, loaded only then), and wait briefly for it. A Redis that is down at start-up is not
 // an error: the cache starts degraded and picks Redis up when it comes back.
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
 import { Cache } from './cache.js'
 import { PostgresBus } from './notify-bus.js'
 import { isSentinelOptions, openRedis, sentinelMasterProbe, type RedisSource } from './redis-source.js'
 import { RedisTier } from './redis-tier.js'
 import { CacheSettings, type CacheOptions } from './settings.js'
 
-function openCacheRedis(source: RedisSource, settings: CacheSettings): Promise<Redis> {
+function openCacheRedis(source: RedisSource, settings: CacheSettings): Promise<RedisClient> {
   return openRedis(source, {
     // Fail a command at once while disconnected instead of queueing it: the cache falls back.
     enableOfflineQueue: false,
@@ -33,7 +33,7 @@ export async function createCache(options: CacheOptions = {}): Promise<Cache> {
   }
   if (options.redis === undefined) return new Cache(settings, undefined)
   const owns = typeof options.redis === 'string' || isSentinelOptions(options.redis)
-  const client = owns ? await openCacheRedis(options.redis as RedisSource, settings) : (options.redis as Redis)
+  const client = owns ? await openCacheRedis(options.redis as RedisSource, settings) : (options.redis as RedisClient)
   const probe = owns ? await sentinelMasterProbe(options.redis as RedisSource, settings.redisTimeoutMs * 2) : undefined
   // Subscribing takes a connection for itself.
   const subscriber = client.duplicate()

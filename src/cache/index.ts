@@ -4,4 +4,5 @@ export { Cache, type Loader, type LoadContext, type InvalidateOptions } from './
 export { createCache } from './create.js'
 export type { CacheOptions, GetOptions } from './settings.js'
 export type { CacheStats } from './stats.js'
-export { openRedis, parseSentinelUrl, type RedisSource, type RedisSentinelOptions } from './redis-source.js'
+export { openRedis, parseSentinelUrl, type RedisSource, type RedisSentinelOptions, type RedisBehaviour } from './redis-source.js'
+export type { RedisClient } from './redis-client.js'

@@ -2,7 +2,7 @@
 // URL form `redis+sentinel://[user:password@]host:port,host:port/<name>[/<db>]`. With Sentinel,
 // ioredis asks the sentinels for the master, checks the role after connecting and asks again
 // after a failover.
-import type { Redis, RedisOptions } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
 import { ConfigError } from '../errors/index.js'
 
 export interface RedisSentinelOptions {
@@ -65,16 +65,16 @@ export function checkSentinelOptions(s: RedisSentinelOptions, key = 'redis'): Re
  * An ioredis client for `source` with the caller's behaviour options (timeouts, retries). Loads
  * ioredis on demand: it is an optional peer dependency.
  */
-export async function openRedis(source: RedisSource, behaviour: RedisOptions, key = 'redis'): Promise<Redis> {
-  let RedisClient: typeof Redis
+export async function openRedis(source: RedisSource, behaviour: RedisBehaviour, key = 'redis'): Promise<RedisClient> {
+  let Client: typeof import('ioredis').Redis
   try {
-    RedisClient = (await import('ioredis')).Redis
+    Client = (await import('ioredis')).Redis
   } catch (err) {
     throw new ConfigError('Redis support needs the ioredis package: npm install ioredis', { key, cause: err })
   }
   const sentinel = typeof source === 'string' ? parseSentinelUrl(source, key) : checkSentinelOptions(source, key)
-  if (!sentinel) return new RedisClient(source as string, behaviour)
-  return new RedisClient({
+  if (!sentinel) return new Client(source as string, behaviour)
+  return new Client({
     ...behaviour,
     sentinels: sentinel.sentinels,
     name: sentinel.name,
@@ -90,6 +90,17 @@ export async function openRedis(source: RedisSource, behaviour: RedisOptions, ke
   })
 }
 
+/** ioredis options that say how the client behaves (timeouts, retries, queueing), not where it connects. */
+export interface RedisBehaviour {
+  connectTimeout?: number
+  commandTimeout?: number
+  maxRetriesPerRequest?: number | null
+  enableOfflineQueue?: boolean
+  lazyConnect?: boolean
+  retryStrategy?: (attempt: number) => number | null | void
+  [option: string]: unknown
+}
+
 export interface SentinelMasterProbe {
   /** `host:port` of the master the sentinels name now, or undefined when none answered. */
   ask(): Promise<string | undefined>
@@ -103,11 +114,11 @@ export interface SentinelMasterProbe {
 export async function sentinelMasterProbe(source: RedisSource, timeoutMs: number): Promise<SentinelMasterProbe | undefined> {
   const s = typeof source === 'string' ? parseSentinelUrl(source) : source
   if (!s) return undefined
-  const RedisClient = (await import('ioredis')).Redis
+  const Client = (await import('ioredis')).Redis
   return {
     async ask() {
       for (const sentinel of s.sentinels) {
-        const client = new RedisClient({
+        const client = new Client({
           host: sentinel.host,
           port: sentinel.port,
           password: s.sentinelPassword,

@@ -10,7 +10,7 @@
 // This class never throws at its callers: a failure or timeout is counted, logged once per
 // outage, and reported as `undefined` so the cache carries on with tier 1 and direct loads.
 import { createHash, randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
 import type { Logger } from '../config/logger.js'
 import { scrubSecrets } from '../config/redact.js'
 
@@ -155,8 +155,8 @@ export class RedisTier {
   private readonly leasePrefix: string
 
   constructor(
-    private readonly client: Redis,
-    private readonly subscriber: Redis,
+    private readonly client: RedisClient,
+    private readonly subscriber: RedisClient,
     private readonly ownsClient: boolean,
     private readonly options: RedisTierOptions,
   ) {
@@ -341,7 +341,7 @@ export class RedisTier {
 
   async close(): Promise<void> {
     this.closing = true
-    const quit = (r: Redis) => r.quit().catch(() => r.disconnect())
+    const quit = (r: RedisClient) => r.quit().catch(() => r.disconnect())
     await quit(this.subscriber)
     if (this.ownsClient) await quit(this.client)
     else {

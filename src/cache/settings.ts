@@ -1,6 +1,6 @@
 // Cache options: defaults, validation (a wrong value fails at start-up with the key's name), and
 // the per-call lifetimes.
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
 import type { Database } from '../db/database.js'
 import { defaultLogger, type Logger } from '../config/logger.js'
 import type { Serializer } from '../db/codec.js'
@@ -29,7 +29,7 @@ export interface CacheOptions {
    * form `redis+sentinel://host:26379,host:26379/mymaster` (these need the ioredis package), or
    * an ioredis client you own.
    */
-  redis?: string | Redis | RedisSentinelOptions
+  redis?: string | RedisClient | RedisSentinelOptions
   /**
    * After an invalidation, wait (Redis WAIT, up to redisTimeoutMs) until this many replicas have
    * it, so a failover to a replica cannot lose it; when they do not confirm, it is sent again once

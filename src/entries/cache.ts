@@ -2,4 +2,4 @@
 // tags, single-flight loads, stale-while-revalidate and the invalidation bus. createCache and
 // Cache are also at the root.
 export { Cache, createCache, type CacheOptions, type GetOptions, type CacheStats, type Loader, type LoadContext } from '../cache/index.js'
-export { openRedis, parseSentinelUrl, type RedisSource, type RedisSentinelOptions } from '../cache/index.js'
+export { openRedis, parseSentinelUrl, type RedisSource, type RedisSentinelOptions, type RedisBehaviour, type RedisClient } from '../cache/index.js'

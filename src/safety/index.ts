@@ -27,4 +27,4 @@ export {
   type Sweeper,
 } from './idempotency.js'
 export { idempotentRequest, idempotencyKeyOf, type IdempotentRequest, type IdempotentReply, type RequestIdempotencyOptions } from './http.js'
-export { acquireRedisLock, withRedisLock, type RedisLock, type RedisLockOptions } from './redis-lock.js'
+export { acquireRedisLock, withRedisLock, type RedisLock, type RedisLockOptions, type RedisScriptRunner } from './redis-lock.js'

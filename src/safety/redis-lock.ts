@@ -11,8 +11,12 @@
 import { checkOptionKeys, optionKeys } from '../config/options.js'
 import { ConfigError } from '../errors/index.js'
 import { randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import { LockTimeoutError, RedisLockLostError } from './errors.js'
+
+/** What the lock needs of a Redis client: Lua scripts. An ioredis `Redis` fits; ioredis's types are not needed. */
+export interface RedisScriptRunner {
+  eval(script: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>
+}
 
 // Take the lease and, only if it was free, draw the next fencing token, atomically.
 const ACQUIRE = `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end return false`
@@ -52,7 +56,7 @@ function validMs(name: string, value: number, min: number): number {
 }
 
 /** Try to take the lock on `resource`, waiting up to `waitMs`; null when it stayed held. */
-export async function acquireRedisLock(redis: Redis, resource: string, options?: RedisLockOptions): Promise<RedisLock | null> {
+export async function acquireRedisLock(redis: RedisScriptRunner, resource: string, options?: RedisLockOptions): Promise<RedisLock | null> {
   checkOptionKeys('Redis lock options', options, REDIS_LOCK_OPTION_KEYS)
   const ttlMs = validMs('ttlMs', options?.ttlMs ?? 10_000, 1)
   const waitMs = validMs('waitMs', options?.waitMs ?? 0, 0)
@@ -85,7 +89,7 @@ export async function acquireRedisLock(redis: Redis, resource: string, options?:
  * RedisLockLostError after fn when the lease expired before fn finished — another holder may
  * have run at the same time, so only writes checked against the fencing token are safe.
  */
-export async function withRedisLock<T>(redis: Redis, resource: string, fn: (lock: RedisLock) => Promise<T>, options?: RedisLockOptions): Promise<T> {
+export async function withRedisLock<T>(redis: RedisScriptRunner, resource: string, fn: (lock: RedisLock) => Promise<T>, options?: RedisLockOptions): Promise<T> {
   const lock = await acquireRedisLock(redis, resource, options)
   if (lock === null) throw new LockTimeoutError(`Redis lock ${JSON.stringify(resource)}`, options?.waitMs ?? 0)
   let value: T

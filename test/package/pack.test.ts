@@ -139,7 +139,7 @@ describe('installed in a scratch project', () => {
     expect(required).toEqual(names)
   })
 
-  it('type-checks a strict consumer of every entry point (skipLibCheck false, node16 and bundler resolution); only tidepool-pg/pg needs @types/pg', async () => {
+  it('type-checks a strict consumer of every entry point (skipLibCheck false, node16 and bundler resolution); only tidepool-pg/pg needs @types/pg, none needs ioredis', async () => {
     linkPeers()
     expect(existsSync(join(consumer, 'node_modules/@types/pg'))).toBe(false)
     // tidepool-pg/pg stands in for pg, so its types are pg's (asPgPool(): pg.Pool): checked apart, with @types/pg.
@@ -158,6 +158,16 @@ describe('installed in a scratch project', () => {
       { moduleResolution: 'node16', code: 0, output: '' },
       { moduleResolution: 'bundler', code: 0, output: '' },
     ])
+    // ioredis is an optional peer: the cache's and the Redis lock's types are structural, so the
+    // root, the cache and the safety entries also type-check strictly without it.
+    const ioredis = join(consumer, 'node_modules/ioredis')
+    rmSync(ioredis)
+    try {
+      const redisFree = [manifest.name, `${manifest.name}/cache`, `${manifest.name}/safety`]
+      expect(await check('consumer-no-ioredis', redisFree, 'node16')).toEqual({ moduleResolution: 'node16', code: 0, output: '' })
+    } finally {
+      symlinkSync(join(REPO, 'node_modules/ioredis'), ioredis, 'dir')
+    }
     if (!specifiers.includes(PG_TYPED)) return
     symlinkSync(join(REPO, 'node_modules/@types/pg'), join(consumer, 'node_modules/@types/pg'), 'dir')
     try {
