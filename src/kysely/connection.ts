@@ -24,9 +24,12 @@ export class TidepoolConnection implements DatabaseConnection {
   #gaveUp: string | undefined
   /** Set while a query that Kysely may cancel runs: aborting it sends a CancelRequest. */
   #inflight: AbortController | undefined
+  readonly #after: ((lease: Lease, sql: string) => Promise<void>) | undefined
 
-  constructor(lease: Lease) {
+  /** `afterStatement` runs after each statement that succeeded, before Kysely gets its result. */
+  constructor(lease: Lease, afterStatement?: (lease: Lease, sql: string) => Promise<void>) {
     this.#lease = lease
+    this.#after = afterStatement
   }
 
   /** Server process id of the session behind this connection. */
@@ -56,6 +59,7 @@ export class TidepoolConnection implements DatabaseConnection {
     if (options?.signal !== undefined) this.#inflight = controller = new AbortController()
     try {
       const result = await runOn(lease, sql, parameters.length > 0 ? parameters : undefined, controller ? { signal: controller.signal } : undefined)
+      if (this.#after !== undefined) await this.#after(lease, sql)
       const { command, rowCount } = result
       return {
         rows: result.rows as R[],

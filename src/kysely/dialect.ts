@@ -5,7 +5,10 @@ import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler, type Data
 import type { Logger } from '../config/logger.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { Database } from '../db/database.js'
+import { ConfigError } from '../errors/index.js'
 import { createPool, Pool, type PoolOptions } from '../pool/pool.js'
+import { Cluster } from '../replicas/cluster.js'
+import { clusterSource, type ClusterRole } from './cluster.js'
 import { TidepoolDriver, type PoolSource } from './driver.js'
 
 /**
@@ -20,17 +23,36 @@ export interface TidepoolDialectOptions {
   logger?: Logger
 }
 
+/** For a dialect on a replicas Cluster: which role its Kysely instance plays. */
+export interface TidepoolClusterDialectOptions {
+  /**
+   * 'primary': connections on the primary, and each committed write raises the current
+   * `cluster.session()`'s token. 'replica': connections on a replica within the lag limit that
+   * has replayed that token (waiting up to maxWaitMs), else on the primary.
+   */
+  role: ClusterRole
+}
+
 export class TidepoolDialect implements Dialect {
   readonly #source: PoolSource
 
-  constructor(source: TidepoolDialectSource, options: TidepoolDialectOptions = {}) {
-    if (source instanceof Pool) {
+  /** A Kysely instance for one role of a replicas Cluster; `db.destroy()` leaves the cluster open. */
+  constructor(cluster: Cluster, options: TidepoolClusterDialectOptions)
+  constructor(source: TidepoolDialectSource, options?: TidepoolDialectOptions)
+  constructor(source: TidepoolDialectSource | Cluster, options: TidepoolDialectOptions | TidepoolClusterDialectOptions = {}) {
+    if (source instanceof Cluster) {
+      const role = (options as Partial<TidepoolClusterDialectOptions>).role
+      if (role !== 'primary' && role !== 'replica') {
+        throw new ConfigError(`a TidepoolDialect on a Cluster needs { role: 'primary' } or { role: 'replica' }, got role ${JSON.stringify(role)}`)
+      }
+      this.#source = clusterSource(source, role)
+    } else if (source instanceof Pool) {
       this.#source = { owned: false, pool: () => Promise.resolve(source) }
     } else if (source instanceof Database) {
       const pool = source.pool
       this.#source = { owned: false, pool: () => Promise.resolve(pool) }
     } else {
-      const logger = options.logger
+      const logger = (options as TidepoolDialectOptions).logger
       this.#source = { owned: true, pool: () => createPool(source, logger ? { logger } : undefined) }
     }
   }
