@@ -142,17 +142,32 @@ describe('replica handles for two Kysely instances and MikroORM replicas', () =>
     expect(cluster.pools().replicas[0]!.state).toBe('open')
   })
 
-  it('the native primary instance notes a read-only transaction as no write, and refuses a cluster without a role', async () => {
-    const primary = new Kysely<DB>({ dialect: new TidepoolDialect(cluster, { role: 'primary' }) })
-    try {
-      await cluster.session(async () => {
-        await primary.transaction().execute((trx) => trx.selectFrom('notes').selectAll().execute())
-        expect(cluster.token()).toBeUndefined()
-        await primary.transaction().execute((trx) => trx.updateTable('notes').set({ body: 'tx' }).where('id', '=', 2).execute())
-        expect(cluster.token()).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/)
-      })
-    } finally {
-      await primary.destroy()
+  it('the primary handles raise the token on committed writes only, not on a read-only or rolled-back transaction', async () => {
+    for (const primary of [
+      new Kysely<DB>({ dialect: new TidepoolDialect(cluster, { role: 'primary' }) }),
+      new Kysely<DB>({ dialect: new PostgresDialect({ pool: clusterPgPool(cluster, 'primary').asPgPool() }) }),
+    ]) {
+      try {
+        await cluster.session(async () => {
+          await primary.transaction().execute((trx) => trx.selectFrom('notes').selectAll().execute())
+          await primary.selectFrom('notes').selectAll().execute()
+          await expect(
+            primary.transaction().execute(async (trx) => {
+              await trx.updateTable('notes').set({ body: 'rolled back' }).where('id', '=', 2).execute()
+              throw new Error('roll back')
+            }),
+          ).rejects.toThrow('roll back')
+          expect(cluster.token()).toBeUndefined()
+          await primary.transaction().execute((trx) => trx.updateTable('notes').set({ body: 'tx' }).where('id', '=', 2).execute())
+          expect(cluster.token()).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/)
+        })
+        await cluster.session(async () => {
+          await primary.updateTable('notes').set({ body: 'autocommit' }).where('id', '=', 2).execute()
+          expect(cluster.token()).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/)
+        })
+      } finally {
+        await primary.destroy()
+      }
     }
     expect(() => new TidepoolDialect(cluster, {} as { role: 'primary' })).toThrow(ConfigError)
   })
