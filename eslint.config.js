@@ -21,9 +21,9 @@ const LAYERS = {
   testing: ['config', 'db', 'errors', 'migrate', 'pool', 'server', 'sql', 'util'],
   fastify: ['config', 'db', 'errors', 'observe', 'pool', 'safety', 'util'],
   dashboard: ['config', 'errors', 'observe', 'util'],
-  // The ORMs' engines: each on the pool's Lease; pg-compat and prisma also bind to a cluster's roles.
+  // The ORMs' engines: each on the pool's Lease, and each also binds to a cluster's roles.
   'pg-compat': ['config', 'db', 'errors', 'pool', 'replicas', 'util'],
-  kysely: ['config', 'db', 'errors', 'pool', 'util'],
+  kysely: ['config', 'db', 'errors', 'pool', 'replicas', 'util'],
   prisma: ['config', 'db', 'errors', 'pool', 'replicas', 'util'],
   cli: ['cache', 'config', 'dashboard', 'db', 'errors', 'migrate', 'observe', 'ops', 'pool', 'replicas', 'safety', 'server', 'sql', 'util'],
 }

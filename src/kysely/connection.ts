@@ -25,11 +25,14 @@ export class TidepoolConnection implements DatabaseConnection {
   #gaveUp: string | undefined
   /** Set while a query that Kysely may cancel runs: aborting it sends a CancelRequest. */
   #inflight: AbortController | undefined
+  readonly #after: ((lease: Lease, sql: string) => Promise<void>) | undefined
 
   readonly #events: StatementEvents | undefined
 
-  constructor(lease: Lease, events?: StatementEvents) {
+  /** `afterStatement` runs after each statement that succeeded, before Kysely gets its result; `events` reports each statement. */
+  constructor(lease: Lease, afterStatement?: (lease: Lease, sql: string) => Promise<void>, events?: StatementEvents) {
     this.#lease = lease
+    this.#after = afterStatement
     this.#events = events
   }
 
@@ -61,6 +64,7 @@ export class TidepoolConnection implements DatabaseConnection {
     try {
       const run = () => runOn(lease, sql, parameters.length > 0 ? parameters : undefined, controller ? { signal: controller.signal } : undefined)
       const result = this.#events === undefined ? await run() : await this.#events.run(lease, sql, run, sessionOutcome)
+      if (this.#after !== undefined) await this.#after(lease, sql)
       const { command, rowCount } = result
       return {
         rows: result.rows as R[],

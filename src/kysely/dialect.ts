@@ -6,7 +6,10 @@ import { defaultLogger, type Logger } from '../config/logger.js'
 import type { ConfigSource } from '../config/resolve.js'
 import { Database } from '../db/database.js'
 import { StatementEvents } from '../db/statement-events.js'
+import { ConfigError } from '../errors/index.js'
 import { createPool, Pool, type PoolOptions } from '../pool/pool.js'
+import { Cluster } from '../replicas/cluster.js'
+import { clusterSource, type ClusterRole } from './cluster.js'
 import { TidepoolDriver, type PoolSource } from './driver.js'
 
 /**
@@ -21,6 +24,16 @@ export interface TidepoolDialectOptions {
   logger?: Logger
 }
 
+/** For a dialect on a replicas Cluster: which role its Kysely instance plays. */
+export interface TidepoolClusterDialectOptions {
+  /**
+   * 'primary': connections on the primary, and each committed write raises the current
+   * `cluster.session()`'s token. 'replica': connections on a replica within the lag limit that
+   * has replayed that token (waiting up to maxWaitMs), else on the primary.
+   */
+  role: ClusterRole
+}
+
 export class TidepoolDialect implements Dialect {
   readonly #source: PoolSource
   /**
@@ -28,19 +41,28 @@ export class TidepoolDialect implements Dialect {
    * metrics, statement table, slow log and N+1 warnings (and watches a given Pool's gauges).
    */
   readonly statementEvents: StatementEvents
-  /** The Pool given (or the Database's); undefined when the dialect opens its own. */
+  /** The Pool given (the Database's, the Cluster primary's); undefined when the dialect opens its own. */
   readonly pool: Pool | undefined
 
-  constructor(source: TidepoolDialectSource, options: TidepoolDialectOptions = {}) {
-    this.pool = source instanceof Pool ? source : source instanceof Database ? source.pool : undefined
-    this.statementEvents = new StatementEvents(this.pool?.logger ?? options.logger ?? defaultLogger(), 'kysely')
-    if (source instanceof Pool) {
+  /** A Kysely instance for one role of a replicas Cluster; `db.destroy()` leaves the cluster open. */
+  constructor(cluster: Cluster, options: TidepoolClusterDialectOptions)
+  constructor(source: TidepoolDialectSource, options?: TidepoolDialectOptions)
+  constructor(source: TidepoolDialectSource | Cluster, options: TidepoolDialectOptions | TidepoolClusterDialectOptions = {}) {
+    this.pool = source instanceof Pool ? source : source instanceof Database ? source.pool : source instanceof Cluster ? source.pools().primary : undefined
+    this.statementEvents = new StatementEvents(this.pool?.logger ?? (options as TidepoolDialectOptions).logger ?? defaultLogger(), 'kysely')
+    if (source instanceof Cluster) {
+      const role = (options as Partial<TidepoolClusterDialectOptions>).role
+      if (role !== 'primary' && role !== 'replica') {
+        throw new ConfigError(`a TidepoolDialect on a Cluster needs { role: 'primary' } or { role: 'replica' }, got role ${JSON.stringify(role)}`)
+      }
+      this.#source = clusterSource(source, role)
+    } else if (source instanceof Pool) {
       this.#source = { owned: false, pool: () => Promise.resolve(source) }
     } else if (source instanceof Database) {
       const pool = source.pool
       this.#source = { owned: false, pool: () => Promise.resolve(pool) }
     } else {
-      const logger = options.logger
+      const logger = (options as TidepoolDialectOptions).logger
       this.#source = { owned: true, pool: () => createPool(source, logger ? { logger } : undefined) }
     }
   }

@@ -6,7 +6,8 @@ import { CompiledQuery, createQueryId, sql, type DatabaseConnection, type Driver
 import { TransactionError } from '../errors/index.js'
 import { beginStatement, commitOutcomeUnknown } from '../db/transaction.js'
 import type { StatementEvents } from '../db/statement-events.js'
-import type { Pool } from '../pool/pool.js'
+import type { Lease } from '../pool/lease.js'
+import type { AcquireOptions, Pool } from '../pool/pool.js'
 import { TidepoolConnection } from './connection.js'
 
 /** What the driver needs to get its pool: the pool itself, or how to open (and later close) one. */
@@ -14,6 +15,10 @@ export interface PoolSource {
   pool(): Promise<Pool>
   /** Close the pool on `db.destroy()`: only a pool the dialect opened itself. */
   readonly owned: boolean
+  /** Where connections come from when not straight from `pool()` (a cluster role). */
+  acquire?(options: AcquireOptions): Promise<Lease>
+  /** Runs after each statement that succeeded, before Kysely sees its result (a cluster's primary role). */
+  afterStatement?(lease: Lease, sql: string): Promise<void>
 }
 
 /** Kysely passes `{ signal }` (0.29+); older versions pass nothing. */
@@ -40,8 +45,10 @@ export class TidepoolDriver implements Driver {
   }
 
   async acquireConnection(options?: SignalOptions): Promise<DatabaseConnection> {
-    const lease = await this.#pool!.acquire({ holder: HOLDER, signal: options?.signal })
-    return new TidepoolConnection(lease, this.#events)
+    const source = this.#source
+    const how = { holder: HOLDER, signal: options?.signal }
+    const lease = await (source.acquire ? source.acquire(how) : this.#pool!.acquire(how))
+    return new TidepoolConnection(lease, source.afterStatement, this.#events)
   }
 
   // Transaction statements go through the connection's executeQuery, as Kysely's own driver does,

@@ -4,8 +4,7 @@
 // 'replica' handle only hands out a connection to a replica within the lag limit that has
 // replayed that token, else one on the primary. So a read after a write in the same session is
 // never stale, whichever handle the ORM picks for it.
-import type { Lease } from '../pool/index.js'
-import { isPlainRead } from '../replicas/classify.js'
+import { noteCommittedWrites } from '../replicas/handles.js'
 import type { Cluster } from '../replicas/index.js'
 import { PgPool } from './pool.js'
 
@@ -14,13 +13,8 @@ import { PgPool } from './pool.js'
  * pool; `end()` leaves the cluster open.
  */
 export function clusterPgPool(cluster: Cluster, role: 'primary' | 'replica'): PgPool {
-  const afterStatement =
-    role === 'primary'
-      ? async (lease: Lease, text: string) => {
-          // A write committed (autocommit, or COMMIT): the session's token must cover it before
-          // the ORM sees the result and reads again.
-          if (lease.transactionStatus() === 'I' && !isPlainRead(text)) await cluster.noteWrite(lease)
-        }
-      : undefined
+  // A write committed (autocommit, or the COMMIT of a transaction that wrote): the session's
+  // token must cover it before the ORM sees the result and reads again.
+  const afterStatement = role === 'primary' ? noteCommittedWrites(cluster) : undefined
   return new PgPool(cluster.pools().primary, { acquire: () => cluster.leaseFor(role), afterStatement })
 }

@@ -193,12 +193,19 @@ export class Cluster implements NodeHost {
   /**
    * After a write committed on `lease` (a primary connection, outside a transaction): raise the
    * current session's token to the primary's position, so the session's next replica read sees
-   * the write. Nothing without a session.
+   * the write. Nothing without a session. Never throws: the write is done whatever happens here
+   * (an error would read as a failed COMMIT to the caller), so a position it cannot learn sends
+   * the session's reads to the primary until its next write.
    */
   async noteWrite(lease: Lease): Promise<void> {
     const session = this.router.session
     if (session === undefined) return
-    const lsn = lsnOrUndefined((await lease.run({ text: COMMIT_LSN_SQL })).rows[0]?.lsn)
+    let lsn: ReturnType<typeof lsnOrUndefined>
+    try {
+      lsn = lsnOrUndefined((await lease.run({ text: COMMIT_LSN_SQL })).rows[0]?.lsn)
+    } catch {
+      lsn = undefined
+    }
     if (lsn === undefined) session.loseLsn()
     else session.observe(lsn)
   }
