@@ -834,6 +834,21 @@ export class Pool {
     this.revalidateAt = now()
   }
 
+  /**
+   * Point new connections at `hosts` (tried in order, as the configured list is). Open
+   * connections stay until drained or recycled: pair this with `drain()` to move them. How a
+   * topology source (Patroni) moves the pool to a new leader; `config.hosts` shows the list in use.
+   */
+  setHosts(hosts: readonly HostPort[]): void {
+    if (hosts.length === 0) throw new ConfigError('setHosts: give at least one host', { key: 'hosts' })
+    for (const h of hosts) {
+      if (typeof h.host !== 'string' || h.host === '' || !Number.isInteger(h.port) || h.port < 1 || h.port > 65535) {
+        throw new ConfigError(`setHosts: each host needs a name and a port 1-65535 (got ${JSON.stringify(h)})`, { key: 'hosts' })
+      }
+    }
+    this.config.hosts.splice(0, this.config.hosts.length, ...hosts.map((h) => ({ ...h })))
+  }
+
   private drainRoleChange(conn: PooledConnection): void {
     const host = conn.host
     const count = this.drain((c) => sameHost(c.host, host), 'server no longer matches targetSessionAttrs')

@@ -97,7 +97,7 @@ export class PatroniSync {
       const changed = !this.leader || this.leader.name !== lead.name || !sameHost(memberHost(this.leader), memberHost(lead))
       const timelineChanged = lead.timeline !== this.leaderTimeline
       // Leader first; the pool reads its host list at each new connection.
-      this.primaryPool.config.hosts.splice(0, this.primaryPool.config.hosts.length, ...primaryHosts(t))
+      this.primaryPool.setHosts(primaryHosts(t))
       if (changed && this.leader) this.onLeaderChange(lead)
       if (changed || timelineChanged) {
         // Replay positions learned on another timeline prove nothing on this one.

@@ -82,3 +82,36 @@ describe('role checks (targetSessionAttrs) on reused connections', () => {
     await any.close()
   })
 })
+
+describe('pool.setHosts', () => {
+  it('sends new connections to the new host list; open ones stay until drained', async () => {
+    const p = await pool({ size: 2, maxOverflow: 0, acquireTimeoutMs: 1_500, connectTimeoutMs: 500 })
+    const real = p.config.hosts.map((h) => ({ ...h }))
+    const kept = await p.acquire()
+    // A loopback port nothing listens on: the "old leader" that is gone.
+    const { createServer } = await import('node:net')
+    const probe = createServer()
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()))
+    const deadPort = (probe.address() as { port: number }).port
+    await new Promise<void>((r) => probe.close(() => r()))
+    p.setHosts([{ host: '127.0.0.1', port: deadPort }])
+    expect(p.config.hosts).toEqual([{ host: '127.0.0.1', port: deadPort }])
+    // The open connection still works; a new one cannot be made.
+    expect((await kept.run({ text: 'SELECT 1 AS one' })).rows[0].one).toBe(1)
+    await expect(p.acquire()).rejects.toThrow()
+    p.setHosts(real)
+    const fresh = await p.acquire()
+    expect(fresh.node).toBe(`${real[0]!.host}:${real[0]!.port}`)
+    p.release(fresh)
+    p.release(kept)
+    await p.close()
+  })
+
+  it('refuses an empty list and a host without a usable port', async () => {
+    const p = await pool({ size: 1 })
+    expect(() => p.setHosts([])).toThrow(/at least one host/)
+    expect(() => p.setHosts([{ host: 'db', port: 0 }])).toThrow(/port 1-65535/)
+    expect(p.config.hosts.length).toBeGreaterThan(0)
+    await p.close()
+  })
+})
