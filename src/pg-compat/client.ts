@@ -9,6 +9,7 @@ import { LeaseError } from '../errors/index.js'
 import type { Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
 import { excerpt } from '../pool/errors.js'
+import { bindCursor, cursorOf, isSubmittable, type CursorTarget, type PgSubmittable } from './cursor.js'
 import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQueryConfig, type PgResult } from './query.js'
 
 /** What a client needs from the pool that made it. */
@@ -26,6 +27,8 @@ export class PgPoolClient extends EventEmitter {
   readonly #owner: ClientOwner
   /** Server process id, as pg's `processID` (Knex and Kysely cancel with pg_cancel_backend on it). */
   readonly processID: number
+  /** While a cursor is open, the statements after it wait for it to finish, as pg queues them. */
+  #cursorGate: Promise<void> | undefined
 
   /** @internal PgPool.connect() makes clients. */
   constructor(owner: ClientOwner, lease: Lease) {
@@ -48,21 +51,29 @@ export class PgPoolClient extends EventEmitter {
     return this.#lease === undefined
   }
 
+  /** A pg-cursor Cursor or pg-query-stream QueryStream: returned, reading from a server-side cursor (see cursor.ts). */
+  query<S extends PgSubmittable>(submittable: S): S
   query<R = any>(text: string, values?: readonly unknown[]): Promise<PgResult<R>>
   query<R = any>(config: PgQueryConfig, values?: readonly unknown[]): Promise<PgResult<R>>
   query<R = any>(textOrConfig: string | PgQueryConfig, callback: PgCallback<R>): undefined
   query<R = any>(textOrConfig: string | PgQueryConfig, values: readonly unknown[] | undefined, callback: PgCallback<R>): undefined
-  query(textOrConfig: unknown, values?: unknown, callback?: unknown): Promise<PgResult | PgResult[]> | undefined {
+  query(textOrConfig: unknown, values?: unknown, callback?: unknown): Promise<PgResult | PgResult[]> | PgSubmittable | undefined {
     let work: Promise<PgResult | PgResult[]>
     let cb: PgCallback | undefined
     try {
+      if (isSubmittable(textOrConfig)) {
+        const cursor = cursorOf(textOrConfig)
+        bindCursor(cursor, () => this.cursorTarget(cursor.text))
+        return textOrConfig as PgSubmittable
+      }
       const call = normaliseCall(textOrConfig, values, callback)
       cb = call.callback
       const lease = this.#lease
       if (lease === undefined) throw new LeaseError('this client was released to the pool; call connect() for another one')
       if (this.#owner.tracksHolders) lease.setHolder(`pg client, last statement: ${excerpt(call.config.text)}`)
       const after = this.#owner.afterStatement
-      const run = runCall(lease, call.config, this.#owner.types)
+      const gate = this.#cursorGate
+      const run = gate === undefined ? runCall(lease, call.config, this.#owner.types) : gate.then(() => runCall(lease, call.config, this.#owner.types))
       const text = call.config.text
       work = (after === undefined ? run : run.then(async (result) => (await after(lease, text), result))).catch((err: unknown) => {
         // The session is gone (terminated, network): nothing can run on it again, so its slot
@@ -77,6 +88,32 @@ export class PgPoolClient extends EventEmitter {
       if (cb === undefined && typeof callback === 'function') cb = callback as PgCallback
     }
     return settle(work, cb as ((err: Error | null, value: PgResult | PgResult[]) => void) | undefined)
+  }
+
+  /**
+   * @internal The session for a cursor submitted now: once the cursors before it are finished.
+   * `finished` also runs when the cursor is done (PgPool.query releases its client then).
+   */
+  cursorTarget(text: string, finished?: () => void): Promise<CursorTarget> {
+    const lease = this.#lease
+    const before = this.#cursorGate
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    this.#cursorGate = gate
+    const done = () => {
+      open()
+      if (this.#cursorGate === gate) this.#cursorGate = undefined
+      // As for a statement: a session that died gives its slot back now.
+      if (lease !== undefined && !lease.usable && this.#lease === lease) this.release(true)
+      finished?.()
+    }
+    const target = (before ?? Promise.resolve()).then((): CursorTarget => {
+      if (lease === undefined || this.#lease !== lease) throw new LeaseError('this client was released to the pool; call connect() for another one')
+      if (this.#owner.tracksHolders) lease.setHolder(`pg cursor: ${excerpt(text)}`)
+      return { lease, types: this.#owner.types, afterStatement: this.#owner.afterStatement, finished: done }
+    })
+    target.catch(done)
+    return target
   }
 
   /**
