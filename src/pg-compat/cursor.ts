@@ -208,13 +208,15 @@ class LeaseCursor {
   /** Done or closed early: end the cursor's transaction (or close the cursor inside the caller's). */
   async #finish(): Promise<void> {
     const target = this.#target
-    if (target !== undefined) {
+    // A client released before its cursor was closed (Knex releases on the stream's 'close', then
+    // destroys it): the pool already rolled the session back, or closed it; nothing left to end.
+    if (target !== undefined && target.lease.usable) {
       const { lease } = target
       if (this.#declared) {
         if (this.#ownTx) await lease.run({ text: 'COMMIT' })
         else if (lease.transactionStatus() === 'T') await lease.run({ text: `CLOSE "${this.#name}"` })
       }
-      if (target.afterStatement !== undefined && this.#cursor.text !== '') await target.afterStatement(lease, this.#cursor.text)
+      if (target.afterStatement !== undefined) await target.afterStatement(lease, this.#cursor.text)
     }
     this.#state = 'done'
     this.#cursor.state = 'done'
