@@ -64,7 +64,11 @@ export class PgPoolClient extends EventEmitter {
       if (isSubmittable(textOrConfig)) {
         const cursor = cursorOf(textOrConfig)
         bindCursor(cursor, () => this.cursorTarget(cursor.text))
-        return textOrConfig as PgSubmittable
+        // As pg: a callback given with it becomes the submittable's (pg-query-stream calls it at the end or on an error).
+        const submittable = textOrConfig as PgSubmittable & { callback?: unknown }
+        const given = typeof values === 'function' ? values : typeof callback === 'function' ? callback : undefined
+        if (given !== undefined && !submittable.callback) submittable.callback = given
+        return submittable
       }
       const call = normaliseCall(textOrConfig, values, callback)
       cb = call.callback

@@ -8,7 +8,7 @@ import pg from 'pg'
 import Cursor from 'pg-cursor'
 import QueryStream from 'pg-query-stream'
 import { afterAll, describe, expect, it } from 'vitest'
-import { MisuseError, QueryError, TidepoolError } from '../../src/errors/index.js'
+import { LeaseError, MisuseError, PoolClosedError, QueryError, TidepoolError } from '../../src/errors/index.js'
 import { PgPool, type PgPoolClient } from '../../src/pg-compat/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
@@ -204,6 +204,19 @@ describe('pg-cursor on the pg-compatible pool: the same answers as on pg.Pool', 
     expect((await compat.query("SELECT count(*)::int AS n FROM streamed WHERE name LIKE 'dml-%'")).rows).toEqual([{ n: 10 }])
   })
 
+  it('fails the reads of a cursor on a released client, or on an ended pool, with the error a query gets', async () => {
+    const client = await compat.connect()
+    client.release()
+    const cursor = client.query(new Cursor('SELECT 1 AS one'))
+    await expect(cursor.read(5)).rejects.toBeInstanceOf(LeaseError)
+    await cursor.close()
+    const ended = new PgPool({ tidepool: compat.pool })
+    await ended.end()
+    const stream = ended.query(new QueryStream('SELECT 1 AS one'))
+    await expect(collect(stream)).rejects.toBeInstanceOf(PoolClosedError)
+    expect(compat.pool.stats().checkedOut).toBe(0)
+  })
+
   it('refuses a cursor submitted twice, and Submittables it cannot run (pg.Query)', async () => {
     await withClient(compat, async (c) => {
       const cursor = cursorOn(c, new Cursor('SELECT 1 AS one'))
@@ -231,6 +244,21 @@ describe('pg-query-stream on the pg-compatible pool', () => {
     // From the pool: a client of its own, back in the pool when the stream ends.
     expect(await collect(streamOn(compat, new QueryStream(TYPED, ['s', 1000], { batchSize: 64 })))).toEqual(theirs)
     await waitFor(() => compat.pool.stats().checkedOut === 0, 2_000, 'the stream\'s client to return')
+  })
+
+  it("calls a callback given with it at the end, as pg does", async () => {
+    const run = (pool: PgPool | pg.Pool) =>
+      withClient(pool, async (c) => {
+        let called: unknown[] | undefined
+        const query = c.query as unknown as (s: QueryStream, cb: (...args: unknown[]) => void) => QueryStream
+        const stream = query.call(c, new QueryStream('SELECT n FROM generate_series(1, 5) AS n', [], { batchSize: 2 }), (...args) => (called = args))
+        const rows = await collect(stream)
+        await waitFor(() => called !== undefined, 2_000, 'the callback')
+        return { rows, err: called![0], fields: (called![1] as pg.QueryResult).fields.map((f) => ({ ...f })) }
+      })
+    const [ours, theirs] = await Promise.all([run(compat), run(reference)])
+    expect(ours.err).toBeNull()
+    expect(ours).toEqual(theirs)
   })
 
   it('destroyed early, closes its cursor and transaction', async () => {
