@@ -124,10 +124,11 @@ class LeaseCursor {
   }
 
   read(rows: number): Promise<unknown[]> {
+    // 0 is pg's "no limit" (Execute with 0 rows): every remaining row.
+    if (!Number.isInteger(rows) || rows < 0) return Promise.reject(new MisuseError(`cursor.read() takes a number of rows, an integer ≥ 0 (0: all the rest); got ${String(rows)}`))
     return this.#step(async () => {
       if (this.#state === 'error') throw this.#error
       if (this.#state === 'done') return []
-      if (!Number.isInteger(rows) || rows < 1) throw new MisuseError(`cursor.read() takes a number of rows, an integer ≥ 1 (got ${String(rows)})`)
       return this.#fetch(rows)
     })
   }
@@ -182,11 +183,12 @@ class LeaseCursor {
 
   async #fetch(count: number): Promise<unknown[]> {
     let rows: unknown[]
+    const all = count === 0
     if (this.#held !== undefined) {
-      rows = this.#held.splice(0, count)
+      rows = all ? this.#held.splice(0) : this.#held.splice(0, count)
     } else {
       const lease = this.#target!.lease
-      const batch = await lease.run({ text: `FETCH FORWARD ${count} FROM "${this.#name}"`, prepare: false, rowMode: this.#rowMode, types: this.#types })
+      const batch = await lease.run({ text: `FETCH ${all ? 'ALL' : `FORWARD ${count}`} FROM "${this.#name}"`, prepare: false, rowMode: this.#rowMode, types: this.#types })
       rows = batch.rows
       this.#fields = batch.fields
       this.#rowCount += rows.length
@@ -194,7 +196,7 @@ class LeaseCursor {
     this.#publish(rows)
     // Fewer rows than asked: the end. The cursor (and its own transaction) is closed before the
     // caller sees these rows, so the connection is clean by the time it knows the stream ended.
-    if (rows.length < count) await this.#finish()
+    if (all || rows.length < count) await this.#finish()
     return rows
   }
 

@@ -119,6 +119,36 @@ describe('pg-cursor on the pg-compatible pool: the same answers as on pg.Pool', 
     expect(ids).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
   })
 
+  it("reads every remaining row with read(0), pg's no-limit, then is done", async () => {
+    const run = (pool: PgPool | pg.Pool) =>
+      withClient(pool, async (c) => {
+        const cursor = cursorOn(c, new Cursor('SELECT n FROM generate_series(1, 7) AS n'))
+        const chunks = [await cursor.read(2), await cursor.read(0), await cursor.read(2)]
+        await cursor.close()
+        return chunks
+      })
+    const [ours, theirs] = await Promise.all([run(compat), run(reference)])
+    expect(ours.map((c) => c.length)).toEqual([2, 5, 0])
+    expect(ours).toEqual(theirs)
+  })
+
+  it('fails a read whose backend was terminated as a statement fails, and gives the slot back', async () => {
+    const client = await compat.connect()
+    const cursor = client.query(new Cursor('SELECT n FROM generate_series(1, 100000) AS n'))
+    expect((await cursor.read(10)).length).toBe(10)
+    await db.admin('SELECT pg_terminate_backend($1)', [client.processID])
+    await waitFor(async () => (await db.admin('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [client.processID])).rows[0].n === 0, 5_000, 'the backend to end')
+    const err = (await cursor.read(10).catch((e: unknown) => e)) as TidepoolError & { code: string }
+    expect(err).toBeInstanceOf(TidepoolError)
+    // 57P01 when the server's FATAL arrived before the socket closed, else Tidepool's code.
+    expect(['57P01', 'CONNECTION_LOST']).toContain(err.code)
+    // Its slot went back without a release (as for a statement); a later release does nothing.
+    expect(client.released).toBe(true)
+    client.release()
+    await waitFor(() => compat.pool.stats().checkedOut === 0, 2_000, 'the slot to return')
+    expect((await compat.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }])
+  })
+
   it('fails mid-stream with the same pg-shaped error, a TidepoolError, and leaves the connection clean', async () => {
     const sql = 'SELECT 10 / (n - 150) AS q FROM generate_series(1, 300) AS n'
     const run = (pool: PgPool | pg.Pool) =>
