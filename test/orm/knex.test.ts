@@ -62,4 +62,4 @@ runOrmScenarios({
   },
 })
 
-runOrmScenarios({ name: 'Knex (connectionPool)', build }, { pgbouncer: true, faults: false })
+runOrmScenarios({ name: 'Knex (connectionPool)', build, stream: (orm, minId) => (orm as Harness).streamAuthors(minId) }, { pgbouncer: true, faults: false })
