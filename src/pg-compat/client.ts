@@ -29,6 +29,8 @@ export class PgPoolClient extends EventEmitter {
   readonly processID: number
   /** While a cursor is open, the statements after it wait for it to finish, as pg queues them. */
   #cursorGate: Promise<void> | undefined
+  /** The last statement sent: a cursor submitted after it starts once it is done (it may be a BEGIN). */
+  #lastRun: Promise<unknown> | undefined
 
   /** @internal PgPool.connect() makes clients. */
   constructor(owner: ClientOwner, lease: Lease) {
@@ -78,6 +80,7 @@ export class PgPoolClient extends EventEmitter {
       const after = this.#owner.afterStatement
       const gate = this.#cursorGate
       const run = gate === undefined ? runCall(lease, call.config, this.#owner.types) : gate.then(() => runCall(lease, call.config, this.#owner.types))
+      this.#lastRun = run
       const text = call.config.text
       work = (after === undefined ? run : run.then(async (result) => (await after(lease, text), result))).catch((err: unknown) => {
         // The session is gone (terminated, network): nothing can run on it again, so its slot
@@ -111,7 +114,10 @@ export class PgPoolClient extends EventEmitter {
       if (lease !== undefined && !lease.usable && this.#lease === lease) this.release(true)
       finished?.()
     }
-    const target = (before ?? Promise.resolve()).then((): CursorTarget => {
+    // After the cursors and the statement before it: whether a transaction is open is known then.
+    const prior = this.#lastRun
+    const ready = prior === undefined ? before : Promise.all([before, prior.catch(() => {})])
+    const target = (ready ?? Promise.resolve()).then((): CursorTarget => {
       if (lease === undefined || this.#lease !== lease) throw new LeaseError('this client was released to the pool; call connect() for another one')
       if (this.#owner.tracksHolders) lease.setHolder(`pg cursor: ${excerpt(text)}`)
       return { lease, types: this.#owner.types, afterStatement: this.#owner.afterStatement, finished: done }
@@ -129,6 +135,7 @@ export class PgPoolClient extends EventEmitter {
     const lease = this.#lease
     if (lease === undefined) return
     this.#lease = undefined
+    this.#lastRun = undefined
     this.#owner.clientReleased(this)
     lease.release(destroy ? { destroy: true } : undefined)
   }

@@ -224,6 +224,20 @@ describe('pg-cursor on the pg-compatible pool: the same answers as on pg.Pool', 
     })
   })
 
+  it('submitted right after a BEGIN that was not awaited (pg queues both), runs inside that transaction', async () => {
+    await withClient(compat, async (c) => {
+      void c.query('BEGIN')
+      void c.query("INSERT INTO streamed (name) VALUES ('unawaited')")
+      const cursor = cursorOn(c, new Cursor("SELECT name FROM streamed WHERE name = 'unawaited'"))
+      expect(await cursor.read(10)).toEqual([{ name: 'unawaited' }])
+      await cursor.close()
+      expect(await backendState(pid(c))).toBe('idle in transaction')
+      await c.query('ROLLBACK')
+      expect((await c.query("SELECT count(*)::int AS n FROM streamed WHERE name = 'unawaited'")).rows).toEqual([{ n: 0 }])
+      await expectClean(c)
+    })
+  })
+
   it('runs a data-modifying statement once and hands out its RETURNING rows in chunks', async () => {
     const sql = "INSERT INTO streamed (name) SELECT 'dml-' || n FROM generate_series(1, 5) AS n RETURNING name"
     const run = (pool: PgPool | pg.Pool) => withClient(pool, (c) => readAll(cursorOn(c, new Cursor(sql)), 2))
