@@ -173,6 +173,8 @@ class LeaseCursor {
       this.#fields = result.fields
       this.#command = result.command
       this.#rowCount = result.rowCount ?? 0
+      // Its write is done (committed, outside a transaction): a cluster handle raises the token now.
+      await target.afterStatement?.(lease, text)
       return
     }
     // A cursor lives only inside a transaction: BEGIN goes in the same round trip as DECLARE.
@@ -218,7 +220,7 @@ class LeaseCursor {
         if (this.#ownTx) await lease.run({ text: 'COMMIT' })
         else if (lease.transactionStatus() === 'T') await lease.run({ text: `CLOSE "${this.#name}"` })
       }
-      if (target.afterStatement !== undefined) await target.afterStatement(lease, this.#cursor.text)
+      if (this.#declared && target.afterStatement !== undefined) await target.afterStatement(lease, this.#cursor.text)
     }
     this.#state = 'done'
     this.#cursor.state = 'done'
