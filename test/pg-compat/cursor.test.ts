@@ -224,6 +224,18 @@ describe('pg-cursor on the pg-compatible pool: the same answers as on pg.Pool', 
     })
   })
 
+  it("failing inside the caller's transaction, leaves it to the caller (aborted, as with pg) to roll back", async () => {
+    await withClient(compat, async (c) => {
+      await c.query('BEGIN')
+      const cursor = cursorOn(c, new Cursor('SELECT 10 / (n - 3) AS q FROM generate_series(1, 10) AS n'))
+      expect((await cursor.read(2)).length).toBe(2)
+      await expect(cursor.read(2)).rejects.toMatchObject({ code: '22012' })
+      expect(await backendState(pid(c))).toBe('idle in transaction (aborted)')
+      await c.query('ROLLBACK')
+      await expectClean(c)
+    })
+  })
+
   it('submitted right after a BEGIN that was not awaited (pg queues both), runs inside that transaction', async () => {
     await withClient(compat, async (c) => {
       void c.query('BEGIN')
