@@ -164,8 +164,9 @@ export class PgPool extends EventEmitter implements ClientOwner {
   }
 
   /**
-   * A pg-cursor Cursor or pg-query-stream QueryStream: returned at once, on a client of its own
-   * that goes back to the pool when the cursor is done, closed or failed.
+   * A pg-cursor Cursor or pg-query-stream QueryStream: returned at once (pg-pool returns a promise
+   * of its last result instead), on a client of its own that goes back to the pool when the
+   * cursor is done, closed or failed.
    */
   query<S extends PgSubmittable>(submittable: S): S
   query<R = any>(text: string, values?: readonly unknown[]): Promise<PgResult<R>>
@@ -179,7 +180,10 @@ export class PgPool extends EventEmitter implements ClientOwner {
       if (isSubmittable(textOrConfig)) {
         const cursor = cursorOf(textOrConfig)
         bindCursor(cursor, () => this.checkout().then((client) => client.cursorTarget(cursor.text, () => client.release())))
-        return textOrConfig as PgSubmittable
+        // pg-pool hands a callback to the submittable (pg-query-stream calls it at the end or on an error).
+        const submittable = textOrConfig as PgSubmittable & { callback?: unknown }
+        if (cb !== undefined && !submittable.callback) submittable.callback = cb
+        return submittable
       }
       const call = normaliseCall(textOrConfig, values, callback)
       cb = call.callback

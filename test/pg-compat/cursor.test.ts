@@ -315,6 +315,12 @@ describe('pg-query-stream on the pg-compatible pool', () => {
     const [ours, theirs] = await Promise.all([run(compat), run(reference)])
     expect(ours.err).toBeNull()
     expect(ours).toEqual(theirs)
+    // On the pool too, as pg-pool passes its callback on.
+    let called: unknown[] | undefined
+    const viaPool = (compat.query as unknown as (s: QueryStream, cb: (...args: unknown[]) => void) => QueryStream).call(compat, new QueryStream('SELECT 1 AS one'), (...args) => (called = args))
+    expect(await collect(viaPool)).toEqual([{ one: 1 }])
+    await waitFor(() => called !== undefined && compat.pool.stats().checkedOut === 0, 2_000, 'the callback and the client\'s return')
+    expect(called![0]).toBeNull()
   })
 
   it('destroyed early, closes its cursor and transaction', async () => {
