@@ -59,6 +59,16 @@ export async function* cursorRows<R>(
   }
 }
 
+/** Whether DECLARE … CURSOR FOR `sql` is valid: a query, not a data-modifying statement. */
+export function cursorCanHold(sql: string): boolean {
+  const text = sql.replace(/^(\s|--[^\n]*\n|\/\*[\s\S]*?\*\/)+/, '')
+  const first = /^[a-z(]+/i.exec(text)?.[0].toLowerCase() ?? ''
+  if (first === 'select' || first === 'values' || first === 'table' || first.startsWith('(')) return true
+  // WITH: a cursor refuses data-modifying parts; a word match may be a column name, which only
+  // costs the cursor (the rows still arrive, in one piece).
+  return first === 'with' && !/\b(insert|update|delete|merge)\b/i.test(text)
+}
+
 /** Each named column's type decides how bytes are written: its hex form for bytea, else as text. */
 const COLUMN_TYPES = `SELECT a.attname AS name, coalesce(nullif(t.typbasetype, 0), a.atttypid) = 'pg_catalog.bytea'::pg_catalog.regtype AS bytea
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid

@@ -3,7 +3,7 @@
 // Lease is, so nothing Kysely keeps can act on the connection's next holder.
 import { CompiledQuery, type DatabaseConnection, type QueryResult } from 'kysely'
 import { LeaseError } from '../errors/index.js'
-import { cursorRows } from '../db/bulk.js'
+import { cursorCanHold, cursorRows } from '../db/bulk.js'
 import { runOn } from '../db/execute.js'
 import { sessionOutcome, type StatementEvents } from '../db/statement-events.js'
 import type { Lease } from '../pool/lease.js'
@@ -152,14 +152,4 @@ export class TidepoolConnection implements DatabaseConnection {
   get lease(): Lease {
     return this.#live()
   }
-}
-
-/** Whether DECLARE … CURSOR FOR `sql` is valid: a query, not a data-modifying statement. */
-function cursorCanHold(sql: string): boolean {
-  const text = sql.replace(/^(\s|--[^\n]*\n|\/\*[\s\S]*?\*\/)+/, '')
-  const first = /^[a-z(]+/i.exec(text)?.[0].toLowerCase() ?? ''
-  if (first === 'select' || first === 'values' || first === 'table' || first.startsWith('(')) return true
-  // WITH: a cursor refuses data-modifying parts; a word match may be a column name, which only
-  // costs the cursor (the rows still arrive, in one piece).
-  return first === 'with' && !/\b(insert|update|delete|merge)\b/i.test(text)
 }

@@ -13,6 +13,7 @@ import { Pool, withStatementLease, type Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
 import { PgPoolClient } from './client.js'
 import { toPoolOptions, type PgPoolConfig } from './config.js'
+import { bindCursor, cursorOf, isSubmittable, type PgSubmittable } from './cursor.js'
 import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQueryConfig, type PgResult } from './query.js'
 
 /** Where a PgPool gets its leases when not straight from one Tidepool pool (cluster handles: `clusterPgPool`). */
@@ -169,14 +170,28 @@ export class PgPool extends EventEmitter {
     this.#clients.delete(client)
   }
 
+  /**
+   * A pg-cursor Cursor or pg-query-stream QueryStream: returned at once (pg-pool returns a promise
+   * of its last result instead), on a client of its own that goes back to the pool when the
+   * cursor is done, closed or failed.
+   */
+  query<S extends PgSubmittable>(submittable: S): S
   query<R = any>(text: string, values?: readonly unknown[]): Promise<PgResult<R>>
   query<R = any>(config: PgQueryConfig, values?: readonly unknown[]): Promise<PgResult<R>>
   query<R = any>(textOrConfig: string | PgQueryConfig, callback: PgCallback<R>): undefined
   query<R = any>(textOrConfig: string | PgQueryConfig, values: readonly unknown[] | undefined, callback: PgCallback<R>): undefined
-  query(textOrConfig: unknown, values?: unknown, callback?: unknown): Promise<PgResult | PgResult[]> | undefined {
+  query(textOrConfig: unknown, values?: unknown, callback?: unknown): Promise<PgResult | PgResult[]> | PgSubmittable | undefined {
     let work: Promise<PgResult | PgResult[]>
     let cb = (typeof values === 'function' ? values : callback) as PgCallback | undefined
     try {
+      if (isSubmittable(textOrConfig)) {
+        const cursor = cursorOf(textOrConfig)
+        bindCursor(cursor, () => this.checkout().then((client) => client.cursorTarget(cursor.text, () => client.release())))
+        // pg-pool hands a callback to the submittable (pg-query-stream calls it at the end or on an error).
+        const submittable = textOrConfig as PgSubmittable & { callback?: unknown }
+        if (cb !== undefined && !submittable.callback) submittable.callback = cb
+        return submittable
+      }
       const call = normaliseCall(textOrConfig, values, callback)
       cb = call.callback
       if (this.#ending) throw new PoolClosedError('this pg-compatible pool was ended; create a new one to run more queries')
@@ -194,7 +209,7 @@ export class PgPool extends EventEmitter {
   private async viaClient(config: PgQueryConfig): Promise<PgResult | PgResult[]> {
     const client = await this.checkout()
     try {
-      return await (client.query(config) as Promise<PgResult | PgResult[]>)
+      return await client.query(config)
     } finally {
       client.release()
     }

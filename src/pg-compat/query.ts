@@ -41,17 +41,7 @@ export interface PgCall {
   callback: PgCallback | undefined
 }
 
-/** pg-cursor, pg-query-stream and other Submittables drive pg's connection object directly. */
-function isSubmittable(value: unknown): boolean {
-  return typeof value === 'object' && value !== null && typeof (value as { submit?: unknown }).submit === 'function'
-}
-
 export function normaliseCall(textOrConfig: unknown, values: unknown, callback: unknown): PgCall {
-  if (isSubmittable(textOrConfig)) {
-    throw new MisuseError(
-      'a pg Submittable (pg-cursor, pg-query-stream) drives pg\'s own connection object and cannot run on Tidepool; stream with Database.stream(), a keyset-paginated query, or the ORM\'s non-streaming API',
-    )
-  }
   let config: PgQueryConfig
   if (typeof textOrConfig === 'string') config = { text: textOrConfig }
   else if (typeof textOrConfig === 'object' && textOrConfig !== null && typeof (textOrConfig as PgQueryConfig).text === 'string') config = { ...(textOrConfig as PgQueryConfig) }

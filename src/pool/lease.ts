@@ -22,6 +22,8 @@ export interface LeaseStatement {
    * undefined: named when it has values and the pool's statementMode is 'named'.
    */
   prepare?: boolean | undefined
+  /** The extended protocol even without values: one statement only, as pg-cursor sends it. */
+  extended?: boolean | undefined
   rowMode?: 'array' | undefined
   /** A statement without parameters (a transaction's BEGIN) sent first, in the same round trip. */
   prelude?: string | undefined

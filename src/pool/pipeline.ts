@@ -75,6 +75,7 @@ export function sessionStatement(conn: PooledConnection, s: LeaseStatement): Sta
   const statement: Statement = { text: s.text, values: s.values, name: undefined, rowMode: s.rowMode, prelude: s.prelude }
   if (s.types !== undefined) statement.types = s.types
   if (s.allResults) statement.allResults = true
+  if (s.extended) statement.extended = true
   const prepare = s.prepare
   if ((prepare === true || (s.values !== undefined && s.values.length > 0)) && conn.namedStatements && prepare !== false) statement.name = conn.statementName(s.text)
   return statement

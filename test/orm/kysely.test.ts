@@ -1,5 +1,6 @@
 // Kysely's own PostgresDialect on Tidepool's pg-compatible pool, unchanged: the shared scenarios.
 import { Kysely, Migrator, PostgresDialect, sql, type ControlledTransaction, type Generated, type Migration } from 'kysely'
+import Cursor from 'pg-cursor'
 import type { PgPool } from '../../src/pg-compat/index.js'
 import { runOrmScenarios, type OrmHarness, type OrmTx } from './scenarios.js'
 
@@ -37,10 +38,14 @@ function tx(trx: ControlledTransaction<Schema, string[]>, depth = 1): OrmTx {
   }
 }
 
-function build(pool: PgPool): OrmHarness {
-  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool: pool.asPgPool() }) })
+type Harness = OrmHarness & { streamAuthors(minId: number): AsyncIterable<{ id: number }> }
+
+function build(pool: PgPool): Harness {
+  // `cursor: Cursor` (pg-cursor) is what PostgresDialect streams through.
+  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool: pool.asPgPool(), cursor: Cursor }) })
   return {
     ...session(db),
+    streamAuthors: (minId) => db.selectFrom('authors').select('id').where('id', '>=', minId).orderBy('id').stream(2),
     findAuthor: (id) => db.selectFrom('authors').selectAll().where('id', '=', id).executeTakeFirst(),
     renameAuthor: async (id, name) => Number((await db.updateTable('authors').set({ name }).where('id', '=', id).executeTakeFirstOrThrow()).numUpdatedRows),
     deleteAuthor: async (id) => Number((await db.deleteFrom('authors').where('id', '=', id).executeTakeFirstOrThrow()).numDeletedRows),
@@ -84,7 +89,7 @@ const migrations: Record<string, Migration> = {
 runOrmScenarios({
   name: 'Kysely (PostgresDialect)',
   build,
-  stream: { unsupported: "Kysely's PostgresDialect streams only through pg-cursor, which drives pg's own connection object" },
+  stream: (orm, minId) => (orm as Harness).streamAuthors(minId),
   migrate: async (pool) => {
     const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: pool.asPgPool() }) })
     const { error } = await new Migrator({ db, provider: { getMigrations: async () => migrations } }).migrateToLatest()

@@ -1,8 +1,10 @@
 // Drizzle's withReplicas on role-bound pg-compatible pools over a Cluster: with WAL replay paused
 // on the replica, a read after a write in the same cluster.session() is never stale (the replica
 // handle falls back to the primary), while the same read through a plain pool on the replica is.
+// A write streamed through pg-cursor on the primary handle raises the token too.
 import { eq } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/node-postgres'
+import Cursor from 'pg-cursor'
 import { integer, pgTable, text, withReplicas } from 'drizzle-orm/pg-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { clusterPgPool, PgPool } from '../../src/pg-compat/index.js'
@@ -57,6 +59,27 @@ describe('Drizzle withReplicas on Tidepool cluster handles', () => {
     } finally {
       await servers.replicas[0]!.resumeReplay()
       await plain.end()
+    }
+  })
+
+  it('raises the session token after a write streamed through a cursor on the primary handle', async () => {
+    const primary = clusterPgPool(cluster, 'primary')
+    const replica = clusterPgPool(cluster, 'replica')
+    await primary.query("INSERT INTO notes (id, body) VALUES (2, 'before') ON CONFLICT (id) DO UPDATE SET body = 'before'")
+    await servers.replicas[0]!.pauseReplay()
+    try {
+      for (let i = 0; i < 3; i++) {
+        await cluster.session(async () => {
+          // An UPDATE … RETURNING cannot be a cursor: it runs once, and its rows come in chunks.
+          const cursor = primary.query(new Cursor('UPDATE notes SET body = $1 WHERE id = 2 RETURNING body', [`c${i}`]))
+          // A full chunk: the cursor is not finished yet, but the write is done and the token covers it.
+          expect(await cursor.read(1)).toEqual([{ body: `c${i}` }])
+          expect((await replica.query('SELECT body FROM notes WHERE id = 2')).rows).toEqual([{ body: `c${i}` }])
+          await cursor.close()
+        })
+      }
+    } finally {
+      await servers.replicas[0]!.resumeReplay()
     }
   })
 })

@@ -50,7 +50,7 @@ export interface OrmUnderTest {
   name: string
   /** The ORM on this pg-compatible pool (the scenarios own the pool). */
   build(pool: PgPool): OrmHarness | Promise<OrmHarness>
-  /** Stream author ids ≥ minId; or a reason the ORM cannot stream through this pool. */
+  /** Stream author ids ≥ minId (in chunks of 2 rows where the ORM takes a size); or a reason the ORM cannot stream through this pool. */
   stream?: ((orm: OrmHarness, minId: number) => AsyncIterable<{ id: number }>) | { unsupported: string }
   /** Run the ORM's own migrator on this database; resolves to the tables it created. */
   migrate?: (pool: PgPool) => Promise<string[]>
@@ -219,6 +219,19 @@ export function runOrmScenarios(orm: OrmUnderTest, options: ScenarioOptions = {}
         const seen: number[] = []
         for await (const row of stream(o, ids[0]!)) seen.push(Number(row.id))
         expect(seen.sort((x, y) => x - y)).toEqual(ids)
+        await poolIsWhole(main.pool)
+      })
+
+      it('stops a stream early: its cursor and transaction end, and the connection goes back clean', async () => {
+        // More rows than a chunk, whatever chunk the ORM reads (TypeORM: pg-query-stream's 100).
+        const rows = await o.sql("INSERT INTO authors (name) SELECT 'stream-early-' || n FROM generate_series(1, 250) AS n RETURNING id")
+        const first = Math.min(...rows.map((r) => Number(r.id)))
+        let seen = 0
+        for await (const _ of stream(o, first)) if (++seen === 3) break
+        expect(seen).toBe(3)
+        const inTransaction = async () =>
+          (await db.admin("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'")).rows[0].n
+        await waitFor(async () => (await inTransaction()) === 0, 5_000, 'no session left inside the stream\'s transaction')
         await poolIsWhole(main.pool)
       })
     } else if (orm.stream !== undefined) {

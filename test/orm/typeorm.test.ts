@@ -54,11 +54,24 @@ function tx(em: EntityManager): OrmTx {
   return { ...session(em), nested: (fn) => em.transaction((inner) => fn(tx(inner))) }
 }
 
-async function build(pool: PgPool): Promise<OrmHarness> {
+type Harness = OrmHarness & { streamAuthors(minId: number): AsyncIterable<{ id: number }> }
+
+async function build(pool: PgPool): Promise<Harness> {
   const ds = await dataSource(pgModule(pool)).initialize()
   const authors = ds.getRepository(Author)
   return {
     ...session(ds.manager),
+    // TypeORM streams through pg-query-stream and releases its own query runner only on 'end' or
+    // 'error': on a runner of the caller's, released here, a stream stopped early gives its connection back too.
+    streamAuthors: async function* (minId) {
+      const runner = ds.createQueryRunner()
+      try {
+        const stream = await authors.createQueryBuilder('a', runner).select('a.id', 'id').where('a.id >= :minId', { minId }).orderBy('a.id').stream()
+        for await (const row of stream) yield row as { id: number }
+      } finally {
+        await runner.release()
+      }
+    },
     findAuthor: async (id) => (await authors.findOneBy({ id })) ?? undefined,
     renameAuthor: async (id, name) => (await authors.update({ id }, { name })).affected ?? 0,
     deleteAuthor: async (id) => (await authors.delete({ id })).affected ?? 0,
@@ -82,7 +95,7 @@ async function build(pool: PgPool): Promise<OrmHarness> {
 runOrmScenarios({
   name: 'TypeORM (driver)',
   build,
-  stream: { unsupported: "TypeORM streams through pg-query-stream, which drives pg's own connection object" },
+  stream: (orm, minId) => (orm as Harness).streamAuthors(minId),
   migrate: async (pool) => {
     // A DataSource of its own, on the same Tidepool pool: its destroy() ends only its own PgPool.
     const ds = await dataSource(pgModule(pool.pool)).initialize()

@@ -59,7 +59,7 @@ describe('pg-compatible pool: the same answers as pg.Pool', () => {
     expect(rows[0]).toEqual({ d: '2024-02-29', ts: '2024-02-29 12:00:00+00', ds: ['2024-01-01'], big: '5' })
   })
 
-  it('refuses pg-cursor and pg-query-stream objects with a MisuseError that says why', async () => {
+  it('refuses Submittables other than pg-cursor and pg-query-stream with a MisuseError that says why', async () => {
     const client = await compat.connect()
     try {
       const submittable = { text: 'SELECT 1', submit: () => {} }
