@@ -124,7 +124,7 @@ export class PgPoolClient extends EventEmitter {
     const target = (ready ?? Promise.resolve()).then((): CursorTarget => {
       if (lease === undefined || this.#lease !== lease) throw new LeaseError('this client was released to the pool; call connect() for another one')
       if (this.#owner.tracksHolders) lease.setHolder(`pg cursor: ${excerpt(text)}`)
-      return { lease, types: this.#owner.types, afterStatement: this.#owner.afterStatement, finished: done }
+      return { lease, types: this.#owner.types, afterStatement: this.#owner.afterStatement, events: this.#owner.statementEvents, finished: done }
     })
     target.catch(done)
     return target

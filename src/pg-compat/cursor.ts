@@ -13,6 +13,7 @@
 import type { EventEmitter } from 'node:events'
 import { cursorCanHold } from '../db/bulk.js'
 import { assertNoSessionState } from '../db/session-state.js'
+import { sessionOutcome, type StatementEvents } from '../db/statement-events.js'
 import { MisuseError } from '../errors/index.js'
 import type { Lease } from '../pool/index.js'
 import type { FieldInfo, TypeParserSource } from '../pool/session.js'
@@ -43,6 +44,8 @@ export interface CursorTarget {
   lease: Lease
   types: TypeParserSource | undefined
   afterStatement?: ((lease: Lease, text: string) => Promise<void>) | undefined
+  /** Where the cursor's statement is reported (once, when it is declared or run). */
+  events?: StatementEvents | undefined
   /** Called once: the cursor is done, closed or failed, and its transaction (if its own) ended. */
   finished(): void
 }
@@ -168,7 +171,8 @@ class LeaseCursor {
     const values = this.#cursor.values ?? undefined
     if (lease.refusesSessionState) assertNoSessionState(text)
     if (!cursorCanHold(text)) {
-      const result = await lease.run({ text, values, prepare: false, extended: true, rowMode: this.#rowMode, types: this.#types })
+      const run = () => lease.run({ text, values, prepare: false, extended: true, rowMode: this.#rowMode, types: this.#types })
+      const result = target.events === undefined ? await run() : await target.events.run(lease, text, run, sessionOutcome)
       this.#held = result.rows
       this.#fields = result.fields
       this.#command = result.command
@@ -179,7 +183,10 @@ class LeaseCursor {
     }
     // A cursor lives only inside a transaction: BEGIN goes in the same round trip as DECLARE.
     this.#ownTx = lease.transactionStatus() === 'I'
-    await lease.run({ text: `DECLARE "${this.#name}" NO SCROLL CURSOR FOR ${text}`, values, prepare: false, extended: true, prelude: this.#ownTx ? 'BEGIN' : undefined })
+    const declare = () => lease.run({ text: `DECLARE "${this.#name}" NO SCROLL CURSOR FOR ${text}`, values, prepare: false, extended: true, prelude: this.#ownTx ? 'BEGIN' : undefined })
+    // Reported as the caller's statement (its rows come later, in FETCHes): calls and errors count.
+    if (target.events === undefined) await declare()
+    else await target.events.run(lease, text, declare, () => ({ rowCount: 0, command: 'SELECT' }))
     this.#declared = true
   }
 

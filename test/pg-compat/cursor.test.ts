@@ -9,6 +9,7 @@ import Cursor from 'pg-cursor'
 import QueryStream from 'pg-query-stream'
 import { afterAll, describe, expect, it } from 'vitest'
 import { LeaseError, MisuseError, PoolClosedError, QueryError, TidepoolError } from '../../src/errors/index.js'
+import { Observer } from '../../src/observe/index.js'
 import { PgPool, type PgPoolClient } from '../../src/pg-compat/index.js'
 import { recordingLogger, useDatabase, waitFor } from '../helpers/fixtures.js'
 
@@ -354,5 +355,24 @@ describe('pg-query-stream on the pg-compatible pool', () => {
     })
     expect(ours).toBeInstanceOf(QueryError)
     for (const key of ['code', 'message', 'severity']) expect(ours[key], key).toEqual(theirs[key])
+  })
+})
+
+describe('cursors seen by an Observer watching the pool', () => {
+  it('counts a streamed statement once, under its own text, and its failure as an error', async () => {
+    const observer = new Observer({ slowQueryMs: false }).watch(compat)
+    try {
+      const stream = streamOn(compat, new QueryStream("SELECT n AS observed_stream FROM generate_series(1, 250) AS n", [], { batchSize: 40 }))
+      expect(await collect(stream)).toHaveLength(250)
+      await expect(withClient(compat, (c) => readAll(cursorOn(c, new Cursor('SELECT 1 / 0 AS observed_failure')), 10))).rejects.toThrow(/division by zero/)
+      const seen = observer.topQueries({ limit: 50 })
+      expect(seen.find((s) => s.statement.includes('observed_stream'))).toMatchObject({ calls: 1, errors: 0, via: 'pg' })
+      // DECLARE … FETCH are not statements of the app's: only its own text is recorded.
+      expect(seen.filter((s) => /^(declare|fetch|close)\b/i.test(s.statement))).toEqual([])
+      const failed = seen.find((s) => s.statement.includes('observed_failure'))
+      expect(failed?.calls).toBe(1)
+    } finally {
+      await observer.close()
+    }
   })
 })
