@@ -107,10 +107,11 @@ const WORKLOADS: Workload[] = [
     title: 'W1 through an ORM: point select built by Kysely and by Drizzle, 64 workers, pool 10',
     script: 'workers/orm-point-select',
     args: ['--workers', '64', '--max', '10'],
-    peers: [{ name: 'kysely/tidepool' }, { name: 'kysely/pg.Pool' }, { name: 'drizzle/tidepool' }, { name: 'drizzle/pg.Pool' }],
+    peers: [{ name: 'kysely/tidepool' }, { name: 'kysely/pg.Pool' }, { name: 'drizzle/tidepool' }, { name: 'drizzle/tidepool+observer' }, { name: 'drizzle/pg.Pool' }],
     ratios: [
       { of: 'kysely/tidepool', to: 'kysely/pg.Pool' },
       { of: 'drizzle/tidepool', to: 'drizzle/pg.Pool' },
+      { of: 'drizzle/tidepool+observer', to: 'drizzle/tidepool' },
     ],
   },
   {
@@ -263,6 +264,7 @@ const TARGETS: Target[] = [
   { workload: 'w3', of: 'tidepool', to: 'generic-pool', threshold: 2, label: 'W3 ≥ 2 × generic-pool' },
   { workload: 'w1orm', of: 'kysely/tidepool', to: 'kysely/pg.Pool', threshold: 1, label: 'W1 through Kysely: TidepoolDialect ≥ PostgresDialect on pg.Pool' },
   { workload: 'w1orm', of: 'drizzle/tidepool', to: 'drizzle/pg.Pool', threshold: 1, label: 'W1 through Drizzle: on tidepool-pg/pg ≥ on pg.Pool' },
+  { workload: 'w1orm', of: 'drizzle/tidepool+observer', to: 'drizzle/tidepool', threshold: 0.95, label: 'W1 through Drizzle with an Observer watching the PgPool: cost ≤ 5 %' },
   { workload: 'w1', of: 'tidepool+pipeline', to: 'pgbench', threshold: 1, label: 'W1 with pipelining ≥ 1.0 × pgbench -M prepared -c 10' },
   { workload: 'w1', of: 'tidepool+pipeline', to: 'tidepool', metric: 'p99', threshold: 1.5, label: 'W1 with pipelining: p99 ≤ 1.5 × Tidepool without' },
   { workload: 'w1', of: 'tidepool+features', to: 'tidepool', threshold: 0.95, label: 'W1 with leak detection, a query listener and stats every second: cost ≤ 5 %' },

@@ -5,6 +5,7 @@
 //   --driver kysely/tidepool   Kysely with TidepoolDialect (a Tidepool Pool underneath)
 //            kysely/pg.Pool    Kysely with its PostgresDialect on pg.Pool
 //            drizzle/tidepool  Drizzle's node-postgres driver on tidepool-pg/pg's PgPool (a Tidepool Pool underneath)
+//            drizzle/tidepool+observer  the same, with an Observer watching the PgPool (what seeing the ORM's statements costs)
 //            drizzle/pg.Pool   Drizzle's node-postgres driver on pg.Pool
 import { eq } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/node-postgres'
@@ -13,6 +14,7 @@ import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { silentLogger } from '../../src/config/logger.js'
 import { TidepoolDialect } from '../../src/kysely/index.js'
+import { Observer } from '../../src/observe/index.js'
 import { PgPool } from '../../src/pg-compat/index.js'
 import { createPool } from '../../src/pool/index.js'
 import { arg, numArg } from '../lib/args.js'
@@ -51,6 +53,17 @@ switch (driver) {
   case 'drizzle/tidepool': {
     const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, logger: silentLogger })
     await runDrizzle(new PgPool(pool).asPgPool(), () => pool.close())
+    break
+  }
+  case 'drizzle/tidepool+observer': {
+    const pool = await createPool({ url, size: max, maxOverflow: 0, minIdle: max, logger: silentLogger })
+    const pgPool = new PgPool(pool)
+    // Statement table, histograms, slow log and N+1 detection: every statement is recorded.
+    const observer = new Observer({ slowQueryMs: 500, logger: silentLogger }).watch(pgPool)
+    await runDrizzle(pgPool.asPgPool(), async () => {
+      await observer.close()
+      await pool.close()
+    })
     break
   }
   case 'drizzle/pg.Pool': {
