@@ -51,15 +51,28 @@ export class StatementEvents implements StatementSource {
     return this.#hooks.hub.on(event, listener)
   }
 
-  /** Run `work` (one statement on `lease`) and report it; `outcome` reads its result. */
-  run<T>(lease: Lease, sql: string, work: () => Promise<T>, outcome: (result: T) => StatementOutcome): Promise<T> {
-    if (!this.#hooks.active) return work()
-    return this.#observed(lease, sql, work, outcome)
+  /**
+   * Report a statement whose end is not one promise (a stream): the start now, the end when the
+   * returned function is called (with the error, if it failed). Undefined when nobody listens.
+   */
+  begin(lease: Lease, sql: string): ((outcome: StatementOutcome, err?: unknown) => void) | undefined {
+    if (!this.#hooks.active) return undefined
+    const hub = this.#hooks.hub
+    const start = this.#start(lease, sql)
+    hub.emit('queryStart', start)
+    const t0 = performance.now()
+    const node = lease.node
+    let ended = false
+    return (outcome, err) => {
+      if (ended) return
+      ended = true
+      const error = err === undefined ? undefined : withoutValues(err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err }))
+      hub.emit('query', end(start, performance.now() - t0, outcome.rowCount, error ? undefined : outcome.command, node, error))
+    }
   }
 
-  async #observed<T>(lease: Lease, sql: string, work: () => Promise<T>, outcome: (result: T) => StatementOutcome): Promise<T> {
-    const hub = this.#hooks.hub
-    const start: QueryStartEvent = {
+  #start(lease: Lease, sql: string): QueryStartEvent {
+    return {
       sql,
       fingerprint: this.#hooks.shape(sql),
       // An ORM's statements name their own tables; the pool's default schema is the closest truth.
@@ -69,6 +82,17 @@ export class StatementEvents implements StatementSource {
       params: undefined,
       via: this.via,
     }
+  }
+
+  /** Run `work` (one statement on `lease`) and report it; `outcome` reads its result. */
+  run<T>(lease: Lease, sql: string, work: () => Promise<T>, outcome: (result: T) => StatementOutcome): Promise<T> {
+    if (!this.#hooks.active) return work()
+    return this.#observed(lease, sql, work, outcome)
+  }
+
+  async #observed<T>(lease: Lease, sql: string, work: () => Promise<T>, outcome: (result: T) => StatementOutcome): Promise<T> {
+    const hub = this.#hooks.hub
+    const start = this.#start(lease, sql)
     hub.emit('queryStart', start)
     const t0 = performance.now()
     const node = lease.node

@@ -93,16 +93,28 @@ export class TidepoolConnection implements DatabaseConnection {
       return
     }
     let chunk: R[] = []
-    const rows = cursorRows<R>(lease, sql, parameters.length > 0 ? parameters : undefined, { batchSize, ...(options?.signal ? { signal: options.signal } : {}) }, lease.transactionStatus() !== 'I')
-    for await (const row of rows) {
-      chunk.push(row)
-      if (chunk.length === batchSize) {
-        const full = chunk
-        chunk = []
-        yield { rows: full }
+    // Reported once, as the caller's statement, when the stream ends (read to the end, stopped, failed).
+    const reported = this.#events?.begin(lease, sql)
+    let count = 0
+    let failure: unknown
+    try {
+      const rows = cursorRows<R>(lease, sql, parameters.length > 0 ? parameters : undefined, { batchSize, ...(options?.signal ? { signal: options.signal } : {}) }, lease.transactionStatus() !== 'I')
+      for await (const row of rows) {
+        count++
+        chunk.push(row)
+        if (chunk.length === batchSize) {
+          const full = chunk
+          chunk = []
+          yield { rows: full }
+        }
       }
+      if (chunk.length > 0) yield { rows: chunk }
+    } catch (err) {
+      failure = err
+      throw err
+    } finally {
+      reported?.({ rowCount: count, command: 'SELECT' }, failure)
     }
-    if (chunk.length > 0) yield { rows: chunk }
   }
 
   /**

@@ -62,6 +62,28 @@ describe('Kysely on TidepoolDialect, watched by an Observer', () => {
     }
   })
 
+  it('records a stream once, when it ends, with the rows it read', async () => {
+    const dialect = new TidepoolDialect(pool)
+    const db = new Kysely<{ gadgets: { id: number; name: string } }>({ dialect })
+    const observer = new Observer({ slowQueryMs: false }).watch(dialect)
+    try {
+      let read = 0
+      for await (const _ of db.selectFrom(sql<{ n: number }>`generate_series(1, 120)`.as('n')).selectAll().stream(50)) read++
+      expect(read).toBe(120)
+      let stopped = 0
+      for await (const _ of db.selectFrom(sql<{ n: number }>`generate_series(1, 500)`.as('early')).selectAll().stream(10)) if (++stopped === 15) break
+      const seen = observer.topQueries({ limit: 20 })
+      expect(seen.find((s) => s.statement.endsWith('as "n"')), JSON.stringify(seen)).toMatchObject({ calls: 1, rows: 120, via: 'kysely' })
+      // Stopped early: reported with the rows read so far (its last chunk was fetched whole).
+      expect(seen.find((s) => s.statement.includes('"early"'))?.calls).toBe(1)
+      // Only the caller's statement: the cursor's own DECLARE/FETCH/CLOSE are not in the table.
+      expect(seen.filter((s) => /^(declare|fetch|close)\b/i.test(s.statement))).toEqual([])
+    } finally {
+      await observer.close()
+      await db.destroy()
+    }
+  })
+
   it('costs nothing and records nothing when nobody watches', async () => {
     const dialect = new TidepoolDialect(pool)
     const db = new Kysely<{ gadgets: { id: number; name: string } }>({ dialect })
