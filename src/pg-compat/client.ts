@@ -10,7 +10,7 @@ import type { StatementEvents } from '../db/statement-events.js'
 import type { Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
 import { excerpt } from '../pool/errors.js'
-import { bindCursor, cursorOf, isSubmittable, type CursorTarget, type PgSubmittable } from './cursor.js'
+import { isSubmittable, submitCursor, type CursorTarget, type PgSubmittable } from './cursor.js'
 import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQueryConfig, type PgResult } from './query.js'
 
 /** What a client needs from the pool that made it. */
@@ -66,15 +66,7 @@ export class PgPoolClient extends EventEmitter {
     let work: Promise<PgResult | PgResult[]>
     let cb: PgCallback | undefined
     try {
-      if (isSubmittable(textOrConfig)) {
-        const cursor = cursorOf(textOrConfig)
-        bindCursor(cursor, () => this.cursorTarget(cursor.text))
-        // As pg: a callback given with it becomes the submittable's (pg-query-stream calls it at the end or on an error).
-        const submittable = textOrConfig as PgSubmittable & { callback?: unknown }
-        const given = typeof values === 'function' ? values : typeof callback === 'function' ? callback : undefined
-        if (given !== undefined && !submittable.callback) submittable.callback = given
-        return submittable
-      }
+      if (isSubmittable(textOrConfig)) return submitCursor(textOrConfig, (text) => this.cursorTarget(text), values, callback)
       const call = normaliseCall(textOrConfig, values, callback)
       cb = call.callback
       const lease = this.#lease

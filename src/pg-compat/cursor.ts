@@ -93,6 +93,20 @@ export function bindCursor(cursor: PgCursorLike, target: () => Promise<CursorTar
   cursor.state = 'submitted'
 }
 
+/**
+ * pg's `query(submittable[, values], callback)`: run the pg-cursor behind `submittable` on the
+ * target for its text, and return the submittable itself. A callback given with it becomes its
+ * own, unless it has one (pg-query-stream calls it at the end or on an error).
+ */
+export function submitCursor(submittable: unknown, target: (text: string) => Promise<CursorTarget>, values: unknown, callback: unknown): PgSubmittable {
+  const cursor = cursorOf(submittable)
+  bindCursor(cursor, () => target(cursor.text))
+  const s = submittable as PgSubmittable & { callback?: unknown }
+  const given = typeof values === 'function' ? values : typeof callback === 'function' ? callback : undefined
+  if (given !== undefined && !s.callback) s.callback = given
+  return s
+}
+
 /** pg-cursor's convention: a callback when given (called outside the promise chain, as pg does), else a promise. */
 function deliver<T>(work: Promise<T>, cb: ((err: Error | null, value?: T) => void) | undefined): Promise<T> | undefined {
   if (cb === undefined) return work

@@ -13,7 +13,7 @@ import { Pool, withStatementLease, type Lease } from '../pool/index.js'
 import type { TypeParserSource } from '../pool/session.js'
 import { PgPoolClient } from './client.js'
 import { toPoolOptions, type PgPoolConfig } from './config.js'
-import { bindCursor, cursorOf, isSubmittable, type PgSubmittable } from './cursor.js'
+import { isSubmittable, submitCursor, type PgSubmittable } from './cursor.js'
 import { asPgError, normaliseCall, runCall, settle, type PgCallback, type PgQueryConfig, type PgResult } from './query.js'
 
 /** Where a PgPool gets its leases when not straight from one Tidepool pool (cluster handles: `clusterPgPool`). */
@@ -184,14 +184,8 @@ export class PgPool extends EventEmitter {
     let work: Promise<PgResult | PgResult[]>
     let cb = (typeof values === 'function' ? values : callback) as PgCallback | undefined
     try {
-      if (isSubmittable(textOrConfig)) {
-        const cursor = cursorOf(textOrConfig)
-        bindCursor(cursor, () => this.checkout().then((client) => client.cursorTarget(cursor.text, () => client.release())))
-        // pg-pool hands a callback to the submittable (pg-query-stream calls it at the end or on an error).
-        const submittable = textOrConfig as PgSubmittable & { callback?: unknown }
-        if (cb !== undefined && !submittable.callback) submittable.callback = cb
-        return submittable
-      }
+      // On a client of its own, back to the pool when the cursor ends.
+      if (isSubmittable(textOrConfig)) return submitCursor(textOrConfig, (text) => this.checkout().then((client) => client.cursorTarget(text, () => client.release())), values, callback)
       const call = normaliseCall(textOrConfig, values, callback)
       cb = call.callback
       if (this.#ending) throw new PoolClosedError('this pg-compatible pool was ended; create a new one to run more queries')
