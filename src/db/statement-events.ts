@@ -53,9 +53,9 @@ export class StatementEvents implements StatementSource {
 
   /**
    * Report a statement whose end is not one promise (a stream): the start now, the end when the
-   * returned function is called (with the error, if it failed). Undefined when nobody listens.
+   * returned function is called (with `{ error }` if it failed). Undefined when nobody listens.
    */
-  begin(lease: Lease, sql: string): ((outcome: StatementOutcome, err?: unknown) => void) | undefined {
+  begin(lease: Lease, sql: string): ((outcome: StatementOutcome, failure?: { error: unknown }) => void) | undefined {
     if (!this.#hooks.active) return undefined
     const hub = this.#hooks.hub
     const start = this.#start(lease, sql)
@@ -63,10 +63,11 @@ export class StatementEvents implements StatementSource {
     const t0 = performance.now()
     const node = lease.node
     let ended = false
-    return (outcome, err) => {
+    return (outcome, failure) => {
       if (ended) return
       ended = true
-      const error = err === undefined ? undefined : withoutValues(err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err }))
+      const err = failure?.error
+      const error = failure === undefined ? undefined : withoutValues(err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err }))
       hub.emit('query', end(start, performance.now() - t0, outcome.rowCount, error ? undefined : outcome.command, node, error))
     }
   }
@@ -91,19 +92,14 @@ export class StatementEvents implements StatementSource {
   }
 
   async #observed<T>(lease: Lease, sql: string, work: () => Promise<T>, outcome: (result: T) => StatementOutcome): Promise<T> {
-    const hub = this.#hooks.hub
-    const start = this.#start(lease, sql)
-    hub.emit('queryStart', start)
-    const t0 = performance.now()
-    const node = lease.node
+    // run() checked that someone listens, so begin() reports.
+    const done = this.begin(lease, sql)!
     try {
       const result = await work()
-      const { rowCount, command } = outcome(result)
-      hub.emit('query', end(start, performance.now() - t0, rowCount, command, node, undefined))
+      done(outcome(result))
       return result
     } catch (err) {
-      const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
-      hub.emit('query', end(start, performance.now() - t0, 0, undefined, node, withoutValues(error)))
+      done({ rowCount: 0, command: undefined }, { error: err })
       throw err
     }
   }

@@ -96,7 +96,7 @@ export class TidepoolConnection implements DatabaseConnection {
     // Reported once, as the caller's statement, when the stream ends (read to the end, stopped, failed).
     const reported = this.#events?.begin(lease, sql)
     let count = 0
-    let failure: unknown
+    let failure: { error: unknown } | undefined
     try {
       const rows = cursorRows<R>(lease, sql, parameters.length > 0 ? parameters : undefined, { batchSize, ...(options?.signal ? { signal: options.signal } : {}) }, lease.transactionStatus() !== 'I')
       for await (const row of rows) {
@@ -110,7 +110,7 @@ export class TidepoolConnection implements DatabaseConnection {
       }
       if (chunk.length > 0) yield { rows: chunk }
     } catch (err) {
-      failure = err
+      failure = { error: err }
       throw err
     } finally {
       reported?.({ rowCount: count, command: 'SELECT' }, failure)
