@@ -1,7 +1,7 @@
 // Driver errors are classified by the pool layer, where the driver knows what happened
 // (src/pool/errors.ts); re-exported here for the query layer. What stays here is how the query
 // layer reports an error it logs: without the bind values a server message may quote.
-import { QueryError, type TidepoolError } from '../errors/index.js'
+import { QueryError, TidepoolError } from '../errors/index.js'
 
 export { isServerError, isStaleStatement, toQueryError } from '../pool/errors.js'
 
@@ -12,6 +12,11 @@ const QUOTED_AFTER_COLON = /(:\s*)"(?:[^"]|"")*"/g
 const QUOTED_VALUE = /\b(value|Token) "(?:[^"]|"")*"/g
 const KEY_VALUES = /\)=\([\s\S]*\)( already exists| is not present| is still referenced| conflicts with)/g
 const FAILING_ROW = /(Failing row contains )\([\s\S]*\)/g
+
+/** What a query event carries for a failure: the error itself, or a TidepoolError wrapping whatever was thrown. */
+export function asEventError(err: unknown): TidepoolError {
+  return err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
+}
 
 /** `text` with the values a server message may quote replaced by `?`. */
 export function scrubServerValues(text: string): string {

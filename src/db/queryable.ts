@@ -1,8 +1,8 @@
 // The query API shared by Database (a connection per call), a held connection and a transaction:
 // fetchVal / fetchOne / fetchAll / execute / query, with templates and query events.
 import { printAs } from '../config/redact.js'
-import { TidepoolError } from '../errors/index.js'
-import { withoutValues } from './errors.js'
+import type { TidepoolError } from '../errors/index.js'
+import { asEventError, withoutValues } from './errors.js'
 import type { TemplateCache } from '../sql/template.js'
 import type { SessionResult } from '../pool/session.js'
 import { QUERY_OPTION_KEYS, type QueryOptions, type QueryResult } from './execute.js'
@@ -129,7 +129,7 @@ export abstract class Queryable {
       hub.emit('query', endEvent(start, undefined, performance.now() - t0, rowCount, undefined, node, undefined))
       return rowCount
     } catch (err) {
-      const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
+      const error = asEventError(err)
       hub.emit('query', endEvent(start, undefined, performance.now() - t0, 0, undefined, node, error))
       throw err
     }
@@ -154,7 +154,7 @@ export abstract class Queryable {
       hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, result.rowCount ?? 0, result.command ?? undefined, probe.node, undefined))
       return result
     } catch (err) {
-      const error = err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err })
+      const error = asEventError(err)
       // Listeners log and record: without logParams, a server message quoting a value is scrubbed.
       hub.emit('query', endEvent(start, probe.pool, performance.now() - t0, 0, undefined, probe.node, this.logParams ? error : withoutValues(error)))
       throw err

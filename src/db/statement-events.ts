@@ -4,10 +4,10 @@
 // `instrument()`) sees an ORM's statements in its metrics, statement table, slow log and N+1
 // warnings. Nothing is built unless someone listens. Bind values are never in these events.
 import type { Logger } from '../config/logger.js'
-import { TidepoolError } from '../errors/index.js'
+import type { TidepoolError } from '../errors/index.js'
 import type { Lease, Pool } from '../pool/index.js'
 import type { SessionResult } from '../pool/session.js'
-import { withoutValues } from './errors.js'
+import { asEventError, withoutValues } from './errors.js'
 import { QueryHooks, type QueryEndEvent, type QueryEvents, type QueryStartEvent } from './hooks.js'
 
 /** What an Observer needs from a source of statements that is not a Database. */
@@ -66,8 +66,7 @@ export class StatementEvents implements StatementSource {
     return (outcome, failure) => {
       if (ended) return
       ended = true
-      const err = failure?.error
-      const error = failure === undefined ? undefined : withoutValues(err instanceof TidepoolError ? err : new TidepoolError('QUERY', String(err), { cause: err }))
+      const error = failure === undefined ? undefined : withoutValues(asEventError(failure.error))
       hub.emit('query', end(start, performance.now() - t0, outcome.rowCount, error ? undefined : outcome.command, node, error))
     }
   }
